@@ -1,0 +1,139 @@
+//! The clickstream events of `../shared/WORKLOADS.md`: CSV lines
+//! `event_time_ms,user_id,event_type,amount`, amounts as exact decimals `D.CC` (or `0`).
+//!
+//! `clickstream#parse_event` (try_map) turns a line into the keyed record
+//! `(user_id, {"user_id":…,"event_type":…,"amount_cents":…})` with the line's event time, and
+//! fails the batch on a malformed line, naming it; `clickstream#parse_event_lenient` (flat_map)
+//! skips malformed lines instead, logging each and counting them in the `malformed_lines`
+//! counter. Filters `is_view`, `is_click`, `is_purchase` keep one event type; `amount_cents`
+//! projects `(user_id, cents)`; `by_event_type` re-keys events by their type.
+
+use serde::{Deserialize, Serialize};
+use sluice_guest::{Json, Timed, export_transforms, log};
+
+/// One parsed clickstream event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Who did it.
+    pub user_id: u32,
+    /// `view`, `click` or `purchase`.
+    pub event_type: String,
+    /// The amount in cents: 0 unless a purchase.
+    pub amount_cents: i64,
+}
+
+/// Parse `D.CC` or `D` (whole units) into integer cents, exactly.
+pub fn parse_cents(text: &str) -> Result<i64, String> {
+    let (whole, frac) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    let bad = || format!("amount {text:?} is not a decimal with at most two places");
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 2 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let whole: i64 = whole.parse().map_err(|_| bad())?;
+    let frac_cents = match frac.len() {
+        0 => 0,
+        1 => frac.parse::<i64>().map_err(|_| bad())? * 10,
+        _ => frac.parse::<i64>().map_err(|_| bad())?,
+    };
+    whole.checked_mul(100).and_then(|c| c.checked_add(frac_cents)).ok_or_else(bad)
+}
+
+/// Parse one CSV line into `(event time, event)`.
+pub fn parse_line(line: &str) -> Result<(i64, Event), String> {
+    let mut fields = line.trim_end_matches(['\r', '\n']).split(',');
+    let (Some(time), Some(user), Some(kind), Some(amount), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(format!("expected 4 comma-separated fields `event_time_ms,user_id,event_type,amount`, got {line:?}"));
+    };
+    let event_time: i64 = time.parse().map_err(|_| format!("event_time_ms {time:?} is not an integer"))?;
+    let user_id: u32 = user.parse().map_err(|_| format!("user_id {user:?} is not an unsigned integer"))?;
+    if !matches!(kind, "view" | "click" | "purchase") {
+        return Err(format!("event_type {kind:?} is not view, click or purchase"));
+    }
+    let amount_cents = parse_cents(amount)?;
+    Ok((event_time, Event { user_id, event_type: kind.to_string(), amount_cents }))
+}
+
+/// Strict parse: a malformed line fails the batch and names the record.
+pub fn parse_event(line: &str) -> Result<Timed<(u32, Json<Event>)>, String> {
+    let (event_time, event) = parse_line(line)?;
+    Ok(Timed { event_time, record: (event.user_id, Json(event)) })
+}
+
+/// Lenient parse: a malformed line is logged, counted in `malformed_lines` and skipped.
+pub fn parse_event_lenient(line: &str) -> Option<Timed<(u32, Json<Event>)>> {
+    match parse_event(line) {
+        Ok(record) => Some(record),
+        Err(reason) => {
+            sluice_guest::log::counter("malformed_lines", 1);
+            log!(warn, "skipped a malformed line: {reason}");
+            None
+        }
+    }
+}
+
+/// Keep views.
+pub fn is_view((_, event): (u32, Json<Event>)) -> bool {
+    event.0.event_type == "view"
+}
+
+/// Keep clicks.
+pub fn is_click((_, event): (u32, Json<Event>)) -> bool {
+    event.0.event_type == "click"
+}
+
+/// Keep purchases.
+pub fn is_purchase((_, event): (u32, Json<Event>)) -> bool {
+    event.0.event_type == "purchase"
+}
+
+/// `(user_id, event) -> (user_id, amount in cents)`.
+pub fn amount_cents((user, event): (u32, Json<Event>)) -> (u32, i64) {
+    (user, event.0.amount_cents)
+}
+
+/// `(user_id, event) -> (event_type, event)`.
+pub fn by_event_type((_, event): (u32, Json<Event>)) -> (String, Json<Event>) {
+    (event.0.event_type.clone(), event)
+}
+
+export_transforms! {
+    try_map parse_event,
+    flat_map parse_event_lenient,
+    filter is_view,
+    filter is_click,
+    filter is_purchase,
+    map amount_cents,
+    map by_event_type,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cents_are_exact() {
+        assert_eq!(parse_cents("0"), Ok(0));
+        assert_eq!(parse_cents("1.00"), Ok(100));
+        assert_eq!(parse_cents("500.00"), Ok(50000));
+        assert_eq!(parse_cents("12.3"), Ok(1230));
+        assert_eq!(parse_cents("0.07"), Ok(7));
+        assert!(parse_cents("1.234").is_err());
+        assert!(parse_cents("-1").is_err());
+        assert!(parse_cents("").is_err());
+    }
+
+    #[test]
+    fn lines_parse_or_say_why() {
+        let (t, e) = parse_line("1700000000123,42,purchase,12.34").unwrap();
+        assert_eq!(t, 1_700_000_000_123);
+        assert_eq!(e, Event { user_id: 42, event_type: "purchase".into(), amount_cents: 1234 });
+        assert!(parse_line("1,2,teleport,0").unwrap_err().contains("teleport"));
+        assert!(parse_line("1,2,view").unwrap_err().contains("4 comma-separated"));
+        assert!(parse_line("x,2,view,0").unwrap_err().contains("event_time_ms"));
+    }
+}

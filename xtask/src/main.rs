@@ -1,0 +1,167 @@
+//! Project chores that cargo alone does not do: building UDF crates into components.
+//!
+//! `cargo xtask udfs [NAME…]` builds the crates under `udfs/` for `wasm32-unknown-unknown` and
+//! wraps each core module into a component in `dist/udfs/NAME.wasm`; `--tests` builds the hostile
+//! guests of `tests/guests/` into `dist/test-guests/` as well. `cargo xtask componentize IN OUT`
+//! wraps any core module built with `sluice-guest`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const TARGET: &str = "wasm32-unknown-unknown";
+const PROFILE: &str = "udf";
+
+const USAGE: &str = "\
+Usage:
+  cargo xtask udfs [--tests] [NAME…]   build UDF crates into components
+      NAME      a folder under udfs/ (default: all of them); with --tests also tests/guests/
+      --tests   also build the hostile guests of tests/guests/ into dist/test-guests/
+  cargo xtask componentize IN.wasm OUT.wasm
+                wrap a core module built with sluice-guest into a component
+
+Examples:
+  cargo xtask udfs                 # every bundled UDF -> dist/udfs/*.wasm
+  cargo xtask udfs text template   # just udfs/text and udfs/template
+";
+
+fn main() {
+    if let Err(e) = run(std::env::args().skip(1).collect()) {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("udfs") => {
+            let with_tests = args.iter().any(|a| a == "--tests");
+            let names: Vec<&str> = args[1..].iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+            build_udfs(&names, with_tests)
+        }
+        Some("componentize") => match &args[1..] {
+            [input, output] => componentize(Path::new(input), Path::new(output)),
+            _ => bail!("componentize takes IN.wasm OUT.wasm\n\n{USAGE}"),
+        },
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// A guest crate to build: its package name and the component name it becomes.
+struct Guest {
+    package: String,
+    component: String,
+    out_dir: PathBuf,
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest_dir.parent().context("xtask lives one folder below the workspace root")?.to_path_buf())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+/// The package name declared in a crate folder's Cargo.toml.
+fn package_name(crate_dir: &Path) -> Result<String> {
+    let manifest = crate_dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    text.lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            (key.trim() == "name").then(|| value.trim().trim_matches('"').to_string())
+        })
+        .with_context(|| format!("{} has no `name = \"…\"`", manifest.display()))
+}
+
+fn guests_in(dir: &Path, out_dir: &Path, names: &[&str]) -> Result<Vec<Guest>> {
+    let mut guests = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        if !path.join("Cargo.toml").is_file() {
+            continue;
+        }
+        let folder = entry.file_name().to_string_lossy().into_owned();
+        if !names.is_empty() && !names.contains(&folder.as_str()) {
+            continue;
+        }
+        guests.push(Guest {
+            package: package_name(&path)?,
+            component: folder.replace('-', "_"),
+            out_dir: out_dir.to_path_buf(),
+        });
+    }
+    Ok(guests)
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running `rustup target list --installed` (is rustup on PATH?)")?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == TARGET) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the Rust target {TARGET} (once)");
+    let status = Command::new("rustup").args(["target", "add", TARGET]).status()?;
+    if !status.success() {
+        bail!("`rustup target add {TARGET}` failed; run it by hand and try again");
+    }
+    Ok(())
+}
+
+fn build_udfs(names: &[&str], with_tests: bool) -> Result<()> {
+    let root = workspace_root()?;
+    let mut guests = guests_in(&root.join("udfs"), &root.join("dist/udfs"), names)?;
+    if with_tests {
+        guests.extend(guests_in(&root.join("tests/guests"), &root.join("dist/test-guests"), names)?);
+    }
+    if guests.is_empty() {
+        bail!("no UDF crate matches {names:?}; the folders under udfs/ are the names");
+    }
+    ensure_wasm_target()?;
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(&root).args(["build", "--quiet", "--profile", PROFILE, "--target", TARGET]);
+    for guest in &guests {
+        cargo.args(["--package", &guest.package]);
+    }
+    eprintln!("xtask: building {} UDF crate(s) for {TARGET}", guests.len());
+    let status = cargo.status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo build of the UDF crates failed (see above)");
+    }
+    let built = target_dir(&root).join(TARGET).join(PROFILE);
+    for guest in &guests {
+        let module = built.join(format!("{}.wasm", guest.package.replace('-', "_")));
+        std::fs::create_dir_all(&guest.out_dir)?;
+        let out = guest.out_dir.join(format!("{}.wasm", guest.component));
+        componentize(&module, &out)?;
+    }
+    Ok(())
+}
+
+fn componentize(input: &Path, output: &Path) -> Result<()> {
+    let module = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .with_context(|| format!("{} is not a core module built with sluice-guest", input.display()))?
+        .validate(true)
+        .encode()
+        .with_context(|| format!("wrapping {} into a component", input.display()))?;
+    // Write beside, then rename: a reader never sees half a component.
+    let tmp = output.with_extension("wasm.tmp");
+    std::fs::write(&tmp, &component).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, output)?;
+    eprintln!("xtask: {} ({} KiB)", output.display(), component.len() / 1024);
+    Ok(())
+}
