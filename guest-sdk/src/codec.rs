@@ -69,12 +69,8 @@ fn preview(bytes: &[u8]) -> String {
 
 impl<'a> Decode<'a> for &'a str {
     fn decode(bytes: &'a [u8]) -> Result<Self, CodecError> {
-        std::str::from_utf8(bytes).map_err(|e| {
-            CodecError::new(
-                "UTF-8 text",
-                format!("{e} in {}", preview(bytes)),
-            )
-        })
+        std::str::from_utf8(bytes)
+            .map_err(|e| CodecError::new("UTF-8 text", format!("{e} in {}", preview(bytes))))
     }
 }
 

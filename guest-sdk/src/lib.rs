@@ -37,7 +37,9 @@ pub mod update;
 
 pub use bindings::{Batch, Column, FunctionInfo, UdfError};
 pub use codec::{Bincode, CodecError, Decode, Encode, Json};
-pub use records::{ColumnBuilder, ColumnRef, Emit, FromRecord, Input, Output, RecordRef, Timed, error};
+pub use records::{
+    ColumnBuilder, ColumnRef, Emit, FromRecord, Input, Output, RecordRef, Timed, error,
+};
 pub use sink::BatchInfo;
 pub use update::State;
 
@@ -57,7 +59,9 @@ pub fn __function_info(name: &str, kind: &str, has_inverse: bool) -> FunctionInf
 #[doc(hidden)]
 pub fn __unknown_function(function: u32) -> UdfError {
     error(
-        format!("this component has no function number {function}; the host must call `functions` first"),
+        format!(
+            "this component has no function number {function}; the host must call `functions` first"
+        ),
         None,
     )
 }

@@ -8,7 +8,10 @@ pub use logging::Level;
 /// Write one log line with `(name, value)` fields. The host labels it with tenant, job, batch,
 /// component and function.
 pub fn log_fields(level: Level, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     logging::log(level, message, &fields);
 }
 

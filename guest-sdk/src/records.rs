@@ -197,16 +197,16 @@ impl Output {
     }
 
     fn end_of(buffer: &[u8]) -> Result<u32, UdfError> {
-        u32::try_from(buffer.len()).map_err(|_| {
-            error(
-                "one output batch passed 4 GiB; emit less per record",
-                None,
-            )
-        })
+        u32::try_from(buffer.len())
+            .map_err(|_| error("one output batch passed 4 GiB; emit less per record", None))
     }
 
     /// Add an unkeyed record.
-    pub fn push_value<V: Encode + ?Sized>(&mut self, value: &V, event_time: i64) -> Result<(), UdfError> {
+    pub fn push_value<V: Encode + ?Sized>(
+        &mut self,
+        value: &V,
+        event_time: i64,
+    ) -> Result<(), UdfError> {
         self.set_keyed(false)?;
         value.encode(&mut self.values).map_err(codec_error)?;
         self.value_ends.push(Self::end_of(&self.values)?);
@@ -231,7 +231,12 @@ impl Output {
     }
 
     /// Add a record as raw bytes, e.g. an input record passed through unchanged.
-    pub fn push_raw(&mut self, key: Option<&[u8]>, value: &[u8], event_time: i64) -> Result<(), UdfError> {
+    pub fn push_raw(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        event_time: i64,
+    ) -> Result<(), UdfError> {
         match key {
             Some(key) => self.push_keyed(key, value, event_time),
             None => self.push_value(value, event_time),
@@ -316,8 +321,12 @@ pub trait FromRecord<'a>: Sized {
 
 impl<'a, V: Decode<'a>> FromRecord<'a> for V {
     fn from_record(record: &RecordRef<'a>) -> Result<Self, UdfError> {
-        V::decode(record.value)
-            .map_err(|e| error(format!("record {}: value {e}", record.index), Some(record.index)))
+        V::decode(record.value).map_err(|e| {
+            error(
+                format!("record {}: value {e}", record.index),
+                Some(record.index),
+            )
+        })
     }
 }
 
@@ -332,8 +341,12 @@ impl<'a, K: Decode<'a>, V: Decode<'a>> FromRecord<'a> for (K, V) {
                 Some(record.index),
             )
         })?;
-        let key = K::decode(key)
-            .map_err(|e| error(format!("record {}: key {e}", record.index), Some(record.index)))?;
+        let key = K::decode(key).map_err(|e| {
+            error(
+                format!("record {}: key {e}", record.index),
+                Some(record.index),
+            )
+        })?;
         Ok((key, V::from_record(record)?))
     }
 }
@@ -421,10 +434,20 @@ mod tests {
     fn malformed_input_is_an_error_not_a_panic() {
         let mut b = batch(&["ab", "c"], None);
         b.values.ends = vec![2, 1];
-        assert!(Input::new(&b).unwrap_err().message.contains("item 1 ends at 1"));
+        assert!(
+            Input::new(&b)
+                .unwrap_err()
+                .message
+                .contains("item 1 ends at 1")
+        );
         let mut b = batch(&["ab"], None);
         b.event_times.clear();
-        assert!(Input::new(&b).unwrap_err().message.contains("0 event times"));
+        assert!(
+            Input::new(&b)
+                .unwrap_err()
+                .message
+                .contains("0 event times")
+        );
     }
 
     #[test]

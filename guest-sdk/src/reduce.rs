@@ -21,7 +21,10 @@ pub fn reduce<'a, V: Decode<'a> + Encode>(
         let end = end as usize;
         if end <= start || end > values.len() {
             return Err(error(
-                format!("malformed groups from the host: group {g} spans items {start}..{end} of {}", values.len()),
+                format!(
+                    "malformed groups from the host: group {g} spans items {start}..{end} of {}",
+                    values.len()
+                ),
                 None,
             ));
         }
@@ -45,13 +48,20 @@ pub fn invert<'a, V: Decode<'a> + Encode>(
     let right = ColumnRef::new(right, "right")?;
     if left.len() != right.len() {
         return Err(error(
-            format!("malformed inverse call from the host: {} left items, {} right", left.len(), right.len()),
+            format!(
+                "malformed inverse call from the host: {} left items, {} right",
+                left.len(),
+                right.len()
+            ),
             None,
         ));
     }
     let mut out = ColumnBuilder::with_capacity(left.len());
     for i in 0..left.len() {
-        let result = f(decode(left.get(i), "left item", i)?, decode(right.get(i), "right item", i)?);
+        let result = f(
+            decode(left.get(i), "left item", i)?,
+            decode(right.get(i), "right item", i)?,
+        );
         out.push(&result)?;
     }
     Ok(out.finish())
@@ -60,7 +70,9 @@ pub fn invert<'a, V: Decode<'a> + Encode>(
 /// The answer of `invert` for a reducer exported without an inverse.
 pub fn no_inverse(name: &str) -> UdfError {
     error(
-        format!("reducer `{name}` has no inverse; export it as `{name}(inverse = ...)` to use it in a sliding window with an inverse"),
+        format!(
+            "reducer `{name}` has no inverse; export it as `{name}(inverse = ...)` to use it in a sliding window with an inverse"
+        ),
         None,
     )
 }

@@ -17,7 +17,11 @@ pub struct BatchInfo {
 }
 
 /// Call `fn(A)` for every record.
-pub fn foreach<'a, A: FromRecord<'a>>(_info: BatchInfo, input: Input<'a>, mut f: impl FnMut(A)) -> Result<(), UdfError> {
+pub fn foreach<'a, A: FromRecord<'a>>(
+    _info: BatchInfo,
+    input: Input<'a>,
+    mut f: impl FnMut(A),
+) -> Result<(), UdfError> {
     for record in input.records() {
         f(A::from_record(&record)?);
     }
@@ -31,7 +35,8 @@ pub fn try_foreach<'a, A: FromRecord<'a>, E: Display>(
     mut f: impl FnMut(A) -> Result<(), E>,
 ) -> Result<(), UdfError> {
     for record in input.records() {
-        f(A::from_record(&record)?).map_err(|e| error(format!("record {}: {e}", record.index), Some(record.index)))?;
+        f(A::from_record(&record)?)
+            .map_err(|e| error(format!("record {}: {e}", record.index), Some(record.index)))?;
     }
     Ok(())
 }

@@ -20,7 +20,10 @@ fn record_error(record: &RecordRef<'_>, e: impl Display) -> UdfError {
 }
 
 /// One record in, one record out: `fn(A) -> R`.
-pub fn map<'a, A: FromRecord<'a>, R: Emit>(input: Input<'a>, mut f: impl FnMut(A) -> R) -> Result<Batch, UdfError> {
+pub fn map<'a, A: FromRecord<'a>, R: Emit>(
+    input: Input<'a>,
+    mut f: impl FnMut(A) -> R,
+) -> Result<Batch, UdfError> {
     let mut out = output_for(&input);
     for record in input.records() {
         f(A::from_record(&record)?).emit(&mut out, record.event_time)?;
@@ -44,7 +47,10 @@ pub fn try_map<'a, A: FromRecord<'a>, R: Emit, E: Display>(
 
 /// One record in, any number out: `fn(A) -> I` where `I` iterates over records (a `Vec`, an
 /// `Option`, an iterator).
-pub fn flat_map<'a, A: FromRecord<'a>, I>(input: Input<'a>, mut f: impl FnMut(A) -> I) -> Result<Batch, UdfError>
+pub fn flat_map<'a, A: FromRecord<'a>, I>(
+    input: Input<'a>,
+    mut f: impl FnMut(A) -> I,
+) -> Result<Batch, UdfError>
 where
     I: IntoIterator,
     I::Item: Emit,
@@ -77,7 +83,10 @@ where
 }
 
 /// Keep the records for which `fn(A) -> bool` is true, unchanged (key, value and time).
-pub fn filter<'a, A: FromRecord<'a>>(input: Input<'a>, mut f: impl FnMut(A) -> bool) -> Result<Batch, UdfError> {
+pub fn filter<'a, A: FromRecord<'a>>(
+    input: Input<'a>,
+    mut f: impl FnMut(A) -> bool,
+) -> Result<Batch, UdfError> {
     let mut out = output_for(&input);
     for record in input.records() {
         if f(A::from_record(&record)?) {
@@ -103,7 +112,10 @@ pub fn try_filter<'a, A: FromRecord<'a>, E: Display>(
 
 /// A whole partition in, any number of records out: `fn(Vec<A>) -> I`. Output records carry the
 /// latest event time of the partition (there is no single input record they come from).
-pub fn map_partitions<'a, A: FromRecord<'a>, I>(input: Input<'a>, mut f: impl FnMut(Vec<A>) -> I) -> Result<Batch, UdfError>
+pub fn map_partitions<'a, A: FromRecord<'a>, I>(
+    input: Input<'a>,
+    mut f: impl FnMut(Vec<A>) -> I,
+) -> Result<Batch, UdfError>
 where
     I: IntoIterator,
     I::Item: Emit,
@@ -123,6 +135,9 @@ where
 
 /// The columns themselves, for authors who want no decoding at all: `fn(Batch) -> Result<Batch,
 /// UdfError>`. The function must return well-formed columns; the host checks them.
-pub fn raw(batch: Batch, mut f: impl FnMut(Batch) -> Result<Batch, UdfError>) -> Result<Batch, UdfError> {
+pub fn raw(
+    batch: Batch,
+    mut f: impl FnMut(Batch) -> Result<Batch, UdfError>,
+) -> Result<Batch, UdfError> {
     f(batch)
 }

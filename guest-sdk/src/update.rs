@@ -17,7 +17,11 @@ pub struct State<S> {
 impl<S> State<S> {
     /// A state cell holding `value`, for a call in the batch of time `batch_time`.
     pub fn new(value: Option<S>, timing_out: bool, batch_time: i64) -> Self {
-        Self { value, timing_out, batch_time }
+        Self {
+            value,
+            timing_out,
+            batch_time,
+        }
     }
 
     /// The time of the batch being processed, in milliseconds since the Unix epoch.
@@ -73,7 +77,11 @@ fn groups<'a>(input: &'a UpdateInput) -> Result<Vec<Group<'a>>, UdfError> {
     let values = ColumnRef::new(&input.values, "value")?;
     let states = ColumnRef::new(&input.states, "state")?;
     let n = keys.len();
-    if input.group_ends.len() != n || states.len() != n || input.has_state.len() != n || input.timing_out.len() != n {
+    if input.group_ends.len() != n
+        || states.len() != n
+        || input.has_state.len() != n
+        || input.timing_out.len() != n
+    {
         return Err(error(
             format!(
                 "malformed update call from the host: {n} keys, {} groups, {} states, {} has-state flags, {} timing-out flags",
@@ -91,7 +99,10 @@ fn groups<'a>(input: &'a UpdateInput) -> Result<Vec<Group<'a>>, UdfError> {
         let end = input.group_ends[g] as usize;
         if end < start || end > values.len() {
             return Err(error(
-                format!("malformed groups from the host: group {g} spans items {start}..{end} of {}", values.len()),
+                format!(
+                    "malformed groups from the host: group {g} spans items {start}..{end} of {}",
+                    values.len()
+                ),
                 None,
             ));
         }
@@ -114,7 +125,11 @@ fn decode_values<'a, V: Decode<'a>>(group: &Group<'a>, g: usize) -> Result<Vec<V
     group.values.iter().map(|v| decode(v, "value", g)).collect()
 }
 
-fn push_state<S: Encode>(states: &mut ColumnBuilder, has_state: &mut Vec<bool>, state: Option<S>) -> Result<(), UdfError> {
+fn push_state<S: Encode>(
+    states: &mut ColumnBuilder,
+    has_state: &mut Vec<bool>,
+    state: Option<S>,
+) -> Result<(), UdfError> {
     has_state.push(state.is_some());
     match state {
         Some(s) => states.push(&s),
@@ -133,7 +148,11 @@ fn run<'a, S: Decode<'a> + Encode>(
     for (g, group) in groups.iter().enumerate() {
         let old: Option<S> = group.state.map(|s| decode(s, "state", g)).transpose()?;
         let new = f(group, g, old, &mut emitted)?;
-        push_state(&mut states, &mut has_state, if group.timing_out { None } else { new })?;
+        push_state(
+            &mut states,
+            &mut has_state,
+            if group.timing_out { None } else { new },
+        )?;
     }
     Ok(UpdateOutput {
         states: states.finish(),
@@ -147,7 +166,9 @@ pub fn update<'a, V: Decode<'a>, S: Decode<'a> + Encode>(
     input: &'a UpdateInput,
     mut f: impl FnMut(&[V], Option<S>) -> Option<S>,
 ) -> Result<UpdateOutput, UdfError> {
-    run(input, |group, g, old, _| Ok(f(&decode_values::<V>(group, g)?, old)))
+    run(input, |group, g, old, _| {
+        Ok(f(&decode_values::<V>(group, g)?, old))
+    })
 }
 
 /// Like [`update`], with the key: `fn(K, &[V], Option<S>) -> Option<S>`.

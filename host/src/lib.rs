@@ -1,1 +1,10 @@
+//! Sluice: a micro-batch stream processor in the model of Spark Streaming, where every piece of
+//! user logic is a sandboxed WebAssembly component.
+//!
+//! Data flows one way through the modules: sources → [`batch`] → operators calling [`udf`]s →
+//! state → sinks → checkpoint. See `docs/architecture.md` for the map.
 
+pub mod batch;
+pub mod config;
+pub mod metrics;
+pub mod udf;

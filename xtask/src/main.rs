@@ -37,7 +37,11 @@ fn run(args: Vec<String>) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("udfs") => {
             let with_tests = args.iter().any(|a| a == "--tests");
-            let names: Vec<&str> = args[1..].iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+            let names: Vec<&str> = args[1..]
+                .iter()
+                .filter(|a| !a.starts_with("--"))
+                .map(String::as_str)
+                .collect();
             build_udfs(&names, with_tests)
         }
         Some("componentize") => match &args[1..] {
@@ -61,17 +65,23 @@ struct Guest {
 
 fn workspace_root() -> Result<PathBuf> {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    Ok(manifest_dir.parent().context("xtask lives one folder below the workspace root")?.to_path_buf())
+    Ok(manifest_dir
+        .parent()
+        .context("xtask lives one folder below the workspace root")?
+        .to_path_buf())
 }
 
 fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
 }
 
 /// The package name declared in a crate folder's Cargo.toml.
 fn package_name(crate_dir: &Path) -> Result<String> {
     let manifest = crate_dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
     text.lines()
         .find_map(|line| {
             let (key, value) = line.split_once('=')?;
@@ -109,11 +119,16 @@ fn ensure_wasm_target() -> Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("running `rustup target list --installed` (is rustup on PATH?)")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == TARGET) {
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
         return Ok(());
     }
     eprintln!("xtask: installing the Rust target {TARGET} (once)");
-    let status = Command::new("rustup").args(["target", "add", TARGET]).status()?;
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()?;
     if !status.success() {
         bail!("`rustup target add {TARGET}` failed; run it by hand and try again");
     }
@@ -124,14 +139,20 @@ fn build_udfs(names: &[&str], with_tests: bool) -> Result<()> {
     let root = workspace_root()?;
     let mut guests = guests_in(&root.join("udfs"), &root.join("dist/udfs"), names)?;
     if with_tests {
-        guests.extend(guests_in(&root.join("tests/guests"), &root.join("dist/test-guests"), names)?);
+        guests.extend(guests_in(
+            &root.join("tests/guests"),
+            &root.join("dist/test-guests"),
+            names,
+        )?);
     }
     if guests.is_empty() {
         bail!("no UDF crate matches {names:?}; the folders under udfs/ are the names");
     }
     ensure_wasm_target()?;
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.current_dir(&root).args(["build", "--quiet", "--profile", PROFILE, "--target", TARGET]);
+    cargo
+        .current_dir(&root)
+        .args(["build", "--quiet", "--profile", PROFILE, "--target", TARGET]);
     for guest in &guests {
         cargo.args(["--package", &guest.package]);
     }
@@ -154,7 +175,12 @@ fn componentize(input: &Path, output: &Path) -> Result<()> {
     let module = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .module(&module)
-        .with_context(|| format!("{} is not a core module built with sluice-guest", input.display()))?
+        .with_context(|| {
+            format!(
+                "{} is not a core module built with sluice-guest",
+                input.display()
+            )
+        })?
         .validate(true)
         .encode()
         .with_context(|| format!("wrapping {} into a component", input.display()))?;
@@ -162,6 +188,10 @@ fn componentize(input: &Path, output: &Path) -> Result<()> {
     let tmp = output.with_extension("wasm.tmp");
     std::fs::write(&tmp, &component).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, output)?;
-    eprintln!("xtask: {} ({} KiB)", output.display(), component.len() / 1024);
+    eprintln!(
+        "xtask: {} ({} KiB)",
+        output.display(),
+        component.len() / 1024
+    );
     Ok(())
 }

@@ -29,7 +29,11 @@ pub fn parse_cents(text: &str) -> Result<i64, String> {
         None => (text, ""),
     };
     let bad = || format!("amount {text:?} is not a decimal with at most two places");
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 2 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 2
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
     let whole: i64 = whole.parse().map_err(|_| bad())?;
@@ -38,30 +42,55 @@ pub fn parse_cents(text: &str) -> Result<i64, String> {
         1 => frac.parse::<i64>().map_err(|_| bad())? * 10,
         _ => frac.parse::<i64>().map_err(|_| bad())?,
     };
-    whole.checked_mul(100).and_then(|c| c.checked_add(frac_cents)).ok_or_else(bad)
+    whole
+        .checked_mul(100)
+        .and_then(|c| c.checked_add(frac_cents))
+        .ok_or_else(bad)
 }
 
 /// Parse one CSV line into `(event time, event)`.
 pub fn parse_line(line: &str) -> Result<(i64, Event), String> {
     let mut fields = line.trim_end_matches(['\r', '\n']).split(',');
-    let (Some(time), Some(user), Some(kind), Some(amount), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return Err(format!("expected 4 comma-separated fields `event_time_ms,user_id,event_type,amount`, got {line:?}"));
+    let (Some(time), Some(user), Some(kind), Some(amount), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return Err(format!(
+            "expected 4 comma-separated fields `event_time_ms,user_id,event_type,amount`, got {line:?}"
+        ));
     };
-    let event_time: i64 = time.parse().map_err(|_| format!("event_time_ms {time:?} is not an integer"))?;
-    let user_id: u32 = user.parse().map_err(|_| format!("user_id {user:?} is not an unsigned integer"))?;
+    let event_time: i64 = time
+        .parse()
+        .map_err(|_| format!("event_time_ms {time:?} is not an integer"))?;
+    let user_id: u32 = user
+        .parse()
+        .map_err(|_| format!("user_id {user:?} is not an unsigned integer"))?;
     if !matches!(kind, "view" | "click" | "purchase") {
-        return Err(format!("event_type {kind:?} is not view, click or purchase"));
+        return Err(format!(
+            "event_type {kind:?} is not view, click or purchase"
+        ));
     }
     let amount_cents = parse_cents(amount)?;
-    Ok((event_time, Event { user_id, event_type: kind.to_string(), amount_cents }))
+    Ok((
+        event_time,
+        Event {
+            user_id,
+            event_type: kind.to_string(),
+            amount_cents,
+        },
+    ))
 }
 
 /// Strict parse: a malformed line fails the batch and names the record.
 pub fn parse_event(line: &str) -> Result<Timed<(u32, Json<Event>)>, String> {
     let (event_time, event) = parse_line(line)?;
-    Ok(Timed { event_time, record: (event.user_id, Json(event)) })
+    Ok(Timed {
+        event_time,
+        record: (event.user_id, Json(event)),
+    })
 }
 
 /// Lenient parse: a malformed line is logged, counted in `malformed_lines` and skipped.
@@ -131,9 +160,28 @@ mod tests {
     fn lines_parse_or_say_why() {
         let (t, e) = parse_line("1700000000123,42,purchase,12.34").unwrap();
         assert_eq!(t, 1_700_000_000_123);
-        assert_eq!(e, Event { user_id: 42, event_type: "purchase".into(), amount_cents: 1234 });
-        assert!(parse_line("1,2,teleport,0").unwrap_err().contains("teleport"));
-        assert!(parse_line("1,2,view").unwrap_err().contains("4 comma-separated"));
-        assert!(parse_line("x,2,view,0").unwrap_err().contains("event_time_ms"));
+        assert_eq!(
+            e,
+            Event {
+                user_id: 42,
+                event_type: "purchase".into(),
+                amount_cents: 1234
+            }
+        );
+        assert!(
+            parse_line("1,2,teleport,0")
+                .unwrap_err()
+                .contains("teleport")
+        );
+        assert!(
+            parse_line("1,2,view")
+                .unwrap_err()
+                .contains("4 comma-separated")
+        );
+        assert!(
+            parse_line("x,2,view,0")
+                .unwrap_err()
+                .contains("event_time_ms")
+        );
     }
 }

@@ -10,11 +10,17 @@ use sluice_guest::{Json, State, export_updaters};
 
 /// The new total: the old one (0 if none) plus this batch's values.
 pub fn running_total(new: &[i64], old: Option<i64>) -> Option<i64> {
-    Some(old.unwrap_or(0).wrapping_add(new.iter().copied().fold(0i64, i64::wrapping_add)))
+    Some(
+        old.unwrap_or(0)
+            .wrapping_add(new.iter().copied().fold(0i64, i64::wrapping_add)),
+    )
 }
 
 /// `[count, sum]` of every value seen so far.
-pub fn running_count_and_sum(new: &[i64], old: Option<Json<(i64, i64)>>) -> Option<Json<(i64, i64)>> {
+pub fn running_count_and_sum(
+    new: &[i64],
+    old: Option<Json<(i64, i64)>>,
+) -> Option<Json<(i64, i64)>> {
     let (count, sum) = old.map_or((0, 0), |j| j.0);
     let added = new.iter().copied().fold(0i64, i64::wrapping_add);
     Some(Json((count + new.len() as i64, sum.wrapping_add(added))))
@@ -32,12 +38,20 @@ pub struct Session {
 }
 
 /// Count events per key; when the key times out, emit its session and forget it.
-pub fn session(key: &str, events: &[&[u8]], state: &mut State<Json<Session>>) -> Option<(String, Json<Session>)> {
+pub fn session(
+    key: &str,
+    events: &[&[u8]],
+    state: &mut State<Json<Session>>,
+) -> Option<(String, Json<Session>)> {
     let now = state.batch_time();
     if state.is_timing_out() {
         return state.take().map(|s| (key.to_string(), s));
     }
-    let mut current = state.get().map(|s| s.0).unwrap_or(Session { events: 0, first_batch_ms: now, last_batch_ms: now });
+    let mut current = state.get().map(|s| s.0).unwrap_or(Session {
+        events: 0,
+        first_batch_ms: now,
+        last_batch_ms: now,
+    });
     if !events.is_empty() {
         current.events += events.len() as u64;
         current.last_batch_ms = now;

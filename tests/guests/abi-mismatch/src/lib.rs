@@ -12,7 +12,11 @@ impl Guest for FromTheFuture {
         999
     }
     fn functions() -> Vec<FunctionInfo> {
-        vec![FunctionInfo { name: "identity".into(), kind: "raw".into(), has_inverse: false }]
+        vec![FunctionInfo {
+            name: "identity".into(),
+            kind: "raw".into(),
+            has_inverse: false,
+        }]
     }
 }
 

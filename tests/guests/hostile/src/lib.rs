@@ -28,7 +28,11 @@ pub fn bomb(_: &[u8]) -> Vec<u8> {
 }
 
 fn depth(n: u64) -> u64 {
-    if n == 0 { 0 } else { 1 + black_box(depth(black_box(n - 1))) }
+    if n == 0 {
+        0
+    } else {
+        1 + black_box(depth(black_box(n - 1)))
+    }
 }
 
 /// Recurses far deeper than any stack allows.
@@ -48,14 +52,21 @@ pub fn explode(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Fails on a value that says `bad`, with a typed error naming the record.
 pub fn reject_bad(value: &str) -> Result<String, String> {
-    if value == "bad" { Err(format!("value {value:?} is not allowed")) } else { Ok(value.to_string()) }
+    if value == "bad" {
+        Err(format!("value {value:?} is not allowed"))
+    } else {
+        Ok(value.to_string())
+    }
 }
 
 /// Returns columns whose end offsets point past the data.
 pub fn garbage(_: Batch) -> Result<Batch, UdfError> {
     Ok(Batch {
         keys: None,
-        values: Column { data: vec![1, 2, 3], ends: vec![2, 1_000_000] },
+        values: Column {
+            data: vec![1, 2, 3],
+            ends: vec![2, 1_000_000],
+        },
         event_times: vec![0, 0],
     })
 }

@@ -1,0 +1,74 @@
+//! `host check UDF.wasm`: validate a component and say what it offers.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sluice_host::udf::{ABI_VERSION, UdfRuntime};
+
+/// Arguments of `host check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The component file.
+    pub component: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &CheckArgs, runtime: &UdfRuntime) -> anyhow::Result<()> {
+    let size = std::fs::metadata(&args.component)
+        .with_context(|| format!("cannot read {}", args.component.display()))?
+        .len();
+    let component = runtime.load_file(&args.component)?;
+    if args.json {
+        let functions: Vec<_> = component
+            .functions()
+            .iter()
+            .map(|f| serde_json::json!({ "name": f.name, "kind": f.kind, "has_inverse": f.has_inverse }))
+            .collect();
+        let out = serde_json::json!({
+            "component": component.name(),
+            "path": args.component.display().to_string(),
+            "world": component.role().as_str(),
+            "abi_version": component.abi_version(),
+            "sha256": component.hash(),
+            "size": size,
+            "functions": functions,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "component  {}  ({})",
+        component.name(),
+        args.component.display()
+    );
+    println!(
+        "world      {} (exports {})",
+        component.role(),
+        component.role().export_name()
+    );
+    println!(
+        "abi        {} (this host speaks {ABI_VERSION})",
+        component.abi_version()
+    );
+    println!("sha256     {}", component.hash());
+    println!("size       {} KiB", size.div_ceil(1024));
+    println!("functions  {}", component.functions().len());
+    let width = component
+        .functions()
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(0);
+    for f in component.functions() {
+        let inverse = if f.has_inverse { ", with inverse" } else { "" };
+        println!(
+            "  {}#{:<width$}  {}{inverse}",
+            component.name(),
+            f.name,
+            f.kind
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Command-line parsing and the subcommands of `host`.
+
+mod call;
+mod check;
+mod records;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice_host::config::ByteSize;
+use sluice_host::metrics::Registry;
+use sluice_host::udf::{RuntimeConfig, UdfRuntime};
+
+const ABOUT: &str =
+    "Sluice: micro-batch stream processing where every UDF is a sandboxed WebAssembly component";
+
+const LONG_ABOUT: &str = "\
+Sluice: micro-batch stream processing where every UDF is a sandboxed WebAssembly component.
+
+A UDF author writes plain Rust functions with the sluice-guest SDK, builds them into a component
+(`cargo xtask udfs`), checks it with `host check` and tries it with `host call`.";
+
+/// The `host` command line.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// Log filter: a level (`info`, `debug`) or per-target directives such as
+    /// `info,sluice::guest=debug`. Guest logs use the target `sluice::guest`.
+    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Where compiled components are cached by content hash.
+    /// [default: ~/.cache/sluice/components]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_COMPONENT_CACHE",
+        value_name = "DIR"
+    )]
+    pub component_cache: Option<PathBuf>,
+
+    /// Memory one guest instance may grow to, e.g. `64MiB`.
+    #[arg(long, global = true, value_name = "SIZE", default_value = "256MiB")]
+    pub udf_memory: ByteSize,
+
+    /// CPU time one guest call may take, e.g. `500ms`, `10s`.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub udf_timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a UDF component and print its world, ABI version and functions.
+    #[command(after_help = "\
+Examples:
+  host check dist/udfs/text.wasm
+  host check --json dist/udfs/aggregates.wasm
+
+Exits non-zero, saying why, when the file is not a Sluice component: a core module, a truncated
+file, a component of another world or ABI version, or one importing what the host does not give.")]
+    Check(check::CheckArgs),
+
+    /// Call one function of a component on records read from stdin or a file, and print what it
+    /// returns: the UDF author's quick loop.
+    #[command(after_help = "\
+Input formats (--format):
+  lines   one value per line (an unkeyed stream); keyed output prints as KEY<TAB>VALUE
+  kv      KEY<TAB>VALUE per line (a keyed stream)
+  jsonl   {\"key\": \"…\" or null, \"value\": \"…\", \"event_time\": MS} per line
+
+By role:
+  transform  prints the output records
+  reducer    groups the input by key and prints KEY<TAB>REDUCED per key
+  updater    groups the input by key (old state from --state FILE, kv lines) and prints
+             `state<TAB>KEY<TAB>STATE`, `removed<TAB>KEY` and `emit<TAB>…` lines
+  sink       runs the sink and reports how many records it consumed
+
+Examples:
+  echo 'to be or not to be' | host call dist/udfs/text.wasm#split_words
+  printf 'a\\t1\\nb\\t2\\na\\t3\\n' | host call --format kv dist/udfs/aggregates.wasm#sum_i64
+  host call --input examples/data/events.csv dist/udfs/clickstream.wasm#parse_event --format lines")]
+    Call(call::CallArgs),
+}
+
+/// Send logs to stderr, filtered by `filter`.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: ignoring the log filter {filter:?} ({e}); using `info`");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Run the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = || make_runtime(&cli);
+    match &cli.command {
+        Command::Check(args) => check::run(args, &runtime()?),
+        Command::Call(args) => call::run(args, &runtime()?),
+    }
+}
+
+fn make_runtime(cli: &Cli) -> anyhow::Result<UdfRuntime> {
+    let cache_dir = cli.component_cache.clone().or_else(|| {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/sluice/components"))
+    });
+    let mut config = RuntimeConfig {
+        cache_dir,
+        ..RuntimeConfig::default()
+    };
+    config.limits.memory = cli.udf_memory;
+    config.limits.call_timeout = cli.udf_timeout;
+    UdfRuntime::new(config, Arc::new(Registry::default())).context("starting the UDF runtime")
+}

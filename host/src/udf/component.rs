@@ -1,0 +1,693 @@
+//! A loaded component: its role and functions, a pool of ready instances, and the typed calls
+//! the engine makes, each bounded by the instance's limits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::component::InstancePre;
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::reducer::{Reducer, ReducerPre};
+use super::bindings::sink::{Sink, SinkPre};
+use super::bindings::transform::sluice::udf::types::{FunctionInfo, UdfError as GuestError};
+use super::bindings::transform::{Transform, TransformPre};
+use super::bindings::updater::exports::sluice::udf::updaters::{UpdateInput, UpdateOutput};
+use super::bindings::updater::{Updater, UpdaterPre};
+use super::config::{RuntimeConfig, UdfLimits};
+use super::error::{CallError, CallErrorKind, LoadError, ResolveError};
+use super::host_state::{CallContext, HostState, Limiter, MemoryLimitExceeded, TableLimitExceeded};
+use super::runtime::{ABI_VERSION, EPOCH_TICK};
+use crate::batch::{Batch, Column};
+use crate::metrics::{Registry, SeriesKey};
+
+/// The role a component was built for: one world of `wit/udf.wit` each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// map, flat_map, filter, map_partitions, transform.
+    Transform,
+    /// reduce, reduce_by_key and the windowed reducers.
+    Reducer,
+    /// update_state_by_key, map_with_state.
+    Updater,
+    /// foreach-batch sinks.
+    Sink,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Transform, Role::Reducer, Role::Updater, Role::Sink];
+
+    /// The interface a component of this role exports.
+    pub fn export_name(self) -> &'static str {
+        match self {
+            Role::Transform => "sluice:udf/transforms@0.1.0",
+            Role::Reducer => "sluice:udf/reducers@0.1.0",
+            Role::Updater => "sluice:udf/updaters@0.1.0",
+            Role::Sink => "sluice:udf/sinks@0.1.0",
+        }
+    }
+
+    /// The role's name, as the worlds are named.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Transform => "transform",
+            Role::Reducer => "reducer",
+            Role::Updater => "updater",
+            Role::Sink => "sink",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Pre-instantiated bindings, one kind per world.
+enum RolePre {
+    Transform(TransformPre<HostState>),
+    Reducer(ReducerPre<HostState>),
+    Updater(UpdaterPre<HostState>),
+    Sink(SinkPre<HostState>),
+}
+
+/// An instance's exports, one kind per world.
+enum Bound {
+    Transform(Transform),
+    Reducer(Reducer),
+    Updater(Updater),
+    Sink(Sink),
+}
+
+/// Run the same expression on whichever world's bindings `$bound` holds.
+macro_rules! on_world {
+    ($bound:expr, $b:ident => $body:expr) => {
+        match $bound {
+            Bound::Transform($b) => $body,
+            Bound::Reducer($b) => $body,
+            Bound::Updater($b) => $body,
+            Bound::Sink($b) => $body,
+        }
+    };
+}
+
+/// One live guest instance with its own store (memory, limiter, labels).
+struct Instance {
+    store: Store<HostState>,
+    bound: Bound,
+}
+
+/// A component, checked and ready to call. Cheap to share: instances come from its pool.
+pub struct UdfComponent {
+    name: Arc<str>,
+    hash: String,
+    role: Role,
+    abi_version: u32,
+    functions: Vec<FunctionInfo>,
+    pre: RolePre,
+    engine: Engine,
+    limits: UdfLimits,
+    idle: Mutex<Vec<Instance>>,
+    max_idle: usize,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for UdfComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdfComponent")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdfComponent {
+    pub(crate) fn new(
+        name: &str,
+        hash: String,
+        role: Role,
+        pre: InstancePre<HostState>,
+        engine: &Engine,
+        config: &RuntimeConfig,
+        registry: Arc<Registry>,
+    ) -> Result<Arc<Self>, LoadError> {
+        let describe_error = |e: wasmtime::Error| LoadError::Describe {
+            name: name.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let pre = match role {
+            Role::Transform => RolePre::Transform(TransformPre::new(pre).map_err(describe_error)?),
+            Role::Reducer => RolePre::Reducer(ReducerPre::new(pre).map_err(describe_error)?),
+            Role::Updater => RolePre::Updater(UpdaterPre::new(pre).map_err(describe_error)?),
+            Role::Sink => RolePre::Sink(SinkPre::new(pre).map_err(describe_error)?),
+        };
+        let mut component = Self {
+            name: Arc::from(name),
+            hash,
+            role,
+            abi_version: 0,
+            functions: Vec::new(),
+            pre,
+            engine: engine.clone(),
+            limits: config.limits.clone(),
+            idle: Mutex::new(Vec::new()),
+            max_idle: config.idle_instances_per_component,
+            registry,
+        };
+        let describe = |component: &Self| -> Result<(u32, Vec<FunctionInfo>), String> {
+            let mut instance = component.instantiate().map_err(|e| format!("{e:#}"))?;
+            instance
+                .store
+                .data_mut()
+                .begin_call(&Arc::from("functions"), &CallContext::adhoc());
+            component.arm_deadline(&mut instance.store);
+            let abi = on_world!(&instance.bound, b => b.call_abi_version(&mut instance.store))
+                .map_err(|e| format!("{e:#}"))?;
+            if abi != ABI_VERSION {
+                return Ok((abi, Vec::new()));
+            }
+            let functions = on_world!(&instance.bound, b => b.call_functions(&mut instance.store))
+                .map_err(|e| format!("{e:#}"))?;
+            component.release(instance);
+            Ok((abi, functions))
+        };
+        let (abi, functions) = describe(&component).map_err(|reason| LoadError::Describe {
+            name: name.to_string(),
+            reason,
+        })?;
+        if abi != ABI_VERSION {
+            return Err(LoadError::AbiMismatch {
+                name: name.to_string(),
+                found: abi,
+                expected: ABI_VERSION,
+            });
+        }
+        component.abi_version = abi;
+        component.functions = functions;
+        Ok(Arc::new(component))
+    }
+
+    /// The component's name (its file name without `.wasm`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The SHA-256 of its bytes, hex: its identity in caches and checkpoints.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The world it was built for.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The ABI version it was built against.
+    pub fn abi_version(&self) -> u32 {
+        self.abi_version
+    }
+
+    /// The functions it exports, in call-index order.
+    pub fn functions(&self) -> &[FunctionInfo] {
+        &self.functions
+    }
+
+    /// Resolve one of its functions by name.
+    pub fn function(self: &Arc<Self>, name: &str) -> Result<UdfFunction, ResolveError> {
+        let index = self
+            .functions
+            .iter()
+            .position(|f| f.name == name)
+            .ok_or_else(|| ResolveError::UnknownFunction {
+                component: self.name.to_string(),
+                function: name.to_string(),
+                available: self
+                    .functions
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        Ok(UdfFunction {
+            component: self.clone(),
+            index: index as u32,
+            name: Arc::from(name),
+        })
+    }
+
+    /// Resolve a function that must have `role` (what an operator needs).
+    pub fn function_for(
+        self: &Arc<Self>,
+        name: &str,
+        role: Role,
+    ) -> Result<UdfFunction, ResolveError> {
+        let function = self.function(name)?;
+        if self.role != role {
+            return Err(ResolveError::WrongRole {
+                component: self.name.to_string(),
+                function: name.to_string(),
+                found: self.role.as_str(),
+                expected: role.as_str(),
+            });
+        }
+        Ok(function)
+    }
+
+    fn instantiate(&self) -> wasmtime::Result<Instance> {
+        let limiter = Limiter {
+            memory: self.limits.memory.as_usize(),
+            table_elements: self.limits.table_elements as usize,
+        };
+        let state = HostState::new(
+            limiter,
+            self.name.clone(),
+            self.registry.clone(),
+            self.limits.max_log_lines_per_call,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        self.arm_deadline(&mut store);
+        let bound = match &self.pre {
+            RolePre::Transform(p) => Bound::Transform(p.instantiate(&mut store)?),
+            RolePre::Reducer(p) => Bound::Reducer(p.instantiate(&mut store)?),
+            RolePre::Updater(p) => Bound::Updater(p.instantiate(&mut store)?),
+            RolePre::Sink(p) => Bound::Sink(p.instantiate(&mut store)?),
+        };
+        Ok(Instance { store, bound })
+    }
+
+    fn arm_deadline(&self, store: &mut Store<HostState>) {
+        let ticks = self
+            .limits
+            .call_timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1) as u64
+            + 1;
+        store.set_epoch_deadline(ticks);
+    }
+
+    fn acquire(&self) -> wasmtime::Result<Instance> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match pooled {
+            Some(instance) => Ok(instance),
+            None => self.instantiate(),
+        }
+    }
+
+    fn release(&self, instance: Instance) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(instance);
+        }
+    }
+
+    /// Idle instances in the pool (for tests and the UI).
+    pub fn idle_instances(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Run one call on a pooled (or fresh) instance. An instance that trapped, or whose output
+    /// failed `check`, is discarded; one that returned a guest error or good output goes back to
+    /// the pool.
+    fn call<R>(
+        &self,
+        function: &Arc<str>,
+        context: &CallContext,
+        call: impl FnOnce(&mut Store<HostState>, &Bound) -> wasmtime::Result<Result<R, GuestError>>,
+        check: impl FnOnce(&R) -> Result<(), CallErrorKind>,
+    ) -> Result<R, CallErrorKind> {
+        let mut instance = self.acquire().map_err(|e| self.classify(e, None))?;
+        instance.store.data_mut().begin_call(function, context);
+        self.arm_deadline(&mut instance.store);
+        let result = call(&mut instance.store, &instance.bound);
+        let state = instance.store.data();
+        if state.dropped_log_lines > 0 {
+            tracing::warn!(
+                tenant = %context.tenant, job = %context.job, batch = context.batch_id, udf = %format!("{}#{function}", self.name),
+                "dropped {} guest log lines over the limit of {} per call", state.dropped_log_lines, self.limits.max_log_lines_per_call
+            );
+        }
+        match result {
+            Ok(Ok(output)) => {
+                check(&output)?;
+                self.release(instance);
+                Ok(output)
+            }
+            Ok(Err(guest)) => {
+                self.release(instance);
+                Err(CallErrorKind::Guest {
+                    message: guest.message,
+                    record_index: guest.record_index,
+                })
+            }
+            Err(trap) => {
+                let panic = instance.store.data_mut().panic_message.take();
+                Err(self.classify(trap, panic))
+            }
+        }
+    }
+
+    fn classify(&self, error: wasmtime::Error, panic: Option<String>) -> CallErrorKind {
+        if let Some(e) = error.downcast_ref::<MemoryLimitExceeded>() {
+            return CallErrorKind::MemoryLimit {
+                requested: e.requested,
+                limit: self.limits.memory,
+            };
+        }
+        if let Some(e) = error.downcast_ref::<TableLimitExceeded>() {
+            return CallErrorKind::TableLimit {
+                requested: e.requested,
+                limit: self.limits.table_elements,
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallErrorKind::Timeout(self.limits.call_timeout),
+            Some(Trap::StackOverflow) => CallErrorKind::StackOverflow(self.limits.stack),
+            Some(trap) => match panic {
+                Some(message) => CallErrorKind::Panic(message),
+                None => CallErrorKind::Trap(trap.to_string()),
+            },
+            // Not a trap: the canonical ABI could not lift what the guest returned (pointers out
+            // of bounds, invalid UTF-8, …) or instantiation failed.
+            None => match panic {
+                Some(message) => CallErrorKind::Panic(message),
+                None => CallErrorKind::Malformed(format!("{error:#}")),
+            },
+        }
+    }
+
+    fn output_limit(&self, input_records: usize, input_bytes: usize) -> (u64, u64) {
+        let ratio = u64::from(self.limits.max_output_ratio);
+        (
+            (input_records as u64)
+                .saturating_mul(ratio)
+                .max(self.limits.min_output_records),
+            (input_bytes as u64)
+                .saturating_mul(ratio)
+                .max(self.limits.min_output_bytes.0),
+        )
+    }
+
+    fn check_output(&self, input: (usize, usize), output: &Batch) -> Result<(), CallErrorKind> {
+        output.validate().map_err(CallErrorKind::Malformed)?;
+        let (max_records, max_bytes) = self.output_limit(input.0, input.1);
+        let (records, bytes) = (output.len() as u64, output.byte_len() as u64);
+        if records > max_records || bytes > max_bytes {
+            return Err(CallErrorKind::OutputTooLarge {
+                records,
+                bytes,
+                input_records: input.0 as u64,
+                input_bytes: input.1 as u64,
+                max_records,
+                max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn record_metrics(
+        &self,
+        function: &str,
+        context: &CallContext,
+        started: Instant,
+        records_in: usize,
+        outcome: Result<usize, ()>,
+    ) {
+        let labels = [
+            ("tenant", &*context.tenant),
+            ("job", &*context.job),
+            ("component", &*self.name),
+            ("function", function),
+        ];
+        self.registry
+            .add(SeriesKey::new("udf_calls_total", &labels), 1);
+        self.registry.add(
+            SeriesKey::new("udf_records_in_total", &labels),
+            records_in as u64,
+        );
+        self.registry.add(
+            SeriesKey::new("udf_call_micros_total", &labels),
+            started.elapsed().as_micros() as u64,
+        );
+        match outcome {
+            Ok(records_out) => self.registry.add(
+                SeriesKey::new("udf_records_out_total", &labels),
+                records_out as u64,
+            ),
+            Err(()) => self
+                .registry
+                .add(SeriesKey::new("udf_errors_total", &labels), 1),
+        }
+    }
+}
+
+/// One function of a component, resolved from `component#function`: what an operator holds.
+#[derive(Clone)]
+pub struct UdfFunction {
+    component: Arc<UdfComponent>,
+    index: u32,
+    name: Arc<str>,
+}
+
+impl std::fmt::Debug for UdfFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UdfFunction({})", self.spec())
+    }
+}
+
+impl UdfFunction {
+    /// The component it belongs to.
+    pub fn component(&self) -> &Arc<UdfComponent> {
+        &self.component
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `component#function`.
+    pub fn spec(&self) -> String {
+        format!("{}#{}", self.component.name, self.name)
+    }
+
+    /// What the component says about the function.
+    pub fn info(&self) -> &FunctionInfo {
+        &self.component.functions[self.index as usize]
+    }
+
+    fn fail(&self, context: &CallContext, kind: CallErrorKind) -> CallError {
+        CallError {
+            component: self.component.name.to_string(),
+            function: self.name.to_string(),
+            batch: context.batch_id,
+            partition: context.partition,
+            kind,
+        }
+    }
+
+    fn finish<R>(
+        &self,
+        context: &CallContext,
+        started: Instant,
+        records_in: usize,
+        result: Result<R, CallErrorKind>,
+        records_out: impl Fn(&R) -> usize,
+    ) -> Result<R, CallError> {
+        let outcome = result.as_ref().map(&records_out).map_err(|_| ());
+        self.component
+            .record_metrics(&self.name, context, started, records_in, outcome);
+        result.map_err(|kind| self.fail(context, kind))
+    }
+
+    fn wrong_role(&self, needed: Role) -> CallErrorKind {
+        CallErrorKind::Malformed(format!(
+            "a {} component was called as a {needed}",
+            self.component.role
+        ))
+    }
+
+    /// A transform function over one partition.
+    pub fn transform(&self, context: &CallContext, input: &Batch) -> Result<Batch, CallError> {
+        let started = Instant::now();
+        let c = &self.component;
+        if c.role != Role::Transform {
+            return self.finish(
+                context,
+                started,
+                input.len(),
+                Err(self.wrong_role(Role::Transform)),
+                Batch::len,
+            );
+        }
+        let result = c.call(
+            &self.name,
+            context,
+            |store, bound| match bound {
+                Bound::Transform(b) => b
+                    .sluice_udf_transforms()
+                    .call_transform(store, self.index, input),
+                _ => unreachable!("role checked above"),
+            },
+            |out| c.check_output((input.len(), input.byte_len()), out),
+        );
+        self.finish(context, started, input.len(), result, Batch::len)
+    }
+
+    /// A reducer over groups of values: one value out per group.
+    pub fn reduce(
+        &self,
+        context: &CallContext,
+        values: &Column,
+        group_ends: &[u32],
+    ) -> Result<Column, CallError> {
+        let started = Instant::now();
+        let c = &self.component;
+        if c.role != Role::Reducer {
+            return self.finish(
+                context,
+                started,
+                values.len(),
+                Err(self.wrong_role(Role::Reducer)),
+                Column::len,
+            );
+        }
+        let groups = group_ends.len();
+        let result = c.call(
+            &self.name,
+            context,
+            |store, bound| match bound {
+                Bound::Reducer(b) => b
+                    .sluice_udf_reducers()
+                    .call_reduce(store, self.index, values, group_ends),
+                _ => unreachable!("role checked above"),
+            },
+            |out| check_column(out, groups, "reduced"),
+        );
+        self.finish(context, started, values.len(), result, Column::len)
+    }
+
+    /// The inverse reducer, item by item: `left[i]` with `right[i]` taken out.
+    pub fn invert(
+        &self,
+        context: &CallContext,
+        left: &Column,
+        right: &Column,
+    ) -> Result<Column, CallError> {
+        let started = Instant::now();
+        let c = &self.component;
+        if c.role != Role::Reducer {
+            return self.finish(
+                context,
+                started,
+                left.len(),
+                Err(self.wrong_role(Role::Reducer)),
+                Column::len,
+            );
+        }
+        let n = left.len();
+        let result = c.call(
+            &self.name,
+            context,
+            |store, bound| match bound {
+                Bound::Reducer(b) => b
+                    .sluice_udf_reducers()
+                    .call_invert(store, self.index, left, right),
+                _ => unreachable!("role checked above"),
+            },
+            |out| check_column(out, n, "inverted"),
+        );
+        self.finish(context, started, left.len(), result, Column::len)
+    }
+
+    /// A state updater over the keys of one partition.
+    pub fn update(
+        &self,
+        context: &CallContext,
+        input: &UpdateInput,
+    ) -> Result<UpdateOutput, CallError> {
+        let started = Instant::now();
+        let c = &self.component;
+        let groups = input.group_ends.len();
+        if c.role != Role::Updater {
+            return self.finish(
+                context,
+                started,
+                groups,
+                Err(self.wrong_role(Role::Updater)),
+                |o: &UpdateOutput| o.emitted.len(),
+            );
+        }
+        let input_bytes = input.values.data.len() + input.states.data.len();
+        let result = c.call(
+            &self.name,
+            context,
+            |store, bound| match bound {
+                Bound::Updater(b) => b
+                    .sluice_udf_updaters()
+                    .call_update(store, self.index, input),
+                _ => unreachable!("role checked above"),
+            },
+            |out| {
+                check_column(&out.states, groups, "state")?;
+                if out.has_state.len() != groups {
+                    return Err(CallErrorKind::Malformed(format!(
+                        "{} has-state flags for {groups} keys",
+                        out.has_state.len()
+                    )));
+                }
+                c.check_output((input.values.len().max(groups), input_bytes), &out.emitted)
+            },
+        );
+        self.finish(context, started, input.values.len(), result, |o| {
+            o.emitted.len()
+        })
+    }
+
+    /// A foreach-batch sink over one partition.
+    pub fn sink(&self, context: &CallContext, input: &Batch) -> Result<(), CallError> {
+        let started = Instant::now();
+        let c = &self.component;
+        if c.role != Role::Sink {
+            return self.finish(
+                context,
+                started,
+                input.len(),
+                Err(self.wrong_role(Role::Sink)),
+                |_| 0,
+            );
+        }
+        let result = c.call(
+            &self.name,
+            context,
+            |store, bound| match bound {
+                Bound::Sink(b) => b.sluice_udf_sinks().call_write(
+                    store,
+                    self.index,
+                    context.batch_id,
+                    context.batch_time,
+                    context.partition,
+                    input,
+                ),
+                _ => unreachable!("role checked above"),
+            },
+            |_| Ok(()),
+        );
+        self.finish(context, started, input.len(), result, |_| 0)
+    }
+}
+
+fn check_column(column: &Column, expected: usize, what: &str) -> Result<(), CallErrorKind> {
+    column.validate(what).map_err(CallErrorKind::Malformed)?;
+    if column.len() != expected {
+        return Err(CallErrorKind::Malformed(format!(
+            "{} {what} items where {expected} were due",
+            column.len()
+        )));
+    }
+    Ok(())
+}

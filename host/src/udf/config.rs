@@ -1,0 +1,100 @@
+//! Limits and settings of the UDF runtime, as a job or host config file writes them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ByteSize;
+
+/// What one guest instance may use. Going past any of these fails the call with a typed error
+/// and discards the instance; the host and every other job keep running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdfLimits {
+    /// Linear memory one instance may grow to. Default `256MiB`.
+    pub memory: ByteSize,
+    /// Elements one table may grow to. Default `100000`.
+    pub table_elements: u32,
+    /// CPU time one call may take before it is interrupted. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Native stack that wasm code may use. Default `1MiB`.
+    pub stack: ByteSize,
+    /// One call may return at most `max(min_output_records, max_output_ratio × input records)`
+    /// records and `max(min_output_bytes, max_output_ratio × input bytes)` bytes, so a
+    /// `flat_map` that explodes is an error, not an out-of-memory. Default `100`.
+    pub max_output_ratio: u32,
+    /// See `max_output_ratio`. Default `100000`.
+    pub min_output_records: u64,
+    /// See `max_output_ratio`. Default `64MiB`.
+    pub min_output_bytes: ByteSize,
+    /// Log lines one call may write; further lines are counted and dropped. Default `100`.
+    pub max_log_lines_per_call: u32,
+}
+
+impl Default for UdfLimits {
+    fn default() -> Self {
+        Self {
+            memory: ByteSize::mib(256),
+            table_elements: 100_000,
+            call_timeout: Duration::from_secs(10),
+            stack: ByteSize::mib(1),
+            max_output_ratio: 100,
+            min_output_records: 100_000,
+            min_output_bytes: ByteSize::mib(64),
+            max_log_lines_per_call: 100,
+        }
+    }
+}
+
+/// Settings of the runtime as a whole (one per host process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Limits every instance gets.
+    pub limits: UdfLimits,
+    /// Components larger than this are refused before compilation. Default `64MiB`.
+    pub max_component_size: ByteSize,
+    /// Compiling one component may take this long; a slower one is refused. Default `120s`.
+    #[serde(with = "humantime_serde")]
+    pub compile_timeout: Duration,
+    /// Where compiled components are cached by content hash; none = memory only.
+    /// Default: none.
+    pub cache_dir: Option<PathBuf>,
+    /// Guest instances alive at once, over all components. Default `200`.
+    pub max_instances: u32,
+    /// Idle instances kept per component for reuse. Default `8`.
+    pub idle_instances_per_component: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            limits: UdfLimits::default(),
+            max_component_size: ByteSize::mib(64),
+            compile_timeout: Duration::from_secs(120),
+            cache_dir: None,
+            max_instances: 200,
+            idle_instances_per_component: 8,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_humane_values_and_reject_unknown_fields() {
+        let limits: UdfLimits =
+            toml::from_str("memory = \"32MiB\"\ncall_timeout = \"250ms\"").unwrap();
+        assert_eq!(limits.memory, ByteSize::mib(32));
+        assert_eq!(limits.call_timeout, Duration::from_millis(250));
+        assert_eq!(limits.stack, UdfLimits::default().stack);
+        let err = toml::from_str::<UdfLimits>("memroy = \"32MiB\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `memroy`"), "{err}");
+    }
+}

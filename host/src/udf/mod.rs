@@ -1,0 +1,41 @@
+//! The sandboxed UDF runtime: loads WebAssembly components built against `wit/udf.wit`, checks
+//! them, and calls them once per partition under strict limits.
+//!
+//! - [`UdfRuntime`] owns the one wasmtime engine, compiles components once (cached by content
+//!   hash, in memory and on disk) and refuses anything that is not a Sluice component: a core
+//!   module, a truncated file, the wrong world, an import the host does not provide (no WASI is
+//!   linked at all), an ABI version it does not speak, a file over the size cap, a compilation
+//!   over the time cap.
+//! - [`UdfComponent`] keeps a pool of pre-instantiated instances; each has its own store with a
+//!   memory and table limiter, a CPU deadline per call (epoch interruption) and a stack cap.
+//! - [`UdfFunction`] is one resolved `component#function`; its calls return typed
+//!   [`CallError`]s naming component, function and batch. A trap discards the instance; the
+//!   next call gets a fresh one.
+
+pub mod bindings;
+mod component;
+pub mod config;
+pub mod error;
+mod host_state;
+mod runtime;
+
+pub use bindings::updater::exports::sluice::udf::updaters::{UpdateInput, UpdateOutput};
+pub use component::{Role, UdfComponent, UdfFunction};
+pub use config::{RuntimeConfig, UdfLimits};
+pub use error::{CallError, CallErrorKind, LoadError, ResolveError};
+pub use host_state::CallContext;
+pub use runtime::{ABI_VERSION, RuntimeError, UdfRuntime};
+
+/// Split `component#function` into its two names.
+pub fn parse_spec(spec: &str) -> Result<(&str, &str), ResolveError> {
+    match spec.split_once('#') {
+        Some((component, function))
+            if !component.is_empty() && !function.is_empty() && !function.contains('#') =>
+        {
+            Ok((component, function))
+        }
+        _ => Err(ResolveError::BadSpec {
+            spec: spec.to_string(),
+        }),
+    }
+}

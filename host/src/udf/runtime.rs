@@ -1,0 +1,344 @@
+//! The UDF runtime: one wasmtime engine per host, components compiled once and cached by content
+//! hash (in memory and on disk), loading bounded in size and time.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings;
+use super::component::{Role, UdfComponent};
+use super::config::RuntimeConfig;
+use super::error::LoadError;
+use super::host_state::HostState;
+use crate::metrics::Registry;
+
+/// The ABI version of `wit/udf.wit` this host speaks (`sluice_guest::ABI_VERSION` on the guest
+/// side).
+pub const ABI_VERSION: u32 = 1;
+
+/// How often the epoch advances; CPU deadlines are counted in these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The imports a component may have: what `wit/udf.wit` gives every world.
+const PROVIDED_IMPORTS: [&str; 3] = [
+    "sluice:udf/logging@0.1.0",
+    "sluice:udf/metrics@0.1.0",
+    "sluice:udf/types@0.1.0",
+];
+
+/// Why the runtime itself could not start (a host configuration problem, not a guest's).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the UDF runtime: {0}")]
+pub struct RuntimeError(String);
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Loads, checks and caches UDF components; one per host process.
+pub struct UdfRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: RuntimeConfig,
+    compiled: Mutex<HashMap<String, Component>>,
+    registry: Arc<Registry>,
+    _ticker: EpochTicker,
+}
+
+impl UdfRuntime {
+    /// A runtime with `config`, reporting guest metrics into `registry`.
+    pub fn new(config: RuntimeConfig, registry: Arc<Registry>) -> Result<Self, RuntimeError> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances.saturating_mul(2))
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances.saturating_mul(2))
+            .max_memories_per_component(1)
+            .max_tables_per_component(2)
+            .max_memory_size(config.limits.memory.as_usize())
+            .table_elements(config.limits.table_elements as usize);
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .max_wasm_stack(config.limits.stack.as_usize())
+            .parallel_compilation(true)
+            .concurrency_support(false)
+            .wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| RuntimeError(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        bindings::transform::Transform::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError(format!("linking the host imports: {e:#}")))?;
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                RuntimeError(format!(
+                    "creating the component cache {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            linker,
+            config,
+            compiled: Mutex::new(HashMap::new()),
+            registry,
+            _ticker: ticker,
+        })
+    }
+
+    /// The runtime's settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// The registry guest and per-function metrics go to.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Load the component in `path`; its name is the file name without `.wasm`.
+    pub fn load_file(&self, path: &Path) -> Result<Arc<UdfComponent>, LoadError> {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let read_error = |source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read_error)?.len();
+        self.check_size(&name, size)?;
+        let bytes = std::fs::read(path).map_err(read_error)?;
+        self.load(&name, &bytes)
+    }
+
+    fn check_size(&self, name: &str, size: u64) -> Result<(), LoadError> {
+        let limit = self.config.max_component_size;
+        if size > limit.0 {
+            return Err(LoadError::TooLarge {
+                name: name.to_string(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Load a component from its bytes: check, compile (or take from the cache), inspect its
+    /// world and imports, instantiate it once to read its ABI version and functions.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<UdfComponent>, LoadError> {
+        self.check_size(name, bytes.len() as u64)?;
+        check_header(name, bytes)?;
+        let hash = hex::encode(Sha256::digest(bytes));
+        let component = self.compiled_component(name, &hash, bytes)?;
+        let role = self.inspect(name, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Describe {
+                name: name.to_string(),
+                reason: format!("{e:#}"),
+            })?;
+        UdfComponent::new(
+            name,
+            hash,
+            role,
+            pre,
+            &self.engine,
+            &self.config,
+            self.registry.clone(),
+        )
+    }
+
+    fn compiled_component(
+        &self,
+        name: &str,
+        hash: &str,
+        bytes: &[u8],
+    ) -> Result<Component, LoadError> {
+        if let Some(component) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(hash)
+        {
+            return Ok(component.clone());
+        }
+        let cache_file = self.cache_file(hash);
+        if let Some(path) = &cache_file
+            && path.is_file()
+        {
+            // SAFETY: the cache directory is the host's own; files in it were written by
+            // `Component::serialize` of an engine with this configuration (the name carries the
+            // engine's compatibility hash), and wasmtime checks the header before using one.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => {
+                    tracing::debug!(component = name, cache = %path.display(), "loaded a precompiled component");
+                    self.remember(hash, &component);
+                    return Ok(component);
+                }
+                Err(e) => {
+                    tracing::warn!(cache = %path.display(), "ignoring an unusable cached component: {e:#}")
+                }
+            }
+        }
+        let component = self.compile(name, bytes)?;
+        if let Some(path) = cache_file {
+            self.write_cache(&path, &component)?;
+        }
+        self.remember(hash, &component);
+        Ok(component)
+    }
+
+    fn remember(&self, hash: &str, component: &Component) {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash.to_string(), component.clone());
+    }
+
+    fn cache_file(&self, hash: &str) -> Option<PathBuf> {
+        let dir = self.config.cache_dir.as_ref()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        Some(dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish())))
+    }
+
+    fn write_cache(&self, path: &Path, component: &Component) -> Result<(), LoadError> {
+        let cache_error = |source| LoadError::Cache {
+            path: path.display().to_string(),
+            source,
+        };
+        let bytes = component
+            .serialize()
+            .map_err(|e| cache_error(std::io::Error::other(format!("{e:#}"))))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(cache_error)?;
+        std::fs::rename(&tmp, path).map_err(cache_error)
+    }
+
+    /// Compile on a helper thread so that a pathological component cannot stall the caller past
+    /// `compile_timeout`. Cranelift cannot be cancelled: a timed-out compilation finishes in the
+    /// background and its result is dropped.
+    fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let (tx, rx) = mpsc::channel();
+        let engine = self.engine.clone();
+        let owned = bytes.to_vec();
+        let started = Instant::now();
+        std::thread::Builder::new()
+            .name(format!("sluice-compile-{name}"))
+            .spawn(move || {
+                let _ = tx.send(Component::new(&engine, &owned));
+            })
+            .map_err(|e| LoadError::Describe {
+                name: name.to_string(),
+                reason: format!("cannot start a compile thread: {e}"),
+            })?;
+        let limit = self.config.compile_timeout;
+        match rx.recv_timeout(limit) {
+            Ok(Ok(component)) => {
+                tracing::debug!(component = name, elapsed = ?started.elapsed(), "compiled");
+                Ok(component)
+            }
+            Ok(Err(e)) => Err(LoadError::Invalid {
+                name: name.to_string(),
+                reason: format!("{e:#}"),
+            }),
+            Err(_) => Err(LoadError::CompileTimeout {
+                name: name.to_string(),
+                limit,
+            }),
+        }
+    }
+
+    /// Which world the component was built for, and whether it imports only what the host
+    /// provides.
+    fn inspect(&self, name: &str, component: &Component) -> Result<Role, LoadError> {
+        let ty = component.component_type();
+        let exports: Vec<&str> = ty.exports(&self.engine).map(|(n, _)| n).collect();
+        let role = Role::ALL
+            .into_iter()
+            .find(|role| exports.contains(&role.export_name()))
+            .ok_or_else(|| LoadError::WrongWorld {
+                name: name.to_string(),
+                exports: if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                },
+            })?;
+        if let Some((import, _)) = ty
+            .imports(&self.engine)
+            .find(|(n, _)| !PROVIDED_IMPORTS.contains(n))
+        {
+            return Err(LoadError::ForbiddenImport {
+                name: name.to_string(),
+                import: import.to_string(),
+            });
+        }
+        Ok(role)
+    }
+}
+
+/// Tell apart "not wasm", "a core module" and "a component" from the 8-byte preamble, so each
+/// gets an error that says what to do.
+fn check_header(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm {
+            name: name.to_string(),
+            reason: format!(
+                "it does not start with the WebAssembly magic bytes ({} bytes in all)",
+                bytes.len()
+            ),
+        });
+    }
+    // Core modules have version 1 and layer 0; components have layer 1.
+    if bytes[6..8] == [0, 0] {
+        return Err(LoadError::CoreModule {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
