@@ -95,8 +95,10 @@ pub fn init_logging(filter: &str) {
         eprintln!("warning: ignoring the log filter {filter:?} ({e}); using `info`");
         tracing_subscriber::EnvFilter::new("info")
     });
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

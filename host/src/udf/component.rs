@@ -305,6 +305,14 @@ impl UdfComponent {
         }
     }
 
+    /// Create one fresh instance and drop it: what a new worker or a hot reload costs (for
+    /// benchmarks and deploy checks).
+    pub fn instantiate_probe(&self) -> Result<(), CallErrorKind> {
+        self.instantiate()
+            .map(drop)
+            .map_err(|e| self.classify(e, None))
+    }
+
     /// Idle instances in the pool (for tests and the UI).
     pub fn idle_instances(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()

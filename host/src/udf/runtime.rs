@@ -206,12 +206,14 @@ impl UdfRuntime {
         }
         let cache_file = self.cache_file(hash);
         if let Some(path) = &cache_file
-            && path.is_file()
+            && let Ok(precompiled) = std::fs::read(path)
         {
+            // Read into memory rather than mapping the file: a cache file rewritten or truncated
+            // by anyone while the component runs must not be able to crash the host (SIGBUS).
             // SAFETY: the cache directory is the host's own; files in it were written by
             // `Component::serialize` of an engine with this configuration (the name carries the
             // engine's compatibility hash), and wasmtime checks the header before using one.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
+            match unsafe { Component::deserialize(&self.engine, &precompiled) } {
                 Ok(component) => {
                     tracing::debug!(component = name, cache = %path.display(), "loaded a precompiled component");
                     self.remember(hash, &component);
@@ -297,6 +299,17 @@ impl UdfRuntime {
     /// provides.
     fn inspect(&self, name: &str, component: &Component) -> Result<Role, LoadError> {
         let ty = component.component_type();
+        // Imports first: a component built for WASI (the most common wrong build) gets the
+        // message that says how to build it right.
+        if let Some((import, _)) = ty
+            .imports(&self.engine)
+            .find(|(n, _)| !PROVIDED_IMPORTS.contains(n))
+        {
+            return Err(LoadError::ForbiddenImport {
+                name: name.to_string(),
+                import: import.to_string(),
+            });
+        }
         let exports: Vec<&str> = ty.exports(&self.engine).map(|(n, _)| n).collect();
         let role = Role::ALL
             .into_iter()
@@ -309,15 +322,6 @@ impl UdfRuntime {
                     exports.join(", ")
                 },
             })?;
-        if let Some((import, _)) = ty
-            .imports(&self.engine)
-            .find(|(n, _)| !PROVIDED_IMPORTS.contains(n))
-        {
-            return Err(LoadError::ForbiddenImport {
-                name: name.to_string(),
-                import: import.to_string(),
-            });
-        }
         Ok(role)
     }
 }

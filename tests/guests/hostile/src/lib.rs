@@ -71,6 +71,22 @@ pub fn garbage(_: Batch) -> Result<Batch, UdfError> {
     })
 }
 
+/// Writes 1000 log lines per record.
+pub fn chatty(value: &[u8]) -> Vec<u8> {
+    for i in 0..1000 {
+        sluice_guest::log!(info, "chatty line {i}");
+    }
+    value.to_vec()
+}
+
+/// Creates 5000 distinct metric series.
+pub fn many_metrics(value: &[u8]) -> Vec<u8> {
+    for i in 0..5000 {
+        sluice_guest::log::counter(&format!("series_{i}"), 1);
+    }
+    value.to_vec()
+}
+
 export_transforms! {
     map identity,
     map spin,
@@ -80,4 +96,6 @@ export_transforms! {
     flat_map explode,
     try_map reject_bad,
     raw garbage,
+    map chatty,
+    map many_metrics,
 }

@@ -1,0 +1,134 @@
+//! What crossing the Wasm boundary costs: the same function (Unicode uppercase of ~100-byte
+//! text records) as a native Rust closure and through the `text#uppercase` component, one call
+//! per record and once per partition of 64, 1 k and 16 k records; plus the fixed cost of one
+//! call and of one instantiation.
+//!
+//! Run: `cargo bench -p sluice-tests --bench udf_boundary` (figures in the README).
+
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use sluice_host::batch::{Batch, Column};
+use sluice_host::udf::{CallContext, RuntimeConfig};
+use sluice_tests::{load, runtime_with, udf};
+
+const RECORDS: usize = 1_000_000;
+const RECORD_BYTES: usize = 100;
+/// The per-record path is ~10× slower; measure it on a tenth of the data (same units: rec/s).
+const PER_RECORD_RECORDS: usize = 100_000;
+
+/// Deterministic text records of 100 bytes: lowercase words separated by spaces.
+fn records(n: usize) -> Vec<Vec<u8>> {
+    let mut state = 42u64;
+    (0..n)
+        .map(|_| {
+            (0..RECORD_BYTES)
+                .map(|i| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    if i % 8 == 7 {
+                        b' '
+                    } else {
+                        b'a' + ((state >> 33) % 26) as u8
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn batches(records: &[Vec<u8>], size: usize) -> Vec<Batch> {
+    records
+        .chunks(size)
+        .map(|chunk| {
+            let mut batch = Batch::empty(false);
+            for r in chunk {
+                batch.push(None, r, 0);
+            }
+            batch
+        })
+        .collect()
+}
+
+/// The native twin of `text#uppercase`: the same columns in and out, the same UTF-8 check.
+fn native_uppercase(input: &Batch) -> Batch {
+    let mut values = Column::with_capacity(input.len(), input.values.data.len());
+    for item in input.values.iter() {
+        let text = std::str::from_utf8(item).expect("UTF-8");
+        values.push(text.to_uppercase().as_bytes());
+    }
+    Batch {
+        keys: None,
+        values,
+        event_times: input.event_times.clone(),
+    }
+}
+
+fn boundary(c: &mut Criterion) {
+    let runtime = runtime_with(RuntimeConfig::default());
+    let text = load(&runtime, &udf("text"));
+    let upper = text.function("uppercase").expect("text#uppercase");
+    let ctx = CallContext::adhoc();
+    let data = records(RECORDS);
+
+    let mut group = c.benchmark_group("uppercase_1M_x_100B");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(6));
+    group.throughput(Throughput::Elements(RECORDS as u64));
+
+    let parts = batches(&data, 1024);
+    group.bench_function("native_closure", |b| {
+        b.iter(|| {
+            parts
+                .iter()
+                .map(|p| native_uppercase(p).len())
+                .sum::<usize>()
+        })
+    });
+    for size in [64usize, 1024, 16 * 1024] {
+        let parts = batches(&data, size);
+        group.bench_function(format!("wasm_batch_{size}"), |b| {
+            b.iter(|| {
+                parts
+                    .iter()
+                    .map(|p| upper.transform(&ctx, p).expect("call").len())
+                    .sum::<usize>()
+            })
+        });
+    }
+    group.throughput(Throughput::Elements(PER_RECORD_RECORDS as u64));
+    let singles = batches(&data[..PER_RECORD_RECORDS], 1);
+    group.bench_function("wasm_per_record", |b| {
+        b.iter(|| {
+            singles
+                .iter()
+                .map(|p| upper.transform(&ctx, p).expect("call").len())
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+
+    let mut fixed = c.benchmark_group("fixed_costs");
+    fixed
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let empty = Batch::empty(false);
+    fixed.bench_function("call_empty_batch", |b| {
+        b.iter(|| upper.transform(&ctx, &empty).expect("call"))
+    });
+    fixed.bench_function("instantiate", |b| {
+        b.iter_batched(
+            || (),
+            |_| text.instantiate_probe().expect("instantiate"),
+            BatchSize::SmallInput,
+        )
+    });
+    fixed.finish();
+}
+
+criterion_group!(benches, boundary);
+criterion_main!(benches);

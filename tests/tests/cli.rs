@@ -1,0 +1,261 @@
+//! The `host` binary, driven as a user drives it: `check`, `call`, `--help`, and failures that
+//! exit non-zero with a message saying what is wrong.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_tests::{host_bin, test_guest, udf};
+
+struct Host {
+    cache: tempfile::TempDir,
+}
+
+impl Host {
+    fn new() -> Self {
+        Self {
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(host_bin())
+            .args(args)
+            .env("SLUICE_COMPONENT_CACHE", self.cache.path())
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start host");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "host {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.run(args, stdin);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "host {args:?} should exit 1; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+fn target(component: &std::path::Path, function: &str) -> String {
+    format!("{}#{function}", component.display())
+}
+
+#[test]
+fn check_prints_the_world_abi_and_functions() {
+    let host = Host::new();
+    let text = udf("text");
+    let out = host.ok(&["check", text.to_str().unwrap()], "");
+    assert!(
+        out.contains("world      transform (exports sluice:udf/transforms@0.1.0)"),
+        "{out}"
+    );
+    assert!(out.contains("abi        1"), "{out}");
+    assert!(out.contains("text#split_words  flat-map"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&host.ok(
+        &["check", "--json", udf("aggregates").to_str().unwrap()],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(json["world"], "reducer");
+    assert_eq!(json["functions"][0]["name"], "sum_i64");
+    assert_eq!(json["functions"][0]["has_inverse"], true);
+}
+
+#[test]
+fn check_refuses_what_is_not_a_sluice_component() {
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
+    let err = host.fails(&["check", core.to_str().unwrap()], "");
+    assert!(
+        err.contains("is a core WebAssembly module, not a component"),
+        "{err}"
+    );
+    let truncated = dir.path().join("truncated.wasm");
+    let bytes = std::fs::read(udf("text")).unwrap();
+    std::fs::write(&truncated, &bytes[..1000]).unwrap();
+    let err = host.fails(&["check", truncated.to_str().unwrap()], "");
+    assert!(
+        err.contains("is not a valid WebAssembly component"),
+        "{err}"
+    );
+    let err = host.fails(&["check", test_guest("abi_mismatch").to_str().unwrap()], "");
+    assert!(
+        err.contains("ABI version 999, but this host speaks version 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn call_runs_a_word_count_through_three_components() {
+    let host = Host::new();
+    let text = udf("text");
+    let words = host.ok(
+        &["call", &target(&text, "split_words")],
+        "to be or\nnot to be\n",
+    );
+    assert_eq!(words, "to\nbe\nor\nnot\nto\nbe\n");
+    let pairs = host.ok(&["call", &target(&text, "pair_one")], &words);
+    assert_eq!(pairs.lines().next(), Some("to\t1"));
+    let counts = host.ok(
+        &[
+            "call",
+            "--format",
+            "kv",
+            &target(&udf("aggregates"), "sum_i64"),
+        ],
+        &pairs,
+    );
+    assert_eq!(counts, "to\t2\nbe\t2\nor\t1\nnot\t1\n");
+}
+
+#[test]
+fn call_serves_every_role() {
+    let host = Host::new();
+    let out = host.ok(
+        &[
+            "call",
+            "--format",
+            "jsonl",
+            &target(&udf("text"), "uppercase"),
+        ],
+        "{\"key\":null,\"value\":\"héllo\",\"event_time\":5}\n",
+    );
+    assert_eq!(out.trim(), r#"{"event_time":5,"key":null,"value":"HÉLLO"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.kv");
+    std::fs::write(&state, "a\t10\nz\t1\n").unwrap();
+    let out = host.ok(
+        &[
+            "call",
+            "--format",
+            "kv",
+            "--state",
+            state.to_str().unwrap(),
+            &target(&udf("state"), "running_total"),
+        ],
+        "a\t1\nb\t2\na\t3\n",
+    );
+    let mut lines: Vec<_> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["state\ta\t14", "state\tb\t2", "state\tz\t1"]);
+    let out = host.run(&["call", &target(&udf("sinks"), "log_batch")], "x\ny\n");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("consumed 2 records in 1 partition(s)"),
+        "{err}"
+    );
+    // Guest logs carry tenant, job, batch and UDF.
+    assert!(
+        err.contains("udf=sinks#log_batch")
+            && err.contains("tenant=local")
+            && err.contains("job=adhoc"),
+        "{err}"
+    );
+    assert!(err.contains("2 records"), "{err}");
+}
+
+#[test]
+fn a_hostile_call_fails_cleanly_within_its_deadline() {
+    let host = Host::new();
+    let hostile = test_guest("hostile");
+    let started = Instant::now();
+    let err = host.fails(
+        &["call", "--udf-timeout", "200ms", &target(&hostile, "spin")],
+        "x\n",
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        err.contains(
+            "UDF `hostile#spin` failed on batch 0 partition 0: ran past its CPU deadline of 200ms"
+        ),
+        "{err}"
+    );
+    let err = host.fails(&["call", &target(&hostile, "panic")], "x\n");
+    assert!(
+        err.contains("panicked: panicked at")
+            && err.contains("the hostile guest panicked on purpose"),
+        "{err}"
+    );
+    let err = host.fails(
+        &["call", "--udf-memory", "16MiB", &target(&hostile, "bomb")],
+        "x\n",
+    );
+    assert!(err.contains("past the limit of 16MiB"), "{err}");
+    let out = host.run(&["call", &target(&hostile, "chatty")], "x\n");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dropped 900 guest log lines over the limit of 100 per call"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_arguments_say_what_to_do() {
+    let host = Host::new();
+    let err = host.fails(&["call", udf("text").to_str().unwrap()], "");
+    assert!(
+        err.contains("names no function; write PATH/TO/COMPONENT.wasm#function"),
+        "{err}"
+    );
+    let err = host.fails(&["call", &target(&udf("text"), "nope")], "");
+    assert!(
+        err.contains("component `text` has no function `nope`; it exports: split_words"),
+        "{err}"
+    );
+    let err = host.fails(
+        &[
+            "call",
+            "--format",
+            "kv",
+            &target(&udf("aggregates"), "sum_i64"),
+        ],
+        "no tab here\n",
+    );
+    assert!(
+        err.contains("input line 1: expected KEY<TAB>VALUE"),
+        "{err}"
+    );
+    let err = host.fails(&["call", &target(&udf("aggregates"), "sum_i64")], "1\n");
+    assert!(err.contains("groups by key"), "{err}");
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let host = Host::new();
+    let top = host.ok(&["--help"], "");
+    assert!(top.contains("check") && top.contains("call"), "{top}");
+    let call = host.ok(&["call", "--help"], "");
+    assert!(
+        call.contains("Examples:") && call.contains("split_words"),
+        "{call}"
+    );
+    let check = host.ok(&["check", "--help"], "");
+    assert!(check.contains("host check dist/udfs/text.wasm"), "{check}");
+}
