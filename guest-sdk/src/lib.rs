@@ -100,7 +100,13 @@ macro_rules! export_transforms {
             }
         }
 
-        $crate::bindings::transform::__export_transform_world!(__SluiceTransforms with_types_in $crate::bindings::transform);
+        // The export glue exists only in the component: natively the crate is a plain library
+        // (unit tests, native twins in benchmarks).
+        #[cfg(target_arch = "wasm32")]
+        mod __sluice_exports {
+            use super::__SluiceTransforms;
+            $crate::bindings::transform::__export_transform_world!(__SluiceTransforms with_types_in $crate::bindings::transform);
+        }
     };
 }
 
@@ -173,7 +179,13 @@ macro_rules! export_reducers {
             }
         }
 
-        $crate::bindings::reducer::__export_reducer_world!(__SluiceReducers with_types_in $crate::bindings::reducer);
+        // The export glue exists only in the component: natively the crate is a plain library
+        // (unit tests, native twins in benchmarks).
+        #[cfg(target_arch = "wasm32")]
+        mod __sluice_exports {
+            use super::__SluiceReducers;
+            $crate::bindings::reducer::__export_reducer_world!(__SluiceReducers with_types_in $crate::bindings::reducer);
+        }
     };
 }
 
@@ -239,7 +251,13 @@ macro_rules! export_updaters {
             }
         }
 
-        $crate::bindings::updater::__export_updater_world!(__SluiceUpdaters with_types_in $crate::bindings::updater);
+        // The export glue exists only in the component: natively the crate is a plain library
+        // (unit tests, native twins in benchmarks).
+        #[cfg(target_arch = "wasm32")]
+        mod __sluice_exports {
+            use super::__SluiceUpdaters;
+            $crate::bindings::updater::__export_updater_world!(__SluiceUpdaters with_types_in $crate::bindings::updater);
+        }
     };
 }
 
@@ -283,6 +301,12 @@ macro_rules! export_sinks {
             }
         }
 
-        $crate::bindings::sink::__export_sink_world!(__SluiceSinks with_types_in $crate::bindings::sink);
+        // The export glue exists only in the component: natively the crate is a plain library
+        // (unit tests, native twins in benchmarks).
+        #[cfg(target_arch = "wasm32")]
+        mod __sluice_exports {
+            use super::__SluiceSinks;
+            $crate::bindings::sink::__export_sink_world!(__SluiceSinks with_types_in $crate::bindings::sink);
+        }
     };
 }

@@ -123,6 +123,11 @@ impl<'a> Input<'a> {
         self.values.is_empty()
     }
 
+    /// Bytes of all values: a good first guess of how much output a function writes.
+    pub fn value_bytes(&self) -> usize {
+        self.values.data.len()
+    }
+
     /// Whether the records carry keys.
     pub fn is_keyed(&self) -> bool {
         self.keys.is_some()

@@ -10,8 +10,9 @@ use std::fmt::Display;
 use crate::bindings::{Batch, UdfError};
 use crate::records::{Emit, FromRecord, Input, Output, RecordRef, error};
 
+/// An output sized like the input, so a map or filter never regrows its buffers.
 fn output_for(input: &Input<'_>) -> Output {
-    Output::with_capacity(input.len(), 0)
+    Output::with_capacity(input.len(), input.value_bytes())
 }
 
 /// The error of a fallible function, tied to the record it failed on.

@@ -173,6 +173,8 @@ fn a_guest_error_names_the_record_and_keeps_the_instance() {
     // A guest error is not a trap: the instance goes back to the pool.
     assert_eq!(hostile.idle_instances(), 1);
     still_works(&hostile);
+    let stats = hostile.function("reject_bad").unwrap().stats();
+    assert_eq!((stats.calls, stats.errors, stats.records_in), (1, 1, 2));
 }
 
 #[test]

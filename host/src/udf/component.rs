@@ -1,6 +1,7 @@
 //! A loaded component: its role and functions, a pool of ready instances, and the typed calls
 //! the engine makes, each bounded by the instance's limits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use super::error::{CallError, CallErrorKind, LoadError, ResolveError};
 use super::host_state::{CallContext, HostState, Limiter, MemoryLimitExceeded, TableLimitExceeded};
 use super::runtime::{ABI_VERSION, EPOCH_TICK};
 use crate::batch::{Batch, Column};
-use crate::metrics::{Registry, SeriesKey};
+use crate::metrics::Registry;
 
 /// The role a component was built for: one world of `wit/udf.wit` each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,6 +93,32 @@ macro_rules! on_world {
     };
 }
 
+/// Counters of one function, updated with atomics on every call (no locks, no allocation on
+/// the hot path).
+#[derive(Debug, Default)]
+struct FunctionCounters {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+/// What a function has done since its component was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FunctionStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Records (or groups) handed in.
+    pub records_in: u64,
+    /// Records (or items) returned by successful calls.
+    pub records_out: u64,
+    /// Time spent in calls, in nanoseconds.
+    pub busy_nanos: u64,
+}
+
 /// One live guest instance with its own store (memory, limiter, labels).
 struct Instance {
     store: Store<HostState>,
@@ -105,6 +132,7 @@ pub struct UdfComponent {
     role: Role,
     abi_version: u32,
     functions: Vec<FunctionInfo>,
+    counters: Vec<FunctionCounters>,
     pre: RolePre,
     engine: Engine,
     limits: UdfLimits,
@@ -149,6 +177,7 @@ impl UdfComponent {
             role,
             abi_version: 0,
             functions: Vec::new(),
+            counters: Vec::new(),
             pre,
             engine: engine.clone(),
             limits: config.limits.clone(),
@@ -185,6 +214,7 @@ impl UdfComponent {
             });
         }
         component.abi_version = abi;
+        component.counters = functions.iter().map(|_| FunctionCounters::default()).collect();
         component.functions = functions;
         Ok(Arc::new(component))
     }
@@ -417,39 +447,15 @@ impl UdfComponent {
         Ok(())
     }
 
-    fn record_metrics(
-        &self,
-        function: &str,
-        context: &CallContext,
-        started: Instant,
-        records_in: usize,
-        outcome: Result<usize, ()>,
-    ) {
-        let labels = [
-            ("tenant", &*context.tenant),
-            ("job", &*context.job),
-            ("component", &*self.name),
-            ("function", function),
-        ];
-        self.registry
-            .add(SeriesKey::new("udf_calls_total", &labels), 1);
-        self.registry.add(
-            SeriesKey::new("udf_records_in_total", &labels),
-            records_in as u64,
-        );
-        self.registry.add(
-            SeriesKey::new("udf_call_micros_total", &labels),
-            started.elapsed().as_micros() as u64,
-        );
+    fn record_metrics(&self, index: u32, started: Instant, records_in: usize, outcome: Result<usize, ()>) {
+        let Some(c) = self.counters.get(index as usize) else { return };
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        c.records_in.fetch_add(records_in as u64, Ordering::Relaxed);
+        c.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         match outcome {
-            Ok(records_out) => self.registry.add(
-                SeriesKey::new("udf_records_out_total", &labels),
-                records_out as u64,
-            ),
-            Err(()) => self
-                .registry
-                .add(SeriesKey::new("udf_errors_total", &labels), 1),
-        }
+            Ok(out) => c.records_out.fetch_add(out as u64, Ordering::Relaxed),
+            Err(()) => c.errors.fetch_add(1, Ordering::Relaxed),
+        };
     }
 }
 
@@ -488,6 +494,18 @@ impl UdfFunction {
         &self.component.functions[self.index as usize]
     }
 
+    /// What this function has done since its component was loaded.
+    pub fn stats(&self) -> FunctionStats {
+        let Some(c) = self.component.counters.get(self.index as usize) else { return FunctionStats::default() };
+        FunctionStats {
+            calls: c.calls.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            records_in: c.records_in.load(Ordering::Relaxed),
+            records_out: c.records_out.load(Ordering::Relaxed),
+            busy_nanos: c.busy_nanos.load(Ordering::Relaxed),
+        }
+    }
+
     fn fail(&self, context: &CallContext, kind: CallErrorKind) -> CallError {
         CallError {
             component: self.component.name.to_string(),
@@ -507,8 +525,7 @@ impl UdfFunction {
         records_out: impl Fn(&R) -> usize,
     ) -> Result<R, CallError> {
         let outcome = result.as_ref().map(&records_out).map_err(|_| ());
-        self.component
-            .record_metrics(&self.name, context, started, records_in, outcome);
+        self.component.record_metrics(self.index, started, records_in, outcome);
         result.map_err(|kind| self.fail(context, kind))
     }
 

@@ -20,7 +20,7 @@ mod host_state;
 mod runtime;
 
 pub use bindings::updater::exports::sluice::udf::updaters::{UpdateInput, UpdateOutput};
-pub use component::{Role, UdfComponent, UdfFunction};
+pub use component::{FunctionStats, Role, UdfComponent, UdfFunction};
 pub use config::{RuntimeConfig, UdfLimits};
 pub use error::{CallError, CallErrorKind, LoadError, ResolveError};
 pub use host_state::CallContext;

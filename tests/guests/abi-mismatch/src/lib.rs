@@ -26,4 +26,8 @@ impl transforms::Guest for FromTheFuture {
     }
 }
 
-sluice_guest::bindings::transform::__export_transform_world!(FromTheFuture with_types_in sluice_guest::bindings::transform);
+#[cfg(target_arch = "wasm32")]
+mod exports {
+    use super::FromTheFuture;
+    sluice_guest::bindings::transform::__export_transform_world!(FromTheFuture with_types_in sluice_guest::bindings::transform);
+}
