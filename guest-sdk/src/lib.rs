@@ -3,7 +3,7 @@
 //! A UDF is a plain, typed Rust function; one `export_*!` line per component turns several of
 //! them into a WebAssembly component of one role (see `wit/udf.wit`):
 //!
-//! ```ignore
+//! ```
 //! use sluice_guest::export_transforms;
 //!
 //! fn split(line: &str) -> Vec<&str> {

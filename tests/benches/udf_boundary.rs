@@ -61,13 +61,20 @@ fn native_columnar(input: &Batch) -> usize {
     for item in input.values.iter() {
         values.push(udf_text::uppercase(std::str::from_utf8(item).expect("UTF-8")).as_bytes());
     }
-    let out = Batch { keys: None, values, event_times: input.event_times.clone() };
+    let out = Batch {
+        keys: None,
+        values,
+        event_times: input.event_times.clone(),
+    };
     out.len()
 }
 
 /// `text#uppercase` compiled natively, over records held one heap object each.
 fn native_boxed(input: &[Vec<u8>]) -> usize {
-    let out: Vec<String> = input.iter().map(|r| udf_text::uppercase(std::str::from_utf8(r).expect("UTF-8"))).collect();
+    let out: Vec<String> = input
+        .iter()
+        .map(|r| udf_text::uppercase(std::str::from_utf8(r).expect("UTF-8")))
+        .collect();
     out.len()
 }
 
@@ -86,13 +93,22 @@ fn boundary(c: &mut Criterion) {
     group.throughput(Throughput::Elements(RECORDS as u64));
 
     let parts = batches(&data, 1024);
-    group.bench_function("native_columnar", |b| b.iter(|| parts.iter().map(native_columnar).sum::<usize>()));
-    group.bench_function("native_boxed", |b| b.iter(|| data.chunks(1024).map(native_boxed).sum::<usize>()));
+    group.bench_function("native_columnar", |b| {
+        b.iter(|| parts.iter().map(native_columnar).sum::<usize>())
+    });
+    group.bench_function("native_boxed", |b| {
+        b.iter(|| data.chunks(1024).map(native_boxed).sum::<usize>())
+    });
     let bench = load(&runtime, &test_guest("bench"));
     for name in ["echo", "copy"] {
         let f = bench.function(name).expect("bench guest function");
         group.bench_function(format!("wasm_{name}_1024"), |b| {
-            b.iter(|| parts.iter().map(|p| f.transform(&ctx, p).expect("call").len()).sum::<usize>())
+            b.iter(|| {
+                parts
+                    .iter()
+                    .map(|p| f.transform(&ctx, p).expect("call").len())
+                    .sum::<usize>()
+            })
         });
     }
     for size in [64usize, 1024, 16 * 1024] {

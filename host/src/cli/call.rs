@@ -91,10 +91,13 @@ fn transform(
     Ok(())
 }
 
+/// A key and its values, in input order.
+type Group<'a> = (Vec<u8>, Vec<&'a [u8]>);
+
 /// Group records by key, in order of first appearance.
-fn group(records: &[Record]) -> anyhow::Result<Vec<(Vec<u8>, Vec<&[u8]>)>> {
+fn group(records: &[Record]) -> anyhow::Result<Vec<Group<'_>>> {
     let mut index: HashMap<&[u8], usize> = HashMap::new();
-    let mut groups: Vec<(Vec<u8>, Vec<&[u8]>)> = Vec::new();
+    let mut groups: Vec<Group<'_>> = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let Some(key) = &r.key else {
             bail!(
@@ -128,7 +131,7 @@ fn partitions<T>(groups: &[(Vec<u8>, Vec<T>)], size: usize) -> Vec<&[(Vec<u8>, V
     out
 }
 
-fn values_and_ends(groups: &[(Vec<u8>, Vec<&[u8]>)]) -> (Column, Vec<u32>) {
+fn values_and_ends(groups: &[Group<'_>]) -> (Column, Vec<u32>) {
     let mut values = Column::new();
     let mut ends = Vec::with_capacity(groups.len());
     for (_, vs) in groups {

@@ -214,7 +214,10 @@ impl UdfComponent {
             });
         }
         component.abi_version = abi;
-        component.counters = functions.iter().map(|_| FunctionCounters::default()).collect();
+        component.counters = functions
+            .iter()
+            .map(|_| FunctionCounters::default())
+            .collect();
         component.functions = functions;
         Ok(Arc::new(component))
     }
@@ -447,11 +450,20 @@ impl UdfComponent {
         Ok(())
     }
 
-    fn record_metrics(&self, index: u32, started: Instant, records_in: usize, outcome: Result<usize, ()>) {
-        let Some(c) = self.counters.get(index as usize) else { return };
+    fn record_metrics(
+        &self,
+        index: u32,
+        started: Instant,
+        records_in: usize,
+        outcome: Result<usize, ()>,
+    ) {
+        let Some(c) = self.counters.get(index as usize) else {
+            return;
+        };
         c.calls.fetch_add(1, Ordering::Relaxed);
         c.records_in.fetch_add(records_in as u64, Ordering::Relaxed);
-        c.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        c.busy_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         match outcome {
             Ok(out) => c.records_out.fetch_add(out as u64, Ordering::Relaxed),
             Err(()) => c.errors.fetch_add(1, Ordering::Relaxed),
@@ -496,7 +508,9 @@ impl UdfFunction {
 
     /// What this function has done since its component was loaded.
     pub fn stats(&self) -> FunctionStats {
-        let Some(c) = self.component.counters.get(self.index as usize) else { return FunctionStats::default() };
+        let Some(c) = self.component.counters.get(self.index as usize) else {
+            return FunctionStats::default();
+        };
         FunctionStats {
             calls: c.calls.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
@@ -525,7 +539,8 @@ impl UdfFunction {
         records_out: impl Fn(&R) -> usize,
     ) -> Result<R, CallError> {
         let outcome = result.as_ref().map(&records_out).map_err(|_| ());
-        self.component.record_metrics(self.index, started, records_in, outcome);
+        self.component
+            .record_metrics(self.index, started, records_in, outcome);
         result.map_err(|kind| self.fail(context, kind))
     }
 

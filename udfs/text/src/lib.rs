@@ -18,7 +18,11 @@ pub fn pair_one(word: &str) -> (&str, i64) {
 
 /// The line in upper case (Unicode-aware; ASCII lines take a fast path).
 pub fn uppercase(line: &str) -> String {
-    if line.is_ascii() { line.to_ascii_uppercase() } else { line.to_uppercase() }
+    if line.is_ascii() {
+        line.to_ascii_uppercase()
+    } else {
+        line.to_uppercase()
+    }
 }
 
 /// The line in lower case (Unicode-aware).
