@@ -26,6 +26,7 @@
 //! README): the crate compiles for `wasm32-unknown-unknown` and is wrapped into a component that
 //! imports nothing but the host's logging and metrics.
 
+pub mod alloc;
 pub mod bindings;
 pub mod codec;
 pub mod log;
@@ -42,6 +43,17 @@ pub use records::{
 };
 pub use sink::BatchInfo;
 pub use update::State;
+
+/// Every guest built with the SDK allocates through size-class free lists (see [`alloc`]);
+/// disable the default `allocator` feature to keep Rust's default allocator.
+#[cfg(all(
+    target_arch = "wasm32",
+    not(target_feature = "atomics"),
+    feature = "allocator"
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses<std::alloc::System> =
+    alloc::SizeClasses::new(std::alloc::System);
 
 /// The Sluice UDF ABI version this SDK builds against; the host refuses components whose ABI
 /// version it does not speak. Bumped whenever the meaning of the exchanged columns changes.

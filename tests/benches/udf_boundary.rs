@@ -153,5 +153,83 @@ fn boundary(c: &mut Criterion) {
     fixed.finish();
 }
 
-criterion_group!(benches, boundary);
+mod encodings {
+    wasmtime::component::bindgen!({ path: "wit", world: "encodings" });
+}
+
+/// The encoding choice, kept as a measurement: the same ASCII upper case (raw bindings, no SDK)
+/// with one call per record, a `list<list<u8>>` per batch, and one buffer plus end offsets per
+/// batch (what `wit/udf.wit` uses).
+fn encoding(c: &mut Criterion) {
+    use wasmtime::component::{Component, Linker};
+    use wasmtime::{Config, Engine, Store};
+
+    let mut config = Config::new();
+    config.concurrency_support(false);
+    let engine = Engine::new(&config).expect("engine");
+    let component =
+        Component::from_file(&engine, test_guest("encodings")).expect("encodings component");
+    let linker = Linker::<()>::new(&engine);
+    let mut store = Store::new(&engine, ());
+    let guest =
+        encodings::Encodings::instantiate(&mut store, &component, &linker).expect("instantiate");
+    let data = records(RECORDS);
+
+    let mut group = c.benchmark_group("encoding_1M_x_100B");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    let columns: Vec<(Vec<u8>, Vec<u32>)> = batches(&data, 1024)
+        .into_iter()
+        .map(|b| (b.values.data, b.values.ends))
+        .collect();
+    group.bench_function("native_column_1024", |b| {
+        b.iter(|| {
+            columns
+                .iter()
+                .map(|(data, ends)| {
+                    let out: Vec<u8> = data.iter().map(u8::to_ascii_uppercase).collect();
+                    (out, ends.clone()).1.len()
+                })
+                .sum::<usize>()
+        })
+    });
+    group.bench_function("column_1024", |b| {
+        b.iter(|| {
+            columns
+                .iter()
+                .map(|(data, ends)| {
+                    guest
+                        .call_upper_column(&mut store, data, ends)
+                        .expect("call")
+                        .1
+                        .len()
+                })
+                .sum::<usize>()
+        })
+    });
+    let lists: Vec<Vec<Vec<u8>>> = data.chunks(1024).map(<[Vec<u8>]>::to_vec).collect();
+    group.bench_function("list_of_lists_1024", |b| {
+        b.iter(|| {
+            lists
+                .iter()
+                .map(|l| guest.call_upper_lists(&mut store, l).expect("call").len())
+                .sum::<usize>()
+        })
+    });
+    group.throughput(Throughput::Elements(PER_RECORD_RECORDS as u64));
+    group.bench_function("one_per_call", |b| {
+        b.iter(|| {
+            data[..PER_RECORD_RECORDS]
+                .iter()
+                .map(|r| guest.call_upper_one(&mut store, r).expect("call").len())
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, boundary, encoding);
 criterion_main!(benches);
