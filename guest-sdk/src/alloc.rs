@@ -134,10 +134,11 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let r = (seed >> 33) as usize;
-            if r % 3 != 0 || live.is_empty() {
+            if !r.is_multiple_of(3) || live.is_empty() {
                 let size = 1 + r % 40_000;
                 let layout =
-                    Layout::from_size_align(size, if r % 7 == 0 { 32 } else { 8 }).unwrap();
+                    Layout::from_size_align(size, if r.is_multiple_of(7) { 32 } else { 8 })
+                        .unwrap();
                 let p = unsafe { heap.alloc(layout) };
                 assert!(!p.is_null());
                 assert_eq!(p as usize % layout.align(), 0);
@@ -151,7 +152,7 @@ mod tests {
                     bytes.iter().all(|&b| b == fill),
                     "a live block was overwritten"
                 );
-                if r % 2 == 0 {
+                if r.is_multiple_of(2) {
                     let new_size = 1 + (r >> 8) % 40_000;
                     let q = unsafe { heap.realloc(p, layout, new_size) };
                     let kept = layout.size().min(new_size);
