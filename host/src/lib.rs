@@ -8,3 +8,4 @@ pub mod batch;
 pub mod config;
 pub mod metrics;
 pub mod udf;
+pub mod workloads;

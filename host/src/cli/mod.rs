@@ -2,6 +2,7 @@
 
 mod call;
 mod check;
+mod r#gen;
 mod records;
 
 use std::path::PathBuf;
@@ -87,6 +88,17 @@ Examples:
   printf 'a\\t1\\nb\\t2\\na\\t3\\n' | host call --format kv dist/udfs/aggregates.wasm#sum_i64
   host call --input examples/data/events.csv dist/udfs/clickstream.wasm#parse_event --format lines")]
     Call(call::CallArgs),
+
+    /// Generate benchmark data: the clickstream events of WORKLOADS.md, exactly as specified
+    /// (splitmix64, Zipf users, 20 % late events), as CSV files `part-00000.csv …`.
+    #[command(
+        name = "gen-clickstream",
+        after_help = "\
+Examples:
+  host gen-clickstream --out /tmp/clicks                       # 2 M events in 20 files
+  host gen-clickstream --out examples/clickstream/data --events 2000 --files 4"
+    )]
+    GenClickstream(r#gen::GenArgs),
 }
 
 /// Send logs to stderr, filtered by `filter`.
@@ -109,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Check(args) => check::run(args, &runtime()?),
         Command::Call(args) => call::run(args, &runtime()?),
+        Command::GenClickstream(args) => r#gen::run(args),
     }
 }
 
