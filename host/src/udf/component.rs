@@ -551,31 +551,44 @@ impl UdfFunction {
         ))
     }
 
+    /// One call of a function of `role`: check the role, call on a pooled instance, check the
+    /// output, count the call.
+    fn run<R>(
+        &self,
+        context: &CallContext,
+        role: Role,
+        records_in: usize,
+        call: impl FnOnce(&mut Store<HostState>, &Bound) -> wasmtime::Result<Result<R, GuestError>>,
+        check: impl FnOnce(&R) -> Result<(), CallErrorKind>,
+        records_out: impl Fn(&R) -> usize,
+    ) -> Result<R, CallError> {
+        let started = Instant::now();
+        let result = if self.component.role == role {
+            self.component.call(&self.name, context, call, check)
+        } else {
+            Err(self.wrong_role(role))
+        };
+        self.finish(context, started, records_in, result, records_out)
+    }
+
     /// A transform function over one partition.
     pub fn transform(&self, context: &CallContext, input: &Batch) -> Result<Batch, CallError> {
-        let started = Instant::now();
-        let c = &self.component;
-        if c.role != Role::Transform {
-            return self.finish(
-                context,
-                started,
-                input.len(),
-                Err(self.wrong_role(Role::Transform)),
-                Batch::len,
-            );
-        }
-        let result = c.call(
-            &self.name,
+        self.run(
             context,
+            Role::Transform,
+            input.len(),
             |store, bound| match bound {
                 Bound::Transform(b) => b
                     .sluice_udf_transforms()
                     .call_transform(store, self.index, input),
-                _ => unreachable!("role checked above"),
+                _ => Err(role_mismatch()),
             },
-            |out| c.check_output((input.len(), input.byte_len()), out),
-        );
-        self.finish(context, started, input.len(), result, Batch::len)
+            |out| {
+                self.component
+                    .check_output((input.len(), input.byte_len()), out)
+            },
+            Batch::len,
+        )
     }
 
     /// A reducer over groups of values: one value out per group.
@@ -585,30 +598,19 @@ impl UdfFunction {
         values: &Column,
         group_ends: &[u32],
     ) -> Result<Column, CallError> {
-        let started = Instant::now();
-        let c = &self.component;
-        if c.role != Role::Reducer {
-            return self.finish(
-                context,
-                started,
-                values.len(),
-                Err(self.wrong_role(Role::Reducer)),
-                Column::len,
-            );
-        }
-        let groups = group_ends.len();
-        let result = c.call(
-            &self.name,
+        self.run(
             context,
+            Role::Reducer,
+            values.len(),
             |store, bound| match bound {
                 Bound::Reducer(b) => b
                     .sluice_udf_reducers()
                     .call_reduce(store, self.index, values, group_ends),
-                _ => unreachable!("role checked above"),
+                _ => Err(role_mismatch()),
             },
-            |out| check_column(out, groups, "reduced"),
-        );
-        self.finish(context, started, values.len(), result, Column::len)
+            |out| check_column(out, group_ends.len(), "reduced"),
+            Column::len,
+        )
     }
 
     /// The inverse reducer, item by item: `left[i]` with `right[i]` taken out.
@@ -618,30 +620,19 @@ impl UdfFunction {
         left: &Column,
         right: &Column,
     ) -> Result<Column, CallError> {
-        let started = Instant::now();
-        let c = &self.component;
-        if c.role != Role::Reducer {
-            return self.finish(
-                context,
-                started,
-                left.len(),
-                Err(self.wrong_role(Role::Reducer)),
-                Column::len,
-            );
-        }
-        let n = left.len();
-        let result = c.call(
-            &self.name,
+        self.run(
             context,
+            Role::Reducer,
+            left.len(),
             |store, bound| match bound {
                 Bound::Reducer(b) => b
                     .sluice_udf_reducers()
                     .call_invert(store, self.index, left, right),
-                _ => unreachable!("role checked above"),
+                _ => Err(role_mismatch()),
             },
-            |out| check_column(out, n, "inverted"),
-        );
-        self.finish(context, started, left.len(), result, Column::len)
+            |out| check_column(out, left.len(), "inverted"),
+            Column::len,
+        )
     }
 
     /// A state updater over the keys of one partition.
@@ -650,27 +641,17 @@ impl UdfFunction {
         context: &CallContext,
         input: &UpdateInput,
     ) -> Result<UpdateOutput, CallError> {
-        let started = Instant::now();
-        let c = &self.component;
         let groups = input.group_ends.len();
-        if c.role != Role::Updater {
-            return self.finish(
-                context,
-                started,
-                groups,
-                Err(self.wrong_role(Role::Updater)),
-                |o: &UpdateOutput| o.emitted.len(),
-            );
-        }
         let input_bytes = input.values.data.len() + input.states.data.len();
-        let result = c.call(
-            &self.name,
+        self.run(
             context,
+            Role::Updater,
+            input.values.len(),
             |store, bound| match bound {
                 Bound::Updater(b) => b
                     .sluice_udf_updaters()
                     .call_update(store, self.index, input),
-                _ => unreachable!("role checked above"),
+                _ => Err(role_mismatch()),
             },
             |out| {
                 check_column(&out.states, groups, "state")?;
@@ -680,30 +661,19 @@ impl UdfFunction {
                         out.has_state.len()
                     )));
                 }
-                c.check_output((input.values.len().max(groups), input_bytes), &out.emitted)
+                self.component
+                    .check_output((input.values.len().max(groups), input_bytes), &out.emitted)
             },
-        );
-        self.finish(context, started, input.values.len(), result, |o| {
-            o.emitted.len()
-        })
+            |out| out.emitted.len(),
+        )
     }
 
     /// A foreach-batch sink over one partition.
     pub fn sink(&self, context: &CallContext, input: &Batch) -> Result<(), CallError> {
-        let started = Instant::now();
-        let c = &self.component;
-        if c.role != Role::Sink {
-            return self.finish(
-                context,
-                started,
-                input.len(),
-                Err(self.wrong_role(Role::Sink)),
-                |_| 0,
-            );
-        }
-        let result = c.call(
-            &self.name,
+        self.run(
             context,
+            Role::Sink,
+            input.len(),
             |store, bound| match bound {
                 Bound::Sink(b) => b.sluice_udf_sinks().call_write(
                     store,
@@ -713,12 +683,17 @@ impl UdfFunction {
                     context.partition,
                     input,
                 ),
-                _ => unreachable!("role checked above"),
+                _ => Err(role_mismatch()),
             },
             |_| Ok(()),
-        );
-        self.finish(context, started, input.len(), result, |_| 0)
+            |_| 0,
+        )
     }
+}
+
+/// Bindings of another world than the role checked: cannot happen, reported as an error anyway.
+fn role_mismatch() -> wasmtime::Error {
+    wasmtime::Error::msg("the instance's world does not match the component's role")
 }
 
 fn check_column(column: &Column, expected: usize, what: &str) -> Result<(), CallErrorKind> {
