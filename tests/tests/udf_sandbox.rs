@@ -369,3 +369,31 @@ fn tenants_share_a_runtime_without_hurting_each_other() {
         good.join().unwrap();
     });
 }
+
+#[test]
+fn an_exhausted_instance_pool_is_a_typed_error() {
+    // Room for one instance in the whole engine: the pool's idle instance holds it, so a second
+    // component cannot get one until the first component is dropped.
+    let config = RuntimeConfig {
+        max_instances: 1,
+        ..tight()
+    };
+    let rt = runtime_with(config);
+    let text = load(&rt, &udf("text"));
+    assert_eq!(text.idle_instances(), 1);
+    let err = rt.load_file(&udf("template")).unwrap_err();
+    assert!(
+        err.to_string().contains("failed while describing itself"),
+        "{err}"
+    );
+    let err = text.instantiate_probe().unwrap_err();
+    assert!(matches!(err, CallErrorKind::Instantiate(_)), "{err}");
+    // The pooled instance still serves calls.
+    assert_eq!(
+        call(&text, "uppercase", &values(&["ok"]))
+            .unwrap()
+            .values
+            .get(0),
+        Some(&b"OK"[..])
+    );
+}

@@ -343,7 +343,7 @@ impl UdfComponent {
     pub fn instantiate_probe(&self) -> Result<(), CallErrorKind> {
         self.instantiate()
             .map(drop)
-            .map_err(|e| self.classify(e, None))
+            .map_err(|e| self.instantiate_error(e))
     }
 
     /// Idle instances in the pool (for tests and the UI).
@@ -361,7 +361,7 @@ impl UdfComponent {
         call: impl FnOnce(&mut Store<HostState>, &Bound) -> wasmtime::Result<Result<R, GuestError>>,
         check: impl FnOnce(&R) -> Result<(), CallErrorKind>,
     ) -> Result<R, CallErrorKind> {
-        let mut instance = self.acquire().map_err(|e| self.classify(e, None))?;
+        let mut instance = self.acquire().map_err(|e| self.instantiate_error(e))?;
         instance.store.data_mut().begin_call(function, context);
         self.arm_deadline(&mut instance.store);
         let result = call(&mut instance.store, &instance.bound);
@@ -389,6 +389,17 @@ impl UdfComponent {
                 let panic = instance.store.data_mut().panic_message.take();
                 Err(self.classify(trap, panic))
             }
+        }
+    }
+
+    /// Why a fresh instance could not be made: its initial memory over the limit, the engine's
+    /// instance pool exhausted (`max_instances`), or anything else wasmtime reports.
+    fn instantiate_error(&self, error: wasmtime::Error) -> CallErrorKind {
+        match self.classify(error, None) {
+            CallErrorKind::Malformed(message) | CallErrorKind::Trap(message) => {
+                CallErrorKind::Instantiate(message)
+            }
+            limit => limit,
         }
     }
 

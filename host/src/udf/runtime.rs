@@ -24,6 +24,12 @@ use crate::metrics::Registry;
 /// side).
 pub const ABI_VERSION: u32 = 1;
 
+/// Pool slots reserved per component instance. A component made by wit-component holds its
+/// main module plus shim modules (3 core instances for a Rust guest); other toolchains use more.
+/// Slots only reserve address space until used.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const TABLES_PER_COMPONENT: u32 = 4;
+
 /// How often the epoch advances; CPU deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -86,11 +92,15 @@ impl UdfRuntime {
     pub fn new(config: RuntimeConfig, registry: Arc<Registry>) -> Result<Self, RuntimeError> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances.saturating_mul(2))
+            .total_core_instances(
+                config
+                    .max_instances
+                    .saturating_mul(CORE_INSTANCES_PER_COMPONENT),
+            )
             .total_memories(config.max_instances)
-            .total_tables(config.max_instances.saturating_mul(2))
+            .total_tables(config.max_instances.saturating_mul(TABLES_PER_COMPONENT))
             .max_memories_per_component(1)
-            .max_tables_per_component(2)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
             .max_memory_size(config.limits.memory.as_usize())
             .table_elements(config.limits.table_elements as usize);
         let mut wasm = Config::new();
