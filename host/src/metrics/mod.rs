@@ -44,19 +44,26 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Add `delta` to a counter.
-    pub fn add(&self, key: SeriesKey, delta: u64) {
+    /// Add `delta` to a counter. The key is cloned only when the series is new.
+    pub fn add(&self, key: &SeriesKey, delta: u64) {
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let value = counters.entry(key).or_insert(0);
-        *value = value.saturating_add(delta);
+        match counters.get_mut(key) {
+            Some(value) => *value = value.saturating_add(delta),
+            None => {
+                counters.insert(key.clone(), delta);
+            }
+        }
     }
 
-    /// Set a gauge.
-    pub fn set(&self, key: SeriesKey, value: f64) {
-        self.gauges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, value);
+    /// Set a gauge. The key is cloned only when the series is new.
+    pub fn set(&self, key: &SeriesKey, value: f64) {
+        let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        match gauges.get_mut(key) {
+            Some(slot) => *slot = value,
+            None => {
+                gauges.insert(key.clone(), value);
+            }
+        }
     }
 
     /// The value of a counter (0 if never added to).

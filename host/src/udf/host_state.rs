@@ -1,6 +1,7 @@
 //! What each guest instance's store holds: its memory limiter, the labels of the call in
 //! progress, and the host's side of the `logging` and `metrics` imports.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
@@ -105,6 +106,9 @@ pub(crate) struct HostState {
     pub log_lines: u32,
     pub dropped_log_lines: u32,
     pub panic_message: Option<String>,
+    /// Series keys by the name the guest used, for the current tenant, job and function: a
+    /// guest that counts per record must not build a labelled key per record.
+    series_cache: HashMap<String, SeriesKey>,
 }
 
 impl HostState {
@@ -124,11 +128,18 @@ impl HostState {
             log_lines: 0,
             dropped_log_lines: 0,
             panic_message: None,
+            series_cache: HashMap::new(),
         }
     }
 
     /// Get ready for a new call.
     pub fn begin_call(&mut self, function: &Arc<str>, context: &CallContext) {
+        if self.function != *function
+            || self.context.tenant != context.tenant
+            || self.context.job != context.job
+        {
+            self.series_cache.clear();
+        }
         self.function = function.clone();
         self.context = context.clone();
         self.log_lines = 0;
@@ -136,33 +147,34 @@ impl HostState {
         self.panic_message = None;
     }
 
-    fn series(&self, name: &str) -> Option<SeriesKey> {
-        let name: String = name.chars().take(MAX_GUEST_METRIC_NAME).collect();
-        let key = SeriesKey::new(
-            name,
-            &[
-                ("tenant", &self.context.tenant),
-                ("job", &self.context.job),
-                ("component", &self.component),
-                ("function", &self.function),
-            ],
-        );
-        if self.registry.contains(&key) {
-            return Some(key);
-        }
-        if self
-            .registry
-            .series_with_label("component", &self.component)
-            >= MAX_GUEST_SERIES_PER_COMPONENT
-        {
-            tracing::warn!(
-                component = %self.component,
-                metric = %key.name,
-                "UDF created more than {MAX_GUEST_SERIES_PER_COMPONENT} metric series; new ones are ignored"
+    /// The labelled series for the guest's metric `name`, or none past the per-component cap.
+    fn series(&mut self, name: &str) -> Option<&SeriesKey> {
+        if !self.series_cache.contains_key(name) {
+            let key = SeriesKey::new(
+                name.chars().take(MAX_GUEST_METRIC_NAME).collect::<String>(),
+                &[
+                    ("tenant", &self.context.tenant),
+                    ("job", &self.context.job),
+                    ("component", &self.component),
+                    ("function", &self.function),
+                ],
             );
-            return None;
+            if !self.registry.contains(&key)
+                && self
+                    .registry
+                    .series_with_label("component", &self.component)
+                    >= MAX_GUEST_SERIES_PER_COMPONENT
+            {
+                tracing::warn!(
+                    component = %self.component,
+                    metric = %key.name,
+                    "UDF created more than {MAX_GUEST_SERIES_PER_COMPONENT} metric series; new ones are ignored"
+                );
+                return None;
+            }
+            self.series_cache.insert(name.to_string(), key);
         }
-        Some(key)
+        self.series_cache.get(name)
     }
 }
 
@@ -219,14 +231,16 @@ impl logging::Host for HostState {
 
 impl metrics::Host for HostState {
     fn counter_add(&mut self, name: String, delta: u64) {
+        let registry = self.registry.clone();
         if let Some(key) = self.series(&name) {
-            self.registry.add(key, delta);
+            registry.add(key, delta);
         }
     }
 
     fn gauge_set(&mut self, name: String, value: f64) {
+        let registry = self.registry.clone();
         if let Some(key) = self.series(&name) {
-            self.registry.set(key, value);
+            registry.set(key, value);
         }
     }
 }
