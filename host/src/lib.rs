@@ -6,6 +6,10 @@
 
 pub mod batch;
 pub mod config;
+pub mod engine;
 pub mod metrics;
+pub mod plan;
+pub mod sinks;
+pub mod sources;
 pub mod udf;
 pub mod workloads;

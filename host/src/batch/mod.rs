@@ -5,6 +5,9 @@
 //! column), so handing a partition to a guest costs no conversion on the host side, and a
 //! guest's output becomes the next operator's input as it is.
 
+pub mod codec;
+mod ops;
+
 pub use crate::udf::bindings::transform::sluice::udf::types::{Batch, Column};
 
 /// One record of a [`Batch`], borrowed from it.

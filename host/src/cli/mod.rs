@@ -4,6 +4,7 @@ mod call;
 mod check;
 mod r#gen;
 mod records;
+mod run;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +22,10 @@ const ABOUT: &str =
 const LONG_ABOUT: &str = "\
 Sluice: micro-batch stream processing where every UDF is a sandboxed WebAssembly component.
 
-A UDF author writes plain Rust functions with the sluice-guest SDK, builds them into a component
-(`cargo xtask udfs`), checks it with `host check` and tries it with `host call`.";
+A job owner describes sources, a graph of DStream operators and sinks in a TOML manifest and runs
+it with `host run JOB.toml`. A UDF author writes plain Rust functions with the sluice-guest SDK,
+builds them into a component (`cargo xtask udfs`), checks it with `host check` and tries it with
+`host call`.";
 
 /// The `host` command line.
 #[derive(Debug, Parser)]
@@ -58,6 +61,19 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a job from its manifest in the foreground: seal a batch every interval, run it
+    /// through the UDFs, write the sinks. Ctrl-C or SIGTERM stops after the batches in flight.
+    #[command(after_help = "\
+Examples:
+  host run examples/wordcount/directory.toml --until-idle      # read the files there, then exit
+  host run examples/wordcount/socket.toml                      # word count over a socket, until Ctrl-C
+  host run --check examples/clickstream/job.toml               # validate the job and its UDFs only
+  SLUICE_LOG=debug host run job.toml                           # per-operator timings of every batch
+
+Exit status: 0 when the job ends (--until-idle) or is stopped; 1 with every problem listed when
+the manifest or a UDF does not check out, or when a batch fails under on_udf_error = \"fail\".")]
+    Run(run::RunArgs),
+
     /// Validate a UDF component and print its world, ABI version and functions.
     #[command(after_help = "\
 Examples:
@@ -119,6 +135,7 @@ pub fn init_logging(filter: &str) {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = || make_runtime(&cli);
     match &cli.command {
+        Command::Run(args) => run::run(args, runtime()?),
         Command::Check(args) => check::run(args, &runtime()?),
         Command::Call(args) => call::run(args, &runtime()?),
         Command::GenClickstream(args) => r#gen::run(args),
@@ -136,4 +153,9 @@ fn make_runtime(cli: &Cli) -> anyhow::Result<UdfRuntime> {
     config.limits.memory = cli.udf_memory;
     config.limits.call_timeout = cli.udf_timeout;
     UdfRuntime::new(config, Arc::new(Registry::default())).context("starting the UDF runtime")
+}
+
+/// A duration as milliseconds with one decimal, for humans.
+pub fn millis(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1000.0)
 }

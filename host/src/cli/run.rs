@@ -1,0 +1,112 @@
+//! `host run JOB.toml`: plan a job from its manifest and run it in the foreground.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sluice_host::engine::{Job, JobOptions, JobSummary, percentile};
+use sluice_host::plan::{self, UdfDirectory, manifest};
+use sluice_host::udf::UdfRuntime;
+
+/// Arguments of `host run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The job manifest (TOML). Relative paths in it are relative to its folder.
+    #[arg(value_name = "JOB.toml")]
+    pub manifest: PathBuf,
+
+    /// Where UDF components are: `component#function` loads `DIR/component.wasm`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SLUICE_UDFS",
+        default_value = "dist/udfs"
+    )]
+    pub udfs: PathBuf,
+
+    /// End once every source is exhausted and every batch is done, and exit 0 (Structured
+    /// Streaming's available-now trigger): batches run back to back while input is ready.
+    #[arg(long)]
+    pub until_idle: bool,
+
+    /// Check the manifest and every UDF it names, print the plan, and exit without running.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
+    let spec = manifest::load(&args.manifest)?;
+    let runtime = Arc::new(runtime);
+    let udfs = UdfDirectory {
+        dir: args.udfs.clone(),
+        runtime: &runtime,
+    };
+    let plan = plan::plan(spec, &udfs, Some(&args.manifest))?;
+    if args.check {
+        println!(
+            "job '{}': {} partitions, batch interval {}",
+            plan.name,
+            plan.partitions,
+            humantime::format_duration(plan.batch_interval)
+        );
+        for node in &plan.nodes {
+            let inputs: Vec<&str> = node.inputs.iter().map(|&i| &*plan.nodes[i].name).collect();
+            println!(
+                "  {:<20} {:<16} <- {}",
+                node.name,
+                node.op_name,
+                inputs.join(", ")
+            );
+        }
+        for warning in &plan.warnings {
+            println!("  warning: {warning}");
+        }
+        return Ok(());
+    }
+    let name = plan.name.clone();
+    let job = Job::start(
+        plan,
+        JobOptions {
+            until_idle: args.until_idle,
+            handle_signals: true,
+            workers: None,
+        },
+        runtime.registry().clone(),
+    )?;
+    let summary = job
+        .wait()
+        .with_context(|| format!("running {}", args.manifest.display()))?;
+    eprintln!("{}", describe(&name, &summary));
+    if summary.failed_batches > 0 {
+        eprintln!(
+            "{} batches failed and were skipped (on_udf_error = \"skip_batch\"); see the log above",
+            summary.failed_batches
+        );
+    }
+    Ok(())
+}
+
+/// One line about a finished run.
+pub fn describe(job: &str, s: &JobSummary) -> String {
+    let p = |q| super::millis(percentile(&s.processing_times, q));
+    format!(
+        "job '{job}' {}: {} batches, {} records in {:.2} s ({:.0} records/s); batch processing p50 {} p90 {} p99 {} max {}{}",
+        if s.stopped { "stopped" } else { "finished" },
+        s.batches,
+        s.records_in,
+        s.elapsed.as_secs_f64(),
+        s.records_per_second(),
+        p(50.0),
+        p(90.0),
+        p(99.0),
+        p(100.0),
+        if s.invalid_lines > 0 {
+            format!(
+                "; {} input lines were not UTF-8 and were skipped",
+                s.invalid_lines
+            )
+        } else {
+            String::new()
+        }
+    )
+}

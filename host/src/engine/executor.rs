@@ -1,0 +1,356 @@
+//! Runs one sealed batch through the plan: reads its input, computes every stream in plan
+//! order (partitions in parallel on the worker pool), hands the results to the sinks, and
+//! reports what each operator did and how long it all took.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use super::operators::{self, OpError, Sides};
+use super::stats::{BatchReport, OperatorStats};
+use crate::batch::Batch;
+use crate::metrics::{Registry, SeriesKey};
+use crate::plan::{NodeOp, Plan, PlannedSink};
+use crate::sinks::{self, SinkBatch, SinkError, text_files};
+use crate::sources::{SourceInput, push_lines};
+use crate::udf::CallContext;
+
+/// A batch the scheduler sealed: its id, time and each source's input.
+#[derive(Debug)]
+pub struct SealedBatch {
+    /// 1, 2, 3 … in seal order.
+    pub id: u64,
+    /// The batch time, ms since the Unix epoch: a multiple of the batch interval.
+    pub time: i64,
+    /// When it was sealed.
+    pub sealed_at: Instant,
+    /// Per source of the plan, in order.
+    pub inputs: Vec<SourceInput>,
+}
+
+/// Why a batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// An operator failed.
+    #[error("stream '{stream}' ({op}): {error}")]
+    Operator {
+        /// The stream.
+        stream: String,
+        /// Its operator.
+        op: &'static str,
+        /// What happened.
+        error: OpError,
+    },
+    /// A sink failed.
+    #[error("sink {index} (of stream '{stream}'): {error}")]
+    Sink {
+        /// 1-based, in manifest order.
+        index: usize,
+        /// The stream it writes.
+        stream: String,
+        /// What happened.
+        error: SinkError,
+    },
+}
+
+/// What an operator sees of the batch it works on.
+pub struct BatchScope<'a> {
+    /// The worker pool.
+    pub pool: &'a rayon::ThreadPool,
+    /// The job's partition count.
+    pub partitions: usize,
+    /// The batch time.
+    pub time: i64,
+    tenant: &'a Arc<str>,
+    job: &'a Arc<str>,
+    id: u64,
+}
+
+impl BatchScope<'_> {
+    /// The labels of a UDF call on `partition`.
+    pub fn context(&self, partition: usize) -> CallContext {
+        CallContext {
+            tenant: self.tenant.clone(),
+            job: self.job.clone(),
+            batch_id: self.id,
+            batch_time: self.time,
+            partition: partition as u32,
+        }
+    }
+}
+
+/// Runs batches of one plan.
+pub struct Executor {
+    plan: Arc<Plan>,
+    pool: rayon::ThreadPool,
+    registry: Arc<Registry>,
+}
+
+impl Executor {
+    /// An executor with a worker pool of `workers` threads.
+    pub fn new(plan: Arc<Plan>, workers: usize, registry: Arc<Registry>) -> std::io::Result<Self> {
+        let job = plan.name.clone();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers.max(1))
+            .thread_name(move |i| format!("sluice-{job}-worker-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Self {
+            plan,
+            pool,
+            registry,
+        })
+    }
+
+    /// Run one batch to the end: every needed stream, then every sink.
+    pub fn run(&self, batch: SealedBatch) -> BatchReport {
+        let started = Instant::now();
+        let plan = &*self.plan;
+        let scope = BatchScope {
+            pool: &self.pool,
+            partitions: plan.partitions,
+            time: batch.time,
+            tenant: &plan.tenant,
+            job: &plan.name,
+            id: batch.id,
+        };
+        let mut report = BatchReport {
+            id: batch.id,
+            time: batch.time,
+            scheduling_delay: started - batch.sealed_at,
+            ..BatchReport::default()
+        };
+        let mut sources: Vec<Option<Vec<Batch>>> = Vec::with_capacity(batch.inputs.len());
+        for (i, input) in batch.inputs.into_iter().enumerate() {
+            let (parts, invalid) = self.read_input(i, input, batch.time);
+            let records: usize = parts.iter().map(Batch::len).sum();
+            report.records_in += records as u64;
+            report.invalid_lines += invalid;
+            self.count(i, records as u64, invalid);
+            sources.push(Some(parts));
+        }
+        let result = self.compute(&scope, &mut sources, &mut report);
+        report.error = result.err().map(|e| e.to_string());
+        report.processing_time = started.elapsed();
+        report.total_delay = batch.sealed_at.elapsed();
+        report
+    }
+
+    fn count(&self, source: usize, records: u64, invalid: u64) {
+        let name = &self.plan.sources[source].name;
+        let labels = [
+            ("tenant", &*self.plan.tenant),
+            ("job", &*self.plan.name),
+            ("source", name.as_str()),
+        ];
+        self.registry.add(
+            &SeriesKey::new("sluice_source_records_total", &labels),
+            records,
+        );
+        if invalid > 0 {
+            self.registry.add(
+                &SeriesKey::new("sluice_source_invalid_lines_total", &labels),
+                invalid,
+            );
+        }
+    }
+
+    /// A source's input as partitions; files are read here, in parallel.
+    fn read_input(&self, source: usize, input: SourceInput, time: i64) -> (Vec<Batch>, u64) {
+        let n = self.plan.partitions;
+        match input {
+            SourceInput::Records {
+                records,
+                invalid_lines,
+            } => (records.split(n), invalid_lines),
+            SourceInput::Files(files) => {
+                let name = &self.plan.sources[source].name;
+                let read: Vec<(Batch, u64)> = self.pool.install(|| {
+                    files
+                        .par_iter()
+                        .map(|f| self.read_file(name, f, time))
+                        .collect()
+                });
+                let invalid = read.iter().map(|(_, i)| i).sum();
+                let all = Batch::concat(read.iter().map(|(b, _)| b));
+                (all.split(n), invalid)
+            }
+        }
+    }
+
+    fn read_file(&self, source: &str, path: &PathBuf, time: i64) -> (Batch, u64) {
+        let job = &self.plan.name;
+        let data = match std::fs::read(path) {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::error!(%job, %source, "cannot read {}: {e}; the file is skipped", path.display());
+                self.registry.add(
+                    &SeriesKey::new(
+                        "sluice_source_unreadable_files_total",
+                        &[("job", job), ("source", source)],
+                    ),
+                    1,
+                );
+                return (Batch::empty(false), 0);
+            }
+        };
+        let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
+        let mut batch = Batch {
+            keys: None,
+            values: crate::batch::Column::with_capacity(lines, data.len()),
+            event_times: Vec::with_capacity(lines),
+        };
+        let mut invalid = Vec::new();
+        push_lines(&data, true, &mut batch, time, &mut invalid);
+        for i in &invalid {
+            tracing::warn!(%job, %source, "{}:{} is not UTF-8: the line is skipped and counted", path.display(), i + 1);
+        }
+        (batch, invalid.len() as u64)
+    }
+
+    fn compute(
+        &self,
+        scope: &BatchScope<'_>,
+        sources: &mut [Option<Vec<Batch>>],
+        report: &mut BatchReport,
+    ) -> Result<(), Box<BatchError>> {
+        let plan = &*self.plan;
+        let mut outputs: Vec<Vec<Batch>> = Vec::with_capacity(plan.nodes.len());
+        for node in &plan.nodes {
+            let started = Instant::now();
+            let input =
+                |k: usize| -> &[Batch] { node.inputs.get(k).map_or(&[][..], |&i| &outputs[i][..]) };
+            let codec = |k: usize| {
+                node.inputs
+                    .get(k)
+                    .map_or(Default::default(), |&i| plan.nodes[i].value_codec)
+            };
+            let stream = &*node.name;
+            let result: Result<Vec<Batch>, OpError> = match &node.op {
+                NodeOp::Source(i) => Ok(sources
+                    .get_mut(*i)
+                    .and_then(Option::take)
+                    .unwrap_or_default()),
+                NodeOp::PerPartition(f) => operators::per_partition(scope, f, input(0)),
+                NodeOp::WholeBatch(f) => operators::whole_batch(scope, f, input(0)),
+                NodeOp::Union => {
+                    let all: Vec<&[Batch]> = (0..node.inputs.len()).map(input).collect();
+                    Ok(operators::union(&all))
+                }
+                NodeOp::Repartition(n) => Ok(operators::repartition(input(0), *n)),
+                NodeOp::Count => Ok(operators::count(scope, input(0))),
+                NodeOp::CountByValue => operators::count_by_value(scope, input(0)),
+                NodeOp::Reduce(f) => operators::reduce(scope, f, input(0)),
+                NodeOp::ReduceByKey(f) => operators::reduce_by_key(scope, f, input(0), stream),
+                NodeOp::GroupByKey => operators::group_by_key(scope, input(0), codec(0), stream),
+                NodeOp::Join(kind) => operators::join(
+                    scope,
+                    Sides {
+                        left: (input(0), codec(0)),
+                        right: (input(1), codec(1)),
+                    },
+                    *kind,
+                    stream,
+                ),
+                NodeOp::Cogroup => operators::cogroup(
+                    scope,
+                    Sides {
+                        left: (input(0), codec(0)),
+                        right: (input(1), codec(1)),
+                    },
+                    stream,
+                ),
+                NodeOp::JoinStatic(table, kind, static_codec) => operators::join_static(
+                    scope,
+                    input(0),
+                    (codec(0), *static_codec),
+                    table,
+                    *kind,
+                    stream,
+                ),
+            };
+            let records_in = (0..node.inputs.len())
+                .map(|k| input(k).iter().map(Batch::len).sum::<usize>())
+                .sum::<usize>() as u64;
+            let parts = result.map_err(|error| {
+                Box::new(BatchError::Operator {
+                    stream: stream.to_string(),
+                    op: node.op_name,
+                    error,
+                })
+            })?;
+            let records_out = parts.iter().map(Batch::len).sum::<usize>() as u64;
+            report.operators.push(OperatorStats {
+                stream: node.name.clone(),
+                op: node.op_name,
+                records_in: if matches!(node.op, NodeOp::Source(_)) {
+                    records_out
+                } else {
+                    records_in
+                },
+                records_out,
+                time: started.elapsed(),
+            });
+            outputs.push(parts);
+        }
+        for (index, (node, sink)) in plan.sinks.iter().enumerate() {
+            let n = &plan.nodes[*node];
+            let batch = SinkBatch {
+                id: scope.id,
+                time: scope.time,
+                partitions: &outputs[*node],
+                key_codec: n.key_codec,
+                value_codec: n.value_codec,
+            };
+            self.write(scope, &batch, sink)
+                .map_err(|error| BatchError::Sink {
+                    index: index + 1,
+                    stream: n.name.to_string(),
+                    error,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn write(
+        &self,
+        scope: &BatchScope<'_>,
+        batch: &SinkBatch<'_>,
+        sink: &PlannedSink,
+    ) -> Result<(), SinkError> {
+        match sink {
+            PlannedSink::Print { num } => {
+                // A closed stdout (`host run … | head`) is not the job's failure.
+                let _ = sinks::print(batch, *num, &mut std::io::stdout().lock());
+                Ok(())
+            }
+            PlannedSink::TextFiles {
+                prefix,
+                suffix,
+                format,
+            } => {
+                let (dir, undecodable) =
+                    text_files::write(batch, prefix, suffix.as_deref(), *format)?;
+                if undecodable > 0 {
+                    tracing::warn!(job = %self.plan.name, batch = batch.id, "{undecodable} keys or values in {} did not decode as their codec says; written as JSON strings", dir.display());
+                }
+                Ok(())
+            }
+            PlannedSink::Udf(f) => scope.pool.install(|| {
+                batch
+                    .partitions
+                    .par_iter()
+                    .enumerate()
+                    .try_for_each(|(i, p)| f.sink(&scope.context(i), p).map_err(SinkError::from))
+            }),
+            PlannedSink::Native(f) => (f.0)(batch).map_err(SinkError::Native),
+        }
+    }
+}
+
+/// Round a duration to milliseconds for logs.
+pub fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64 / 1000.0 * 10.0).round() / 10.0
+}

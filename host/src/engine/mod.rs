@@ -1,0 +1,14 @@
+//! The micro-batch engine: a scheduler that seals what the sources received into a batch every
+//! interval, an executor that runs each batch through the plan's operators (partitions in
+//! parallel, keyed operators shuffled by key hash in-process), and the Rust API that builds
+//! jobs.
+
+pub mod context;
+pub mod executor;
+pub mod job;
+pub mod operators;
+pub mod stats;
+
+pub use context::{ContextError, DStream, StreamingContext};
+pub use job::{Job, JobError, JobOptions};
+pub use stats::{BatchReport, JobSummary, OperatorStats, percentile};

@@ -1,0 +1,466 @@
+//! The TOML job manifest: strict (`deny_unknown_fields`), humane durations, every item
+//! remembering its line so the planner can point at it.
+//!
+//! ```toml
+//! [job]
+//! name = "wordcount"
+//! batch_interval = "500ms"
+//!
+//! [[sources]]
+//! name = "lines"
+//! kind = "directory"
+//! path = "in"
+//!
+//! [[streams]]
+//! name = "words"
+//! op = "flat_map"
+//! input = "lines"
+//! udf = "text#split_words"
+//!
+//! [[sinks]]
+//! kind = "print"
+//! input = "words"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::spec::{
+    Codec, ErrorPolicy, JobSpec, Op, OutputFormat, SinkKind, SinkSpec, SourceKind, SourceSpec,
+    Start, StaticFormat, StreamSpec, default_partitions,
+};
+
+/// A manifest that could not be read as TOML of the expected shape.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read the job manifest {path}: {source}")]
+    Read {
+        /// The manifest.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, or not the shape of a manifest (an unknown field, a wrong type, a bad duration).
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The manifest.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What toml says, with the offending text.
+        message: String,
+    },
+    /// An item of the right shape whose values do not fit together.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The manifest.
+        path: PathBuf,
+        /// 1-based line of the item.
+        line: usize,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    job: Spanned<JobToml>,
+    #[serde(default)]
+    sources: Vec<Spanned<SourceToml>>,
+    #[serde(default)]
+    streams: Vec<Spanned<StreamToml>>,
+    #[serde(default)]
+    sinks: Vec<Spanned<SinkToml>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobToml {
+    name: String,
+    #[serde(with = "humantime_serde", default = "default_interval")]
+    batch_interval: Duration,
+    partitions: Option<usize>,
+    max_batch_records: Option<usize>,
+    #[serde(default)]
+    on_udf_error: ErrorPolicy,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum SourceKindToml {
+    Socket,
+    Directory,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceToml {
+    name: String,
+    kind: SourceKindToml,
+    host: Option<String>,
+    port: Option<u16>,
+    #[serde(default, with = "humantime_serde")]
+    reconnect_delay: Option<Duration>,
+    path: Option<PathBuf>,
+    start: Option<Start>,
+    max_files_per_batch: Option<usize>,
+}
+
+/// `input = "a"` or `inputs = ["a", "b"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Inputs {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamToml {
+    name: String,
+    op: Op,
+    #[serde(alias = "inputs")]
+    input: Inputs,
+    udf: Option<String>,
+    partitions: Option<usize>,
+    path: Option<PathBuf>,
+    format: Option<StaticFormat>,
+    how: Option<String>,
+    key_codec: Option<Codec>,
+    value_codec: Option<Codec>,
+    static_codec: Option<Codec>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum SinkKindToml {
+    Print,
+    TextFiles,
+    Udf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkToml {
+    kind: SinkKindToml,
+    input: String,
+    num: Option<usize>,
+    prefix: Option<PathBuf>,
+    suffix: Option<String>,
+    format: Option<OutputFormat>,
+    udf: Option<String>,
+}
+
+/// Read and parse a manifest file. Relative paths in it (directories, static data, output
+/// prefixes) are taken relative to the manifest's own directory.
+pub fn load(path: &Path) -> Result<JobSpec, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    parse(&text, path, base)
+}
+
+/// Parse manifest text; `path` names it in errors, `base` resolves relative paths.
+pub fn parse(text: &str, path: &Path, base: &Path) -> Result<JobSpec, ManifestError> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
+        path: path.to_path_buf(),
+        line: e.span().map_or(1, |s| line_of(s.start)),
+        message: e.message().trim().to_string(),
+    })?;
+    let invalid = |span: std::ops::Range<usize>, message: String| ManifestError::Invalid {
+        path: path.to_path_buf(),
+        line: line_of(span.start),
+        message,
+    };
+    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+    let job_span = manifest.job.span();
+    let job = manifest.job.into_inner();
+    let mut spec = JobSpec::new(job.name, job.batch_interval);
+    spec.line = Some(line_of(job_span.start));
+    spec.partitions = job.partitions.unwrap_or_else(default_partitions);
+    spec.max_batch_records = job.max_batch_records;
+    spec.on_udf_error = job.on_udf_error;
+
+    for source in manifest.sources {
+        let span = source.span();
+        let s = source.into_inner();
+        let misplaced = |fields: &[(&str, bool)], kind: &str| {
+            fields
+                .iter()
+                .find(|(_, present)| *present)
+                .map(|(field, _)| {
+                    invalid(
+                        span.clone(),
+                        format!(
+                            "source '{}': `{field}` does not apply to a {kind} source",
+                            s.name
+                        ),
+                    )
+                })
+        };
+        let kind = match s.kind {
+            SourceKindToml::Socket => {
+                if let Some(e) = misplaced(
+                    &[
+                        ("path", s.path.is_some()),
+                        ("start", s.start.is_some()),
+                        ("max_files_per_batch", s.max_files_per_batch.is_some()),
+                    ],
+                    "socket",
+                ) {
+                    return Err(e);
+                }
+                let (Some(host), Some(port)) = (s.host.clone(), s.port) else {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "source '{}': a socket source needs `host` and `port`, e.g. host = \"127.0.0.1\", port = 9999",
+                            s.name
+                        ),
+                    ));
+                };
+                SourceKind::Socket {
+                    host,
+                    port,
+                    reconnect_delay: s.reconnect_delay.unwrap_or(Duration::from_secs(1)),
+                }
+            }
+            SourceKindToml::Directory => {
+                if let Some(e) = misplaced(
+                    &[
+                        ("host", s.host.is_some()),
+                        ("port", s.port.is_some()),
+                        ("reconnect_delay", s.reconnect_delay.is_some()),
+                    ],
+                    "directory",
+                ) {
+                    return Err(e);
+                }
+                let Some(dir) = s.path.clone() else {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "source '{}': a directory source needs `path`, the directory to watch",
+                            s.name
+                        ),
+                    ));
+                };
+                SourceKind::Directory {
+                    path: resolve(dir),
+                    start: s.start.unwrap_or_default(),
+                    max_files_per_batch: s.max_files_per_batch,
+                }
+            }
+        };
+        spec.sources.push(SourceSpec {
+            name: s.name,
+            kind,
+            line: Some(line_of(span.start)),
+        });
+    }
+
+    for stream in manifest.streams {
+        let span = stream.span();
+        let s = stream.into_inner();
+        let inputs = match s.input {
+            Inputs::One(one) => vec![one],
+            Inputs::Many(many) => many,
+        };
+        spec.streams.push(StreamSpec {
+            name: s.name,
+            op: s.op,
+            inputs,
+            udf: s.udf,
+            partitions: s.partitions,
+            path: s.path.map(resolve),
+            format: s.format,
+            how: s.how,
+            key_codec: s.key_codec,
+            value_codec: s.value_codec,
+            static_codec: s.static_codec,
+            line: Some(line_of(span.start)),
+        });
+    }
+
+    for sink in manifest.sinks {
+        let span = sink.span();
+        let s = sink.into_inner();
+        let kind = match s.kind {
+            SinkKindToml::Print => {
+                only(&s, &["num"], "print").map_err(|m| invalid(span.clone(), m))?;
+                SinkKind::Print {
+                    num: s.num.unwrap_or(10),
+                }
+            }
+            SinkKindToml::TextFiles => {
+                only(&s, &["prefix", "suffix", "format"], "text_files")
+                    .map_err(|m| invalid(span.clone(), m))?;
+                let Some(prefix) = s.prefix.clone() else {
+                    return Err(invalid(
+                        span,
+                        "a text_files sink needs `prefix`, e.g. prefix = \"out/counts\" (batches land in out/counts-<batch time ms>)".into(),
+                    ));
+                };
+                SinkKind::TextFiles {
+                    prefix: resolve(prefix),
+                    suffix: s.suffix.clone(),
+                    format: s.format.unwrap_or_default(),
+                }
+            }
+            SinkKindToml::Udf => {
+                only(&s, &["udf"], "udf").map_err(|m| invalid(span.clone(), m))?;
+                let Some(udf) = s.udf.clone() else {
+                    return Err(invalid(
+                        span,
+                        "a udf sink needs `udf = \"component#function\"`, a function of the sink world".into(),
+                    ));
+                };
+                SinkKind::Udf { udf }
+            }
+        };
+        spec.sinks.push(SinkSpec {
+            input: s.input,
+            kind,
+            line: Some(line_of(span.start)),
+        });
+    }
+    Ok(spec)
+}
+
+/// Refuse a sink field that its kind does not use.
+fn only(s: &SinkToml, allowed: &[&str], kind: &str) -> Result<(), String> {
+    let present = [
+        ("num", s.num.is_some()),
+        ("prefix", s.prefix.is_some()),
+        ("suffix", s.suffix.is_some()),
+        ("format", s.format.is_some()),
+        ("udf", s.udf.is_some()),
+    ];
+    match present
+        .iter()
+        .find(|(field, is)| *is && !allowed.contains(field))
+    {
+        Some((field, _)) => Err(format!(
+            "`{field}` does not apply to a {kind} sink (it takes {})",
+            allowed.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<JobSpec, ManifestError> {
+        parse(text, Path::new("job.toml"), Path::new("/base"))
+    }
+
+    #[test]
+    fn a_whole_manifest_parses_with_lines_and_paths() {
+        let spec = parse_str(
+            r#"
+[job]
+name = "wc"
+batch_interval = "250ms"
+partitions = 3
+
+[[sources]]
+name = "lines"
+kind = "directory"
+path = "in"
+start = "latest"
+
+[[streams]]
+name = "words"
+op = "flat_map"
+input = "lines"
+udf = "text#split_words"
+
+[[streams]]
+name = "both"
+op = "union"
+inputs = ["words", "lines"]
+
+[[sinks]]
+kind = "text_files"
+input = "both"
+prefix = "out/w"
+format = "jsonl"
+"#,
+        )
+        .unwrap();
+        assert_eq!(spec.batch_interval, Duration::from_millis(250));
+        assert_eq!(spec.partitions, 3);
+        assert_eq!(spec.sources[0].line, Some(7), "the line of the [[sources]] header");
+        assert!(matches!(
+            &spec.sources[0].kind,
+            SourceKind::Directory { path, start: Start::Latest, .. } if path == Path::new("/base/in")
+        ));
+        assert_eq!(spec.streams[0].line, Some(13));
+        assert_eq!(spec.streams[1].inputs, ["words", "lines"]);
+        assert!(matches!(
+            &spec.sinks[0].kind,
+            SinkKind::TextFiles { prefix, format: OutputFormat::Jsonl, .. } if prefix == Path::new("/base/out/w")
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_name_their_line() {
+        let err = parse_str("[job]\nname = \"x\"\n\n[[streams]]\nname = \"a\"\nop = \"map\"\ninput = \"b\"\nudff = \"t#f\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("job.toml:8:"), "{err}");
+        assert!(err.contains("unknown field `udff`"), "{err}");
+
+        let err = parse_str("[job]\nname = \"x\"\nbatch_interval = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("job.toml:3:"), "{err}");
+
+        let err = parse_str(
+            "[job]\nname = \"x\"\n[[streams]]\nname = \"a\"\nop = \"mapp\"\ninput = \"b\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("mapp") && err.contains("flat_map"), "{err}");
+
+        let err = parse_str("[job\nname = 1").unwrap_err().to_string();
+        assert!(err.starts_with("job.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn fields_of_another_kind_are_refused() {
+        let err = parse_str(
+            "[job]\nname = \"x\"\n[[sources]]\nname = \"s\"\nkind = \"socket\"\nhost = \"127.0.0.1\"\nport = 1\npath = \"d\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`path` does not apply to a socket source"),
+            "{err}"
+        );
+        let err = parse_str(
+            "[job]\nname = \"x\"\n[[sinks]]\nkind = \"print\"\ninput = \"a\"\nprefix = \"p\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`prefix` does not apply to a print sink"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,1017 @@
+//! Planning: a [`JobSpec`] (from a manifest or the Rust API) becomes a validated [`Plan`], or a
+//! list of every problem found, each with its manifest line and a hint. Nothing runs until the
+//! whole job checks out: names resolve, the graph has no cycle, every UDF exists and has the
+//! world its operator needs, static data loads, output directories can be written.
+
+pub mod manifest;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use spec::{
+    Codec, ErrorPolicy, JobSpec, Op, OutputFormat, SinkKind, SinkSpec, SourceKind, SourceSpec,
+    Start, StaticFormat, StreamSpec,
+};
+
+use crate::sinks::NativeSink;
+use crate::udf::{Role, UdfComponent, UdfFunction, UdfRuntime, parse_spec};
+
+/// One problem with a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    /// The manifest line, when the job came from one.
+    pub line: Option<usize>,
+    /// What the problem is about: `stream 'counts'`, `sink 2`, `job`.
+    pub subject: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+/// Every problem of a job that failed planning.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct PlanErrors {
+    /// The manifest, for `path:line:` prefixes.
+    pub manifest: Option<PathBuf>,
+    /// The problems, in manifest order.
+    pub errors: Vec<PlanError>,
+}
+
+impl std::fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.errors.len();
+        writeln!(
+            f,
+            "the job has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            let at = match (&self.manifest, e.line) {
+                (Some(path), Some(line)) => format!("{}:{line}: ", path.display()),
+                (None, Some(line)) => format!("line {line}: "),
+                _ => String::new(),
+            };
+            writeln!(f, "  {at}{}: {}", e.subject, e.message)?;
+            if let Some(hint) = &e.hint {
+                writeln!(f, "    hint: {hint}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether joins keep records without a match on one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Only keys on both sides.
+    Inner,
+    /// Every left record.
+    LeftOuter,
+    /// Every right record.
+    RightOuter,
+    /// Every record of both.
+    FullOuter,
+}
+
+/// A static data set for `join_static`: values by key, loaded once at job start.
+#[derive(Debug, Default)]
+pub struct StaticTable {
+    /// Values of each key, in file order.
+    pub rows: HashMap<Vec<u8>, Vec<Vec<u8>>>,
+    /// The file it came from.
+    pub path: PathBuf,
+}
+
+/// What a planned stream does.
+#[derive(Debug, Clone)]
+pub enum NodeOp {
+    /// The records of source `i` of [`Plan::sources`].
+    Source(usize),
+    /// map / flat_map / filter / map_partitions: a transform UDF per partition.
+    PerPartition(UdfFunction),
+    /// transform: a transform UDF over the whole batch.
+    WholeBatch(UdfFunction),
+    /// union of the inputs.
+    Union,
+    /// Spread over this many partitions.
+    Repartition(usize),
+    /// The record count.
+    Count,
+    /// Counts per distinct value.
+    CountByValue,
+    /// All values reduced to one.
+    Reduce(UdfFunction),
+    /// Values reduced per key.
+    ReduceByKey(UdfFunction),
+    /// Values gathered per key.
+    GroupByKey,
+    /// A join of the two inputs.
+    Join(JoinKind),
+    /// A cogroup of the two inputs.
+    Cogroup,
+    /// A join with a static table whose values read with the codec.
+    JoinStatic(Arc<StaticTable>, JoinKind, Codec),
+}
+
+/// One stream of the plan.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Its name.
+    pub name: Arc<str>,
+    /// The operator's manifest name (`flat_map`, `source`, …), for logs and stats.
+    pub op_name: &'static str,
+    /// What it does.
+    pub op: NodeOp,
+    /// Upstream nodes: always earlier in [`Plan::nodes`].
+    pub inputs: Vec<usize>,
+    /// How its keys read.
+    pub key_codec: Codec,
+    /// How its values read.
+    pub value_codec: Codec,
+}
+
+/// A planned output.
+#[derive(Debug, Clone)]
+pub enum PlannedSink {
+    /// `print`.
+    Print {
+        /// Records shown per batch.
+        num: usize,
+    },
+    /// `text_files`.
+    TextFiles {
+        /// Path prefix of batch directories.
+        prefix: PathBuf,
+        /// Suffix, without the dot.
+        suffix: Option<String>,
+        /// Line format.
+        format: OutputFormat,
+    },
+    /// A sink UDF.
+    Udf(UdfFunction),
+    /// A Rust closure.
+    Native(Arc<NativeSink>),
+}
+
+/// A job that checked out: streams in an order where every input comes first, with resolved
+/// UDFs and loaded static data. Only the streams some sink needs are kept.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The job's name.
+    pub name: Arc<str>,
+    /// Its tenant.
+    pub tenant: Arc<str>,
+    /// The batch interval.
+    pub batch_interval: Duration,
+    /// Partitions per batch.
+    pub partitions: usize,
+    /// Early seal threshold.
+    pub max_batch_records: Option<usize>,
+    /// What a failed UDF call does.
+    pub on_udf_error: ErrorPolicy,
+    /// The sources, by index.
+    pub sources: Vec<SourceSpec>,
+    /// The streams, inputs first.
+    pub nodes: Vec<Node>,
+    /// Outputs: the node written and how.
+    pub sinks: Vec<(usize, PlannedSink)>,
+    /// Things worth knowing that do not stop the job (a stream no sink uses).
+    pub warnings: Vec<String>,
+}
+
+/// Where the components a job names are found: `DIR/<component>.wasm`.
+pub struct UdfDirectory<'a> {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The runtime that loads them.
+    pub runtime: &'a UdfRuntime,
+}
+
+const MAX_PARTITIONS: usize = 4096;
+
+/// Check a job and resolve everything it names.
+pub fn plan(
+    spec: JobSpec,
+    udfs: &UdfDirectory<'_>,
+    manifest: Option<&Path>,
+) -> Result<Plan, PlanErrors> {
+    let mut p = Planner {
+        errors: Vec::new(),
+        components: HashMap::new(),
+        udfs,
+    };
+    let plan = p.plan(spec);
+    if p.errors.is_empty() {
+        Ok(plan)
+    } else {
+        Err(PlanErrors {
+            manifest: manifest.map(Path::to_path_buf),
+            errors: p.errors,
+        })
+    }
+}
+
+struct Planner<'a, 'b> {
+    errors: Vec<PlanError>,
+    components: HashMap<String, Result<Arc<UdfComponent>, (String, String)>>,
+    udfs: &'b UdfDirectory<'a>,
+}
+
+impl Planner<'_, '_> {
+    fn error(&mut self, line: Option<usize>, subject: &str, message: String, hint: Option<String>) {
+        self.errors.push(PlanError {
+            line,
+            subject: subject.to_string(),
+            message,
+            hint,
+        });
+    }
+
+    fn plan(&mut self, spec: JobSpec) -> Plan {
+        self.check_job(&spec);
+
+        // Names: sources and streams share one namespace.
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut all: Vec<(String, Option<usize>)> = Vec::new();
+        for (name, line, what) in spec
+            .sources
+            .iter()
+            .map(|s| (&s.name, s.line, "source"))
+            .chain(spec.streams.iter().map(|s| (&s.name, s.line, "stream")))
+        {
+            let subject = format!("{what} '{name}'");
+            if !valid_name(name) {
+                self.error(
+                    line,
+                    &subject,
+                    "names may use letters, digits, `_`, `-` and `.` only".into(),
+                    None,
+                );
+            }
+            if let Some(&first) = names.get(name) {
+                let earlier = all[first]
+                    .1
+                    .map_or(String::new(), |l| format!(" (line {l})"));
+                self.error(
+                    line,
+                    &subject,
+                    format!("the name is already used{earlier}"),
+                    Some("give every source and stream its own name".into()),
+                );
+                continue;
+            }
+            names.insert(name.clone(), all.len());
+            all.push((name.clone(), line));
+        }
+        let known: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        let n_sources = spec.sources.len();
+
+        // Edges, by index into `all` (sources first, then streams in spec order).
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); all.len()];
+        for stream in &spec.streams {
+            let Some(&me) = names.get(&stream.name) else {
+                continue;
+            };
+            if me < n_sources {
+                continue; // a duplicate of a source name, already reported
+            }
+            for input in &stream.inputs {
+                match names.get(input) {
+                    Some(&i) => edges[me].push(i),
+                    None => self.error(
+                        stream.line,
+                        &format!("stream '{}'", stream.name),
+                        format!("input '{input}' is not a source or a stream"),
+                        Some(suggest(input, &known)),
+                    ),
+                }
+            }
+        }
+        let order = self.topological(&all, &edges, &spec);
+
+        // Which nodes the sinks need.
+        let mut needed = vec![false; all.len()];
+        let mut sink_inputs = Vec::new();
+        for (i, sink) in spec.sinks.iter().enumerate() {
+            match names.get(&sink.input) {
+                Some(&n) => {
+                    sink_inputs.push(Some(n));
+                    mark(n, &edges, &mut needed);
+                }
+                None => {
+                    sink_inputs.push(None);
+                    self.error(
+                        sink.line,
+                        &format!("sink {}", i + 1),
+                        format!("input '{}' is not a source or a stream", sink.input),
+                        Some(suggest(&sink.input, &known)),
+                    );
+                }
+            }
+        }
+        if spec.sinks.is_empty() {
+            self.error(
+                spec.line,
+                "job",
+                "the job has no sinks, so nothing would ever run".into(),
+                Some(
+                    "add a [[sinks]] table, e.g. kind = \"print\" with input = \"<stream>\"".into(),
+                ),
+            );
+        }
+
+        // Nodes in order, with their operators resolved.
+        let mut warnings = Vec::new();
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut node_of: HashMap<usize, usize> = HashMap::new();
+        for &i in &order {
+            if !needed[i] {
+                warnings.push(format!(
+                    "{} '{}' feeds no sink, so it will not run",
+                    if i < n_sources { "source" } else { "stream" },
+                    all[i].0
+                ));
+                continue;
+            }
+            let inputs: Vec<usize> = edges[i]
+                .iter()
+                .filter_map(|e| node_of.get(e).copied())
+                .collect();
+            let node = if i < n_sources {
+                Some(Node {
+                    name: Arc::from(all[i].0.as_str()),
+                    op_name: "source",
+                    op: NodeOp::Source(i),
+                    inputs,
+                    key_codec: Codec::Text,
+                    value_codec: Codec::Text,
+                })
+            } else {
+                let stream = &spec.streams[i - n_sources];
+                self.stream_node(stream, inputs, &nodes)
+            };
+            if let Some(node) = node {
+                node_of.insert(i, nodes.len());
+                nodes.push(node);
+            }
+        }
+
+        // Sinks.
+        let mut sinks = Vec::new();
+        for (i, (sink, input)) in spec.sinks.iter().zip(sink_inputs).enumerate() {
+            let subject = format!("sink {} ({})", i + 1, sink.input);
+            let planned = match &sink.kind {
+                SinkKind::Print { num } => Some(PlannedSink::Print { num: *num }),
+                SinkKind::TextFiles {
+                    prefix,
+                    suffix,
+                    format,
+                } => {
+                    if let Err(e) = check_writable(prefix) {
+                        self.error(
+                            sink.line,
+                            &subject,
+                            e,
+                            Some(
+                                "point `prefix` into a directory the host can create and write"
+                                    .into(),
+                            ),
+                        );
+                    }
+                    Some(PlannedSink::TextFiles {
+                        prefix: prefix.clone(),
+                        suffix: suffix.clone(),
+                        format: *format,
+                    })
+                }
+                SinkKind::Udf { udf } => self
+                    .function(udf, Role::Sink, "a udf sink", sink.line, &subject)
+                    .map(PlannedSink::Udf),
+                SinkKind::Native(f) => Some(PlannedSink::Native(f.clone())),
+            };
+            if let (Some(planned), Some(node)) = (planned, input.and_then(|n| node_of.get(&n))) {
+                sinks.push((*node, planned));
+            }
+        }
+
+        Plan {
+            name: Arc::from(spec.name.as_str()),
+            tenant: Arc::from(spec.tenant.as_str()),
+            batch_interval: spec.batch_interval,
+            partitions: spec.partitions.max(1),
+            max_batch_records: spec.max_batch_records,
+            on_udf_error: spec.on_udf_error,
+            sources: spec.sources,
+            nodes,
+            sinks,
+            warnings,
+        }
+    }
+
+    fn check_job(&mut self, spec: &JobSpec) {
+        let line = spec.line;
+        if !valid_name(&spec.name) {
+            self.error(
+                line,
+                "job",
+                format!(
+                    "the name {:?} may use letters, digits, `_`, `-` and `.` only",
+                    spec.name
+                ),
+                None,
+            );
+        }
+        if spec.batch_interval < Duration::from_millis(1) {
+            self.error(
+                line,
+                "job",
+                format!("batch_interval {:?} is under 1ms", spec.batch_interval),
+                Some("Spark-like intervals are 100ms … 10s".into()),
+            );
+        }
+        if !(1..=MAX_PARTITIONS).contains(&spec.partitions) {
+            self.error(
+                line,
+                "job",
+                format!(
+                    "partitions = {} is not between 1 and {MAX_PARTITIONS}",
+                    spec.partitions
+                ),
+                Some("leave it out to use one partition per core".into()),
+            );
+        }
+        if spec.max_batch_records == Some(0) {
+            self.error(
+                line,
+                "job",
+                "max_batch_records = 0 would seal empty batches forever".into(),
+                Some("leave it out, or set it to the most records one batch may hold".into()),
+            );
+        }
+        for source in &spec.sources {
+            if let SourceKind::Directory {
+                path,
+                max_files_per_batch,
+                ..
+            } = &source.kind
+            {
+                let subject = format!("source '{}'", source.name);
+                if !path.is_dir() {
+                    self.error(
+                        source.line,
+                        &subject,
+                        format!("{} is not a directory", path.display()),
+                        Some("create it first; the source watches it for new files".into()),
+                    );
+                }
+                if *max_files_per_batch == Some(0) {
+                    self.error(
+                        source.line,
+                        &subject,
+                        "max_files_per_batch = 0 would never read a file".into(),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Kahn's algorithm over the name graph; a cycle is reported with its path.
+    fn topological(
+        &mut self,
+        all: &[(String, Option<usize>)],
+        edges: &[Vec<usize>],
+        spec: &JobSpec,
+    ) -> Vec<usize> {
+        let n = all.len();
+        let mut indegree = vec![0usize; n];
+        let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (me, inputs) in edges.iter().enumerate() {
+            for &i in inputs {
+                indegree[me] += 1;
+                users[i].push(me);
+            }
+        }
+        let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).rev().collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(i) = ready.pop() {
+            order.push(i);
+            for &u in users[i].iter().rev() {
+                indegree[u] -= 1;
+                if indegree[u] == 0 {
+                    ready.push(u);
+                }
+            }
+        }
+        if order.len() < n {
+            // Walk inputs from a node left over until one repeats: that is the cycle.
+            let left: Vec<usize> = (0..n).filter(|&i| indegree[i] > 0).collect();
+            let mut path = vec![left[0]];
+            loop {
+                let last = *path.last().unwrap_or(&left[0]);
+                let Some(&next) = edges[last].iter().find(|&&e| indegree[e] > 0) else {
+                    break;
+                };
+                if let Some(pos) = path.iter().position(|&p| p == next) {
+                    let mut cycle: Vec<&str> = path[pos..]
+                        .iter()
+                        .rev()
+                        .map(|&i| all[i].0.as_str())
+                        .collect();
+                    cycle.push(&all[next].0);
+                    self.error(
+                        all[next].1,
+                        &format!("stream '{}'", all[next].0),
+                        format!("the streams form a cycle: {}", cycle.join(" → ")),
+                        Some("a stream cannot depend on itself, directly or through others".into()),
+                    );
+                    break;
+                }
+                path.push(next);
+            }
+            let _ = spec;
+        }
+        order
+    }
+
+    fn stream_node(&mut self, s: &StreamSpec, inputs: Vec<usize>, nodes: &[Node]) -> Option<Node> {
+        let subject = format!("stream '{}'", s.name);
+        let line = s.line;
+        let op = s.op;
+        let opname = op.as_str();
+        let wanted = match op {
+            Op::Union => 2..=usize::MAX,
+            Op::Join | Op::LeftOuterJoin | Op::RightOuterJoin | Op::FullOuterJoin | Op::Cogroup => {
+                2..=2
+            }
+            _ => 1..=1,
+        };
+        if !wanted.contains(&s.inputs.len()) {
+            let want = match op {
+                Op::Union => "two or more inputs: inputs = [\"a\", \"b\"]".to_string(),
+                Op::Join
+                | Op::LeftOuterJoin
+                | Op::RightOuterJoin
+                | Op::FullOuterJoin
+                | Op::Cogroup => "exactly two inputs: inputs = [\"left\", \"right\"]".to_string(),
+                _ => "exactly one input: input = \"upstream\"".to_string(),
+            };
+            self.error(
+                line,
+                &subject,
+                format!("{opname} takes {want}, not {}", s.inputs.len()),
+                None,
+            );
+        }
+        let udf_role = match op {
+            Op::Map | Op::FlatMap | Op::Filter | Op::MapPartitions | Op::Transform => {
+                Some(Role::Transform)
+            }
+            Op::Reduce | Op::ReduceByKey => Some(Role::Reducer),
+            _ => None,
+        };
+        let function = match (udf_role, &s.udf) {
+            (Some(role), Some(udf)) => self.function(udf, role, opname, line, &subject),
+            (Some(role), None) => {
+                self.error(
+                    line,
+                    &subject,
+                    format!("{opname} needs `udf = \"component#function\"`, a function of the {role} world"),
+                    Some(match role {
+                        Role::Reducer => "e.g. udf = \"aggregates#sum_i64\"".into(),
+                        _ => "e.g. udf = \"text#split_words\"".into(),
+                    }),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.error(
+                    line,
+                    &subject,
+                    format!("`udf` does not apply to {opname}, which runs in the host"),
+                    None,
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        if let Some(f) = &function
+            && let Some(ok) = kind_fits(op, &f.info().kind)
+            && !ok
+        {
+            self.error(
+                line,
+                &subject,
+                format!(
+                    "{} is a `{}` function, which does not fit op = \"{opname}\"",
+                    f.spec(),
+                    f.info().kind
+                ),
+                Some(format!(
+                    "use op = \"{}\", or map_partitions for any transform function",
+                    suggested_op(&f.info().kind)
+                )),
+            );
+        }
+        for (field, present, applies) in [
+            ("partitions", s.partitions.is_some(), op == Op::Repartition),
+            ("path", s.path.is_some(), op == Op::JoinStatic),
+            ("format", s.format.is_some(), op == Op::JoinStatic),
+            ("how", s.how.is_some(), op == Op::JoinStatic),
+            (
+                "static_codec",
+                s.static_codec.is_some(),
+                op == Op::JoinStatic,
+            ),
+        ] {
+            if present && !applies {
+                self.error(
+                    line,
+                    &subject,
+                    format!("`{field}` does not apply to {opname}"),
+                    None,
+                );
+            }
+        }
+        let input_codecs = |i: usize| {
+            inputs
+                .get(i)
+                .and_then(|&n| nodes.get(n))
+                .map(|n| (n.key_codec, n.value_codec))
+        };
+        let (in_key, in_value) = input_codecs(0).unwrap_or_default();
+        let planned = match op {
+            Op::Map | Op::FlatMap | Op::Filter | Op::MapPartitions => {
+                function.map(NodeOp::PerPartition)
+            }
+            Op::Transform => function.map(NodeOp::WholeBatch),
+            Op::Union => Some(NodeOp::Union),
+            Op::Repartition => match s.partitions {
+                Some(n) if (1..=MAX_PARTITIONS).contains(&n) => Some(NodeOp::Repartition(n)),
+                other => {
+                    self.error(
+                        line,
+                        &subject,
+                        match other {
+                            Some(n) => {
+                                format!("partitions = {n} is not between 1 and {MAX_PARTITIONS}")
+                            }
+                            None => "repartition needs `partitions = N`".into(),
+                        },
+                        None,
+                    );
+                    None
+                }
+            },
+            Op::Count => Some(NodeOp::Count),
+            Op::CountByValue => Some(NodeOp::CountByValue),
+            Op::Reduce => function.map(NodeOp::Reduce),
+            Op::ReduceByKey => function.map(NodeOp::ReduceByKey),
+            Op::GroupByKey => Some(NodeOp::GroupByKey),
+            Op::Join => Some(NodeOp::Join(JoinKind::Inner)),
+            Op::LeftOuterJoin => Some(NodeOp::Join(JoinKind::LeftOuter)),
+            Op::RightOuterJoin => Some(NodeOp::Join(JoinKind::RightOuter)),
+            Op::FullOuterJoin => Some(NodeOp::Join(JoinKind::FullOuter)),
+            Op::Cogroup => Some(NodeOp::Cogroup),
+            Op::JoinStatic => self.static_join(s, &subject),
+        };
+        // Codecs: what the operator produces unless the stream says otherwise.
+        let (key, value) = match op {
+            Op::Filter | Op::Repartition | Op::Union | Op::Reduce | Op::ReduceByKey => {
+                (in_key, in_value)
+            }
+            Op::Map | Op::FlatMap | Op::MapPartitions | Op::Transform => (Codec::Text, Codec::Text),
+            Op::Count => (Codec::Text, Codec::Number),
+            Op::CountByValue => (in_value, Codec::Number),
+            Op::GroupByKey
+            | Op::Join
+            | Op::LeftOuterJoin
+            | Op::RightOuterJoin
+            | Op::FullOuterJoin
+            | Op::Cogroup
+            | Op::JoinStatic => (in_key, Codec::Json),
+        };
+        Some(Node {
+            name: Arc::from(s.name.as_str()),
+            op_name: opname,
+            op: planned?,
+            inputs,
+            key_codec: s.key_codec.unwrap_or(key),
+            value_codec: s.value_codec.unwrap_or(value),
+        })
+    }
+
+    fn static_join(&mut self, s: &StreamSpec, subject: &str) -> Option<NodeOp> {
+        let kind = match s.how.as_deref() {
+            None | Some("inner") => JoinKind::Inner,
+            Some("left_outer") => JoinKind::LeftOuter,
+            Some(other) => {
+                self.error(
+                    s.line,
+                    subject,
+                    format!("how = {other:?} is not a static join"),
+                    Some("use \"inner\" or \"left_outer\"".into()),
+                );
+                return None;
+            }
+        };
+        let Some(path) = &s.path else {
+            self.error(
+                s.line,
+                subject,
+                "join_static needs `path`, the file of the static data set".into(),
+                Some("KEY<TAB>VALUE lines, or format = \"jsonl\"".into()),
+            );
+            return None;
+        };
+        match load_static(path, s.format.unwrap_or_default()) {
+            Ok(table) => Some(NodeOp::JoinStatic(
+                Arc::new(table),
+                kind,
+                s.static_codec.unwrap_or_default(),
+            )),
+            Err(e) => {
+                self.error(s.line, subject, e, None);
+                None
+            }
+        }
+    }
+
+    /// Resolve `component#function` to a function of `role`.
+    fn function(
+        &mut self,
+        udf: &str,
+        role: Role,
+        user: &str,
+        line: Option<usize>,
+        subject: &str,
+    ) -> Option<UdfFunction> {
+        let (component, function) = match parse_spec(udf) {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.error(
+                    line,
+                    subject,
+                    e.to_string(),
+                    Some("write udf = \"component#function\", e.g. \"text#split_words\"".into()),
+                );
+                return None;
+            }
+        };
+        let loaded = self
+            .components
+            .entry(component.to_string())
+            .or_insert_with(|| load_component(self.udfs, component))
+            .clone();
+        let component = match loaded {
+            Ok(c) => c,
+            Err((message, hint)) => {
+                self.error(line, subject, message, Some(hint));
+                return None;
+            }
+        };
+        match component.function_for(function, role) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                let hint = if component.role() != role {
+                    format!(
+                        "{user} needs a function of the {role} world; {} is a {} component",
+                        component.name(),
+                        component.role()
+                    )
+                } else {
+                    let names: Vec<&str> = component
+                        .functions()
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect();
+                    suggest(function, &names)
+                };
+                self.error(line, subject, e.to_string(), Some(hint));
+                None
+            }
+        }
+    }
+}
+
+fn load_component(
+    udfs: &UdfDirectory<'_>,
+    name: &str,
+) -> Result<Arc<UdfComponent>, (String, String)> {
+    let path = udfs.dir.join(format!("{name}.wasm"));
+    if !path.is_file() {
+        let mut there: Vec<String> = std::fs::read_dir(&udfs.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_suffix(".wasm")
+                            .map(String::from)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        there.sort();
+        let hint = if there.is_empty() {
+            format!(
+                "{} holds no components; build them with `cargo xtask udfs`, or point --udfs at the right directory",
+                udfs.dir.display()
+            )
+        } else {
+            format!("components there: {}", there.join(", "))
+        };
+        return Err((
+            format!("component '{name}' not found: no file {}", path.display()),
+            hint,
+        ));
+    }
+    udfs.runtime.load_file(&path).map_err(|e| {
+        (
+            format!("component '{name}' cannot be used: {e}"),
+            "rebuild it against wit/udf.wit with `cargo xtask udfs`".into(),
+        )
+    })
+}
+
+/// Whether a function's SDK kind fits the operator (`None`: no opinion, e.g. a raw function or
+/// a component not built with the SDK).
+fn kind_fits(op: Op, kind: &str) -> Option<bool> {
+    let family = match kind {
+        "map" | "try_map" => Op::Map,
+        "flat_map" | "try_flat_map" => Op::FlatMap,
+        "filter" | "try_filter" => Op::Filter,
+        _ => return None,
+    };
+    match op {
+        Op::Map | Op::FlatMap | Op::Filter => Some(op == family),
+        _ => None,
+    }
+}
+
+fn suggested_op(kind: &str) -> &'static str {
+    match kind {
+        "map" | "try_map" => "map",
+        "flat_map" | "try_flat_map" => "flat_map",
+        "filter" | "try_filter" => "filter",
+        _ => "map_partitions",
+    }
+}
+
+fn mark(n: usize, edges: &[Vec<usize>], needed: &mut [bool]) {
+    let mut stack = vec![n];
+    while let Some(i) = stack.pop() {
+        if !needed[i] {
+            needed[i] = true;
+            stack.extend(&edges[i]);
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// "did you mean …" from the closest known name, or the list of names.
+fn suggest(name: &str, known: &[&str]) -> String {
+    let best = known.iter().map(|k| (edit_distance(name, k), *k)).min();
+    match best {
+        Some((d, k)) if d <= 2.max(name.len() / 3) => format!("did you mean '{k}'?"),
+        _ if known.is_empty() => "nothing is declared yet".into(),
+        _ => format!("known: {}", known.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Create the directory a prefix writes into and prove a file can be made there.
+fn check_writable(prefix: &Path) -> Result<(), String> {
+    let dir = match prefix.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create the output directory {}: {e}", dir.display()))?;
+    let probe = dir.join(format!(".sluice-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| {
+        format!(
+            "cannot write in the output directory {}: {e}",
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Load a static data set, saying which line is bad.
+pub fn load_static(path: &Path, format: StaticFormat) -> Result<StaticTable, String> {
+    let text = std::fs::read(path)
+        .map_err(|e| format!("cannot read the static data {}: {e}", path.display()))?;
+    let mut table = StaticTable {
+        rows: HashMap::new(),
+        path: path.to_path_buf(),
+    };
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let (key, value) = match format {
+            StaticFormat::Kv => {
+                let Some(tab) = line.iter().position(|&b| b == b'\t') else {
+                    return Err(format!("{}: expected KEY<TAB>VALUE, found no tab", at()));
+                };
+                (line[..tab].to_vec(), line[tab + 1..].to_vec())
+            }
+            StaticFormat::Jsonl => {
+                let row: serde_json::Value =
+                    serde_json::from_slice(line).map_err(|e| format!("{}: not JSON: {e}", at()))?;
+                let (Some(key), Some(value)) = (row.get("key"), row.get("value")) else {
+                    return Err(format!("{}: expected {{\"key\": …, \"value\": …}}", at()));
+                };
+                (json_bytes(key), json_bytes(value))
+            }
+        };
+        table.rows.entry(key).or_default().push(value);
+    }
+    Ok(table)
+}
+
+fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+    match v {
+        serde_json::Value::String(s) => s.as_bytes().to_vec(),
+        other => other.to_string().into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_find_close_names() {
+        assert_eq!(
+            suggest("pairz", &["lines", "pairs"]),
+            "did you mean 'pairs'?"
+        );
+        assert_eq!(
+            suggest("zzzzzz", &["lines", "pairs"]),
+            "known: lines, pairs"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn function_kinds_fit_their_operators() {
+        assert_eq!(kind_fits(Op::Filter, "try_filter"), Some(true));
+        assert_eq!(kind_fits(Op::Map, "filter"), Some(false));
+        assert_eq!(kind_fits(Op::MapPartitions, "filter"), None);
+        assert_eq!(kind_fits(Op::Map, "raw"), None);
+    }
+
+    #[test]
+    fn static_data_loads_or_names_the_line() {
+        let dir = std::env::temp_dir().join(format!("sluice-static-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kv = dir.join("users.tsv");
+        std::fs::write(&kv, "1\talice\n2\tbob\n1\tal\n").unwrap();
+        let t = load_static(&kv, StaticFormat::Kv).unwrap();
+        assert_eq!(
+            t.rows[&b"1".to_vec()],
+            vec![b"alice".to_vec(), b"al".to_vec()]
+        );
+        std::fs::write(&kv, "1\talice\nbroken\n").unwrap();
+        assert!(
+            load_static(&kv, StaticFormat::Kv)
+                .unwrap_err()
+                .ends_with("users.tsv:2: expected KEY<TAB>VALUE, found no tab")
+        );
+        let jl = dir.join("users.jsonl");
+        std::fs::write(&jl, "{\"key\": 1, \"value\": {\"name\": \"a\"}}\n").unwrap();
+        let t = load_static(&jl, StaticFormat::Jsonl).unwrap();
+        assert_eq!(t.rows[&b"1".to_vec()], vec![br#"{"name":"a"}"#.to_vec()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

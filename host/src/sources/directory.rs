@@ -1,0 +1,195 @@
+//! Spark's `textFileStream`: watch a directory and read each new file exactly once, whole, into
+//! one batch.
+//!
+//! Files that may still be written are not read: names starting with `.` or `_` and names
+//! ending in `.tmp` or `._COPYING_` are ignored (write under such a name and rename into place,
+//! as Spark expects), and a file is only taken once its size and modification time are the same
+//! in two listings in a row, or it was last modified over a second ago.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::{Source, SourceInput, SourceStatus};
+use crate::plan::Start;
+
+/// How long a file must be left alone before it is taken on its first sighting.
+const SETTLED: Duration = Duration::from_secs(1);
+
+/// A watched directory.
+pub struct DirectorySource {
+    name: String,
+    path: PathBuf,
+    max_files: Option<usize>,
+    /// Unread files and what they looked like at the last listing.
+    sightings: HashMap<PathBuf, (u64, SystemTime)>,
+    /// Unread files ready to be read, oldest first.
+    ready: Vec<PathBuf>,
+    /// Files read (or skipped by `start = "latest"`): never read again.
+    done: HashSet<PathBuf>,
+    listing_failed: bool,
+}
+
+impl DirectorySource {
+    /// Watch `path`; with `Start::Latest` the files there now are never read.
+    pub fn new(name: &str, path: &Path, start: Start, max_files: Option<usize>) -> Self {
+        let mut source = Self {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            max_files,
+            sightings: HashMap::new(),
+            ready: Vec::new(),
+            done: HashSet::new(),
+            listing_failed: false,
+        };
+        if start == Start::Latest {
+            for (file, _) in source.list() {
+                source.done.insert(file);
+            }
+        }
+        source
+    }
+
+    /// Regular files with names that are not hidden or temporary, with size and mtime.
+    fn list(&mut self) -> Vec<(PathBuf, (u64, SystemTime))> {
+        let entries = match std::fs::read_dir(&self.path) {
+            Ok(entries) => {
+                self.listing_failed = false;
+                entries
+            }
+            Err(e) => {
+                if !self.listing_failed {
+                    tracing::warn!(source = %self.name, "cannot list {}: {e}; will retry", self.path.display());
+                    self.listing_failed = true;
+                }
+                return Vec::new();
+            }
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                !(name.starts_with('.')
+                    || name.starts_with('_')
+                    || name.ends_with(".tmp")
+                    || name.ends_with("._COPYING_"))
+            })
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                meta.is_file().then(|| {
+                    (
+                        e.path(),
+                        (
+                            meta.len(),
+                            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// List the directory and move settled files to `ready`.
+    fn poll(&mut self) {
+        let now = SystemTime::now();
+        let mut newly_ready = Vec::new();
+        let listed = self.list();
+        for (file, look) in listed {
+            if self.done.contains(&file) || self.ready.contains(&file) {
+                continue;
+            }
+            let settled = self.sightings.get(&file) == Some(&look)
+                || now.duration_since(look.1).is_ok_and(|age| age >= SETTLED);
+            if settled {
+                self.sightings.remove(&file);
+                newly_ready.push((look.1, file));
+            } else {
+                self.sightings.insert(file, look);
+            }
+        }
+        newly_ready.sort();
+        self.ready.extend(newly_ready.into_iter().map(|(_, f)| f));
+    }
+}
+
+impl Source for DirectorySource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn take(&mut self, _max_records: Option<usize>) -> SourceInput {
+        self.poll();
+        let n = self.max_files.unwrap_or(usize::MAX).min(self.ready.len());
+        let files: Vec<PathBuf> = self.ready.drain(..n).collect();
+        self.done.extend(files.iter().cloned());
+        SourceInput::Files(files)
+    }
+
+    fn status(&mut self) -> SourceStatus {
+        self.poll();
+        SourceStatus {
+            buffered: 0,
+            backlog: !self.ready.is_empty(),
+            exhausted: self.ready.is_empty() && self.sightings.is_empty(),
+        }
+    }
+
+    fn stop(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(input: SourceInput) -> Vec<String> {
+        match input {
+            SourceInput::Files(f) => f
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect(),
+            SourceInput::Records { .. } => panic!("records from a directory"),
+        }
+    }
+
+    fn age(path: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
+    #[test]
+    fn new_files_are_read_once_and_fresh_ones_wait_a_listing() {
+        let dir = std::env::temp_dir().join(format!("sluice-dirsrc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("old.txt"), "x\n").unwrap();
+        age(&dir.join("old.txt"));
+        std::fs::write(dir.join(".hidden"), "x\n").unwrap();
+        std::fs::write(dir.join("_SUCCESS"), "").unwrap();
+        std::fs::write(dir.join("part.tmp"), "x\n").unwrap();
+
+        let mut latest = DirectorySource::new("d", &dir, Start::Latest, None);
+        assert!(files(latest.take(None)).is_empty());
+
+        let mut src = DirectorySource::new("d", &dir, Start::Earliest, Some(1));
+        assert_eq!(files(src.take(None)), ["old.txt"]);
+        assert!(files(src.take(None)).is_empty());
+
+        std::fs::write(dir.join("fresh.txt"), "y\n").unwrap();
+        assert!(
+            files(src.take(None)).is_empty(),
+            "a file seen once may still be written"
+        );
+        assert!(!src.status().exhausted);
+        assert_eq!(files(src.take(None)), ["fresh.txt"]);
+        assert!(src.status().exhausted);
+        assert_eq!(files(latest.take(None)), Vec::<String>::new());
+        assert_eq!(files(latest.take(None)), ["fresh.txt"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
