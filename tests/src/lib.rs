@@ -11,7 +11,10 @@ use sluice_host::udf::{RuntimeConfig, UdfComponent, UdfRuntime};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // `cargo test` sets CARGO_MANIFEST_DIR when it runs a test: prefer it to the compile-time
+    // value, which is stale when one target directory is shared by clones at different paths.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("tests/ sits in the workspace root")
         .to_path_buf()
@@ -95,4 +98,160 @@ pub fn load(runtime: &UdfRuntime, path: &Path) -> Arc<UdfComponent> {
     runtime
         .load_file(path)
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+/// A job in a temporary folder: its manifest, input files, a `udfs/` folder holding every
+/// bundled component and test guest, and its outputs.
+pub struct JobDir {
+    dir: tempfile::TempDir,
+}
+
+impl Default for JobDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JobDir {
+    /// A fresh folder with `udfs/` filled.
+    pub fn new() -> Self {
+        ensure_components();
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let udfs = dir.path().join("udfs");
+        std::fs::create_dir_all(&udfs).expect("create udfs/");
+        for from in ["dist/udfs", "dist/test-guests"] {
+            for entry in std::fs::read_dir(root().join(from)).expect("list components") {
+                let path = entry.expect("a directory entry").path();
+                if path.extension().is_some_and(|e| e == "wasm") {
+                    let name = path.file_name().expect("a file name");
+                    std::fs::copy(&path, udfs.join(name)).expect("copy a component");
+                }
+            }
+        }
+        Self { dir }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write `contents` to `rel` (folders created), dated two seconds back so a directory
+    /// source takes it at once.
+    pub fn file(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.write_fresh(rel, contents);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(old))
+            .expect("date a file back");
+        path
+    }
+
+    /// Write `contents` to `rel` as it is (a file a directory source waits a listing for).
+    pub fn write_fresh(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create a folder");
+        }
+        std::fs::write(&path, contents).expect("write a file");
+        path
+    }
+
+    /// Write the manifest `job.toml`.
+    pub fn manifest(&self, text: &str) -> PathBuf {
+        self.write_fresh("job.toml", text)
+    }
+
+    /// `host run job.toml --udfs udfs` with `args`, not yet started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(host_bin());
+        cmd.arg("run")
+            .arg(self.path().join("job.toml"))
+            .arg("--udfs")
+            .arg(self.path().join("udfs"))
+            .args(args)
+            .env("SLUICE_COMPONENT_CACHE", self.path().join("cache"))
+            .env("SLUICE_LOG", "info");
+        cmd
+    }
+
+    /// Run `host run job.toml --until-idle` to the end.
+    pub fn run_until_idle(&self) -> std::process::Output {
+        self.command(&["--until-idle"])
+            .output()
+            .expect("run the host binary")
+    }
+
+    /// Every line of every batch a `text_files` sink with `prefix` wrote, sorted.
+    pub fn output_lines(&self, prefix: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        for dir in self.batch_dirs(prefix) {
+            for part in std::fs::read_dir(&dir).expect("list a batch folder") {
+                let part = part.expect("a directory entry").path();
+                if part
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+                {
+                    let text = std::fs::read_to_string(&part).expect("read a part file");
+                    lines.extend(text.lines().map(String::from));
+                }
+            }
+        }
+        lines.sort();
+        lines
+    }
+
+    /// The batch folders `prefix-<time>…` written so far, oldest first.
+    pub fn batch_dirs(&self, prefix: &str) -> Vec<PathBuf> {
+        let prefix_path = self.path().join(prefix);
+        let parent = prefix_path.parent().expect("a prefix with a folder");
+        let stem = format!(
+            "{}-",
+            prefix_path
+                .file_name()
+                .expect("a prefix name")
+                .to_string_lossy()
+        );
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(parent)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&stem))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        dirs
+    }
+}
+
+/// Text of an output, for assertion messages.
+pub fn describe(output: &std::process::Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The record lines `print` wrote to stdout (headers, rules, `...` and blank lines left out),
+/// sorted.
+pub fn printed_records(stdout: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(stdout);
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            !(l.is_empty() || l.starts_with("----") || l.starts_with("Time: ") || *l == "...")
+        })
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
 }

@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands of `host`.
 
+mod bench;
 mod call;
 mod check;
 mod r#gen;
@@ -115,6 +116,15 @@ Examples:
   host gen-clickstream --out examples/clickstream/data --events 2000 --files 4"
     )]
     GenClickstream(r#gen::GenArgs),
+
+    /// Run a benchmark workload of WORKLOADS.md through the engine and, in the same run, a
+    /// native loop over the same data; print events/s, per-batch latency percentiles and the
+    /// ratio. The answers must agree batch by batch.
+    #[command(after_help = "\
+Examples:
+  host bench w1                          # 2 M events, 20 files (generated once into ~/.cache/sluice/bench)
+  host bench w1 --events 200000 --files 4 --partitions 4")]
+    Bench(bench::BenchArgs),
 }
 
 /// Send logs to stderr, filtered by `filter`.
@@ -139,6 +149,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => check::run(args, &runtime()?),
         Command::Call(args) => call::run(args, &runtime()?),
         Command::GenClickstream(args) => r#gen::run(args),
+        Command::Bench(args) => bench::run(args, runtime()?),
     }
 }
 

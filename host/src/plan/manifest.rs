@@ -405,7 +405,11 @@ format = "jsonl"
         .unwrap();
         assert_eq!(spec.batch_interval, Duration::from_millis(250));
         assert_eq!(spec.partitions, 3);
-        assert_eq!(spec.sources[0].line, Some(7), "the line of the [[sources]] header");
+        assert_eq!(
+            spec.sources[0].line,
+            Some(7),
+            "the line of the [[sources]] header"
+        );
         assert!(matches!(
             &spec.sources[0].kind,
             SourceKind::Directory { path, start: Start::Latest, .. } if path == Path::new("/base/in")

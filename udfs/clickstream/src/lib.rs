@@ -6,7 +6,8 @@
 //! fails the batch on a malformed line, naming it; `clickstream#parse_event_lenient` (flat_map)
 //! skips malformed lines instead, logging each and counting them in the `malformed_lines`
 //! counter. Filters `is_view`, `is_click`, `is_purchase` keep one event type; `amount_cents`
-//! projects `(user_id, cents)`; `by_event_type` re-keys events by their type.
+//! projects `(user_id, cents)`; `by_event_type` re-keys events by their type. For workload W1,
+//! `is_purchase_line` filters raw lines and `user_amount` projects a line to `(user_id, cents)`.
 
 use serde::{Deserialize, Serialize};
 use sluice_guest::{Json, Timed, export_transforms, log};
@@ -130,8 +131,26 @@ pub fn by_event_type((_, event): (u32, Json<Event>)) -> (String, Json<Event>) {
     (event.0.event_type.clone(), event)
 }
 
+/// Keep the CSV lines of purchases, looking only at the third field: workload W1's filter,
+/// cheap enough to run on every line before anything is parsed.
+pub fn is_purchase_line(line: &str) -> bool {
+    line.split(',').nth(2) == Some("purchase")
+}
+
+/// A CSV line → `(user_id, amount in cents)` with the line's event time: W1's projection.
+/// A malformed line fails the batch, naming it.
+pub fn user_amount(line: &str) -> Result<Timed<(u32, i64)>, String> {
+    let (event_time, event) = parse_line(line)?;
+    Ok(Timed {
+        event_time,
+        record: (event.user_id, event.amount_cents),
+    })
+}
+
 export_transforms! {
     try_map parse_event,
+    filter is_purchase_line,
+    try_map user_amount,
     flat_map parse_event_lenient,
     filter is_view,
     filter is_click,
@@ -154,6 +173,16 @@ mod tests {
         assert!(parse_cents("1.234").is_err());
         assert!(parse_cents("-1").is_err());
         assert!(parse_cents("").is_err());
+    }
+
+    #[test]
+    fn w1_filter_and_projection() {
+        assert!(is_purchase_line("1,2,purchase,1.00"));
+        assert!(!is_purchase_line("1,2,view,0"));
+        assert!(!is_purchase_line("purchase"));
+        let r = user_amount("1700000000005,77,purchase,3.07").unwrap();
+        assert_eq!((r.event_time, r.record), (1_700_000_000_005, (77, 307)));
+        assert!(user_amount("1,2").is_err());
     }
 
     #[test]

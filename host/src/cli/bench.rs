@@ -1,0 +1,246 @@
+//! `host bench w1`: workload W1 of WORKLOADS.md through the engine, against a native loop over
+//! the same files in the same run.
+//!
+//! The job: a directory source (one file per batch), `clickstream#is_purchase_line` (filter),
+//! `clickstream#user_amount` (map to `(user_id, cents)`), then per batch `count` and
+//! `reduce(aggregates#sum_i64)` — the same graph as `examples/clickstream/job.toml`. The native
+//! loop reads each file and does the same on one thread; both answers must agree batch by
+//! batch, or the bench fails.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sluice_host::engine::{JobSummary, StreamingContext, percentile};
+use sluice_host::plan::Start;
+use sluice_host::udf::UdfRuntime;
+use sluice_host::workloads;
+
+/// Arguments of `host bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The workload: `w1` (filter purchases, project, per-batch count and sum).
+    #[arg(value_parser = ["w1"])]
+    pub workload: String,
+    /// Number of events N.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Number of files K, one batch each.
+    #[arg(long, default_value_t = 20)]
+    pub files: u64,
+    /// Where the generated data is kept (generated when missing).
+    /// [default: ~/.cache/sluice/bench/w1-N-K]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Where UDF components are.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SLUICE_UDFS",
+        default_value = "dist/udfs"
+    )]
+    pub udfs: PathBuf,
+    /// Partitions per batch (default: one per core).
+    #[arg(long)]
+    pub partitions: Option<usize>,
+}
+
+/// Per batch: (purchases, cents).
+type Totals = Vec<(u64, i64)>;
+
+pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
+    let data = args.data.clone().unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+        home.join(format!(
+            ".cache/sluice/bench/w1-{}-{}",
+            args.events, args.files
+        ))
+    });
+    ensure_data(&data, args.events, args.files)?;
+
+    let native_started = Instant::now();
+    let native = native_w1(&data)?;
+    let native_time = native_started.elapsed();
+
+    let (summary, sluice) = sluice_w1(&data, args, runtime)?;
+    if sluice != native {
+        bail!(
+            "the job's per-batch (count, cents) differ from the native loop's:\n  job:    {sluice:?}\n  native: {native:?}"
+        );
+    }
+    let events = args.events as f64;
+    let job_rate = summary.records_per_second();
+    let native_rate = events / native_time.as_secs_f64();
+    let p = |q| super::millis(percentile(&summary.processing_times, q));
+    let d = |q| super::millis(percentile(&summary.total_delays, q));
+    let purchases: u64 = native.iter().map(|t| t.0).sum();
+    let cents: i64 = native.iter().map(|t| t.1).sum();
+    println!(
+        "W1 over {} events in {} files ({})",
+        args.events,
+        args.files,
+        data.display()
+    );
+    println!(
+        "  result:     {purchases} purchases, {}.{:02} in all; every batch agrees with the native loop",
+        cents / 100,
+        cents % 100
+    );
+    println!(
+        "  sluice:     {:>6.2} M events/s  ({} batches in {:.3} s, {} partitions, Wasm filter + project)",
+        job_rate / 1e6,
+        summary.batches,
+        summary.elapsed.as_secs_f64(),
+        args.partitions
+            .unwrap_or_else(sluice_host::plan::spec::default_partitions)
+    );
+    println!(
+        "  batch processing: p50 {} p90 {} p99 {} max {}",
+        p(50.0),
+        p(90.0),
+        p(99.0),
+        p(100.0)
+    );
+    println!(
+        "  batch total delay: p50 {} p90 {} p99 {} max {}",
+        d(50.0),
+        d(90.0),
+        d(99.0),
+        d(100.0)
+    );
+    println!(
+        "  native:     {:>6.2} M events/s  (one thread, read + split + filter + parse + sum, no engine)",
+        native_rate / 1e6
+    );
+    println!(
+        "  ratio:      {:.2}× the native loop",
+        job_rate / native_rate
+    );
+    Ok(())
+}
+
+fn ensure_data(dir: &Path, events: u64, files: u64) -> anyhow::Result<()> {
+    let last = dir.join(format!("part-{:05}.csv", files - 1));
+    let count = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).count())
+        .unwrap_or(0);
+    if last.is_file() && count as u64 == files {
+        return Ok(());
+    }
+    eprintln!(
+        "bench: generating {events} events into {files} files in {} (once)",
+        dir.display()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    workloads::write_files(dir, events, files, 42, 1)
+        .with_context(|| format!("writing {}", dir.display()))?;
+    Ok(())
+}
+
+fn sluice_w1(
+    data: &Path,
+    args: &BenchArgs,
+    runtime: UdfRuntime,
+) -> anyhow::Result<(JobSummary, Totals)> {
+    let ctx = StreamingContext::with_runtime(
+        "bench-w1",
+        Duration::from_millis(100),
+        &args.udfs,
+        Arc::new(runtime),
+    );
+    let ctx = match args.partitions {
+        Some(n) => ctx.partitions(n),
+        None => ctx,
+    };
+    let events = ctx.directory_stream("events", data, Start::Earliest, Some(1));
+    let amounts = events
+        .filter("clickstream#is_purchase_line")
+        .named("purchases")
+        .map("clickstream#user_amount")
+        .named("amounts");
+    let counts: Arc<Mutex<Vec<(i64, u64)>>> = Arc::default();
+    let sums: Arc<Mutex<Vec<(i64, i64)>>> = Arc::default();
+    let (c, s) = (counts.clone(), sums.clone());
+    amounts
+        .count()
+        .named("purchase_count")
+        .foreach_batch(move |b| {
+            let n = b
+                .partitions
+                .iter()
+                .flat_map(|p| p.values.iter())
+                .next()
+                .map_or(Ok(0), parse::<u64>)?;
+            c.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((b.time, n));
+            Ok(())
+        });
+    amounts
+        .reduce("aggregates#sum_i64")
+        .named("revenue")
+        .foreach_batch(move |b| {
+            let n = b
+                .partitions
+                .iter()
+                .flat_map(|p| p.values.iter())
+                .next()
+                .map_or(Ok(0), parse::<i64>)?;
+            s.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((b.time, n));
+            Ok(())
+        });
+    let summary = ctx.run_until_idle()?;
+    let counts = std::mem::take(&mut *counts.lock().unwrap_or_else(PoisonError::into_inner));
+    let sums = std::mem::take(&mut *sums.lock().unwrap_or_else(PoisonError::into_inner));
+    // Batches with no file (a tick before the first file settled) carry nothing: leave them out.
+    let totals = counts
+        .iter()
+        .zip(&sums)
+        .filter(|((_, n), _)| *n > 0)
+        .map(|((_, n), (_, cents))| (*n, *cents))
+        .collect();
+    Ok((summary, totals))
+}
+
+fn parse<T: std::str::FromStr>(bytes: &[u8]) -> Result<T, String> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not a number: {:?}", String::from_utf8_lossy(bytes)))
+}
+
+/// The same computation without the engine: per file, purchases and their cents.
+fn native_w1(data: &Path) -> anyhow::Result<Totals> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let mut totals = Vec::new();
+    for file in files {
+        let text = std::fs::read(&file)?;
+        let (mut n, mut cents) = (0u64, 0i64);
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let line = std::str::from_utf8(line).context("not UTF-8")?;
+            let mut fields = line.split(',');
+            let (_, user, kind, amount) =
+                (fields.next(), fields.next(), fields.next(), fields.next());
+            if kind != Some("purchase") {
+                continue;
+            }
+            let _user: u32 = user.and_then(|u| u.parse().ok()).context("bad user")?;
+            let (whole, frac) = amount
+                .and_then(|a| a.split_once('.'))
+                .context("bad amount")?;
+            cents += whole.parse::<i64>()? * 100 + frac.parse::<i64>()?;
+            n += 1;
+        }
+        if n > 0 {
+            totals.push((n, cents));
+        }
+    }
+    Ok(totals)
+}
