@@ -136,11 +136,11 @@ impl JobDir {
         self.dir.path()
     }
 
-    /// Write `contents` to `rel` (folders created), dated two seconds back so a directory
+    /// Write `contents` to `rel` (folders created), dated five seconds back so a directory
     /// source takes it at once.
     pub fn file(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.write_fresh(rel, contents);
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
         File::options()
             .write(true)
             .open(&path)

@@ -522,7 +522,7 @@ impl Planner<'_, '_> {
                         .rev()
                         .map(|&i| all[i].0.as_str())
                         .collect();
-                    cycle.push(&all[next].0);
+                    cycle.push(cycle[0]);
                     self.error(
                         all[next].1,
                         &format!("stream '{}'", all[next].0),

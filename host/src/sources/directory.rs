@@ -3,8 +3,9 @@
 //!
 //! Files that may still be written are not read: names starting with `.` or `_` and names
 //! ending in `.tmp` or `._COPYING_` are ignored (write under such a name and rename into place,
-//! as Spark expects), and a file is only taken once its size and modification time are the same
-//! in two listings in a row, or it was last modified over a second ago.
+//! as Spark expects), and a file is only taken once it has been left alone for a while: its last
+//! change is at least 500 ms old and two listings in a row saw the same size and modification
+//! time, or its last change is over 2 s old.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,8 +14,10 @@ use std::time::{Duration, SystemTime};
 use super::{Source, SourceInput, SourceStatus};
 use crate::plan::Start;
 
-/// How long a file must be left alone before it is taken on its first sighting.
-const SETTLED: Duration = Duration::from_secs(1);
+/// How old a file's last change must be before it is taken, once two listings agree on it.
+const QUIET: Duration = Duration::from_millis(500);
+/// How old a file's last change must be to be taken on its first sighting.
+const SETTLED: Duration = Duration::from_secs(2);
 
 /// A watched directory.
 pub struct DirectorySource {
@@ -99,8 +102,9 @@ impl DirectorySource {
             if self.done.contains(&file) || self.ready.contains(&file) {
                 continue;
             }
-            let settled = self.sightings.get(&file) == Some(&look)
-                || now.duration_since(look.1).is_ok_and(|age| age >= SETTLED);
+            let age = now.duration_since(look.1).unwrap_or(Duration::ZERO);
+            let settled =
+                age >= SETTLED || (age >= QUIET && self.sightings.get(&file) == Some(&look));
             if settled {
                 self.sightings.remove(&file);
                 newly_ready.push((look.1, file));
@@ -153,7 +157,7 @@ mod tests {
     }
 
     fn age(path: &Path) {
-        let old = SystemTime::now() - Duration::from_secs(5);
+        let old = SystemTime::now() - Duration::from_secs(10);
         std::fs::File::options()
             .write(true)
             .open(path)
@@ -186,9 +190,10 @@ mod tests {
             "a file seen once may still be written"
         );
         assert!(!src.status().exhausted);
+        std::thread::sleep(QUIET);
         assert_eq!(files(src.take(None)), ["fresh.txt"]);
         assert!(src.status().exhausted);
-        assert_eq!(files(latest.take(None)), Vec::<String>::new());
+        assert!(files(latest.take(None)).is_empty(), "first sighting");
         assert_eq!(files(latest.take(None)), ["fresh.txt"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
