@@ -2,7 +2,7 @@
 //! order (partitions in parallel on the worker pool), hands the results to the sinks, and
 //! reports what each operator did and how long it all took.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,7 +157,8 @@ impl Executor {
         }
     }
 
-    /// A source's input as partitions; files are read here, in parallel.
+    /// A source's input as partitions; files are read here, each cut at line boundaries into
+    /// the job's partitions and split into lines in parallel.
     fn read_input(&self, source: usize, input: SourceInput, time: i64) -> (Vec<Batch>, u64) {
         let n = self.plan.partitions;
         match input {
@@ -167,21 +168,26 @@ impl Executor {
             } => (records.split(n), invalid_lines),
             SourceInput::Files(files) => {
                 let name = &self.plan.sources[source].name;
-                let read: Vec<(Batch, u64)> = self.pool.install(|| {
-                    files
-                        .par_iter()
-                        .map(|f| self.read_file(name, f, time))
-                        .collect()
-                });
+                let mut read: Vec<(Vec<Batch>, u64)> = files
+                    .iter()
+                    .map(|f| self.read_file(name, f, time))
+                    .collect();
                 let invalid = read.iter().map(|(_, i)| i).sum();
-                let all = Batch::concat(read.iter().map(|(b, _)| b));
-                (all.split(n), invalid)
+                if read.len() == 1 {
+                    return (read.remove(0).0, invalid);
+                }
+                let parts = (0..n)
+                    .map(|i| Batch::concat(read.iter().filter_map(|(parts, _)| parts.get(i))))
+                    .collect();
+                (parts, invalid)
             }
         }
     }
 
-    fn read_file(&self, source: &str, path: &PathBuf, time: i64) -> (Batch, u64) {
+    /// One file as the job's partitions of lines.
+    fn read_file(&self, source: &str, path: &Path, time: i64) -> (Vec<Batch>, u64) {
         let job = &self.plan.name;
+        let n = self.plan.partitions;
         let data = match std::fs::read(path) {
             Ok(data) => data,
             Err(e) => {
@@ -193,21 +199,38 @@ impl Executor {
                     ),
                     1,
                 );
-                return (Batch::empty(false), 0);
+                return ((0..n).map(|_| Batch::empty(false)).collect(), 0);
             }
         };
-        let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
-        let mut batch = Batch {
-            keys: None,
-            values: crate::batch::Column::with_capacity(lines, data.len()),
-            event_times: Vec::with_capacity(lines),
-        };
-        let mut invalid = Vec::new();
-        push_lines(&data, true, &mut batch, time, &mut invalid);
-        for i in &invalid {
-            tracing::warn!(%job, %source, "{}:{} is not UTF-8: the line is skipped and counted", path.display(), i + 1);
+        let ranges = line_ranges(&data, n);
+        let parts: Vec<(Batch, Vec<u64>)> = self.pool.install(|| {
+            ranges
+                .par_iter()
+                .map(|range| {
+                    let chunk = &data[range.clone()];
+                    let mut batch = Batch {
+                        keys: None,
+                        values: crate::batch::Column::with_capacity(chunk.len() / 24, chunk.len()),
+                        event_times: Vec::with_capacity(chunk.len() / 24),
+                    };
+                    let mut invalid = Vec::new();
+                    push_lines(chunk, true, &mut batch, time, &mut invalid);
+                    (batch, invalid)
+                })
+                .collect()
+        });
+        let mut invalid_lines = 0;
+        for (range, (_, invalid)) in ranges.iter().zip(&parts) {
+            if invalid.is_empty() {
+                continue;
+            }
+            let first_line = data[..range.start].iter().filter(|&&b| b == b'\n').count() as u64;
+            for i in invalid {
+                tracing::warn!(%job, %source, "{}:{} is not UTF-8: the line is skipped and counted", path.display(), first_line + i + 1);
+            }
+            invalid_lines += invalid.len() as u64;
         }
-        (batch, invalid.len() as u64)
+        (parts.into_iter().map(|(b, _)| b).collect(), invalid_lines)
     }
 
     fn compute(
@@ -353,4 +376,39 @@ impl Executor {
 /// Round a duration to milliseconds for logs.
 pub fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64 / 1000.0 * 10.0).round() / 10.0
+}
+
+/// Cut `data` into `n` byte ranges of about equal size, each ending just after a newline (the
+/// last at the end of the data), so every line falls in exactly one range.
+fn line_ranges(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::with_capacity(n);
+    let mut start = 0;
+    for i in 1..=n {
+        let end = if i == n {
+            data.len()
+        } else {
+            let target = (data.len() * i / n).max(start);
+            data[target..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(data.len(), |p| target + p + 1)
+        };
+        ranges.push(start..end);
+        start = end;
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_ranges;
+
+    #[test]
+    fn ranges_cut_at_line_ends_and_cover_everything() {
+        let data = b"aa\nbbbb\nc\ndd\n";
+        let ranges = line_ranges(data, 3);
+        assert_eq!(ranges, [0..8, 8..10, 10..13]);
+        assert_eq!(line_ranges(b"", 2), [0..0, 0..0]);
+        assert_eq!(line_ranges(b"no newline", 2), [0..10, 10..10]);
+    }
 }
