@@ -210,7 +210,13 @@ fn skip_batch_logs_and_counts_the_failure_and_goes_on() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The failed batch is skipped; a later file still goes through.
+    // The failed batch is skipped; a later file still goes through. Planning creates out/
+    // after the components are compiled, and the first batch is sealed right after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.path().join("out").is_dir() {
+        assert!(std::time::Instant::now() < deadline, "the job was planned");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     std::thread::sleep(std::time::Duration::from_millis(800));
     dir.file("in/b.txt", "good\n");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

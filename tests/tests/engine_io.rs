@@ -189,6 +189,8 @@ fn directory_source_reads_each_file_once_and_never_half() {
         "[job]\nname = \"dir-wc\"\nbatch_interval = \"100ms\"\n\n[[sources]]\nname = \"lines\"\nkind = \"directory\"\npath = \"in\"\nstart = \"latest\"\n{WORDCOUNT}"
     ));
     let child = spawn(&dir, &[]);
+    // Planning creates out/ once the components are compiled; the source starts right after.
+    wait_for("the job to be planned", || dir.path().join("out").is_dir());
     std::thread::sleep(Duration::from_millis(400));
     // A file written in two steps: must be read whole, after its last write.
     let mut half = std::fs::File::create(dir.path().join("in/slow.txt")).unwrap();

@@ -132,11 +132,17 @@ fn the_clickstream_example_counts_and_sums_purchases_per_batch() {
     .output()
     .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
-    // Two print sinks per batch: the purchase count, then the revenue in cents.
+    // Two print blocks per batch: the purchase count, then the revenue in cents (no record
+    // when the batch had no purchases).
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let values: Vec<i64> = stdout.lines().filter_map(|l| l.parse().ok()).collect();
-    let counts: i64 = values.iter().step_by(2).sum();
-    let cents: i64 = values.iter().skip(1).step_by(2).sum();
+    let blocks: Vec<i64> = stdout
+        .split("Time: ")
+        .skip(1)
+        .map(|block| block.lines().filter_map(|l| l.parse::<i64>().ok()).sum())
+        .collect();
+    assert_eq!(blocks.len() % 2, 0, "{}", describe(&out));
+    let counts: i64 = blocks.iter().step_by(2).sum();
+    let cents: i64 = blocks.iter().skip(1).step_by(2).sum();
     assert_eq!(
         (counts, cents),
         sample_purchases(&root().join("examples/clickstream/data")),
