@@ -189,3 +189,27 @@ fn the_w1_bench_agrees_with_the_native_loop() {
         describe(&out)
     );
 }
+
+#[test]
+fn run_check_prints_the_plan_without_running() {
+    let out = host(&["run", "--check", "examples/clickstream/job.toml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("job 'clickstream': 2 partitions, batch interval 1s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("amounts") && stdout.contains("map") && stdout.contains("<- purchases"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Time:"), "nothing ran: {stdout}");
+    let help = host(&["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--until-idle") && help.contains("Examples:") && help.contains("Exit status"),
+        "{help}"
+    );
+}

@@ -51,12 +51,16 @@ pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         );
         for node in &plan.nodes {
             let inputs: Vec<&str> = node.inputs.iter().map(|&i| &*plan.nodes[i].name).collect();
-            println!(
-                "  {:<20} {:<16} <- {}",
-                node.name,
-                node.op_name,
-                inputs.join(", ")
-            );
+            if inputs.is_empty() {
+                println!("  {:<20} {}", node.name, node.op_name);
+            } else {
+                println!(
+                    "  {:<20} {:<16} <- {}",
+                    node.name,
+                    node.op_name,
+                    inputs.join(", ")
+                );
+            }
         }
         for warning in &plan.warnings {
             println!("  warning: {warning}");
