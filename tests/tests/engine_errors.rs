@@ -245,3 +245,16 @@ fn skip_batch_logs_and_counts_the_failure_and_goes_on() {
     );
     assert!(err.contains("1 batches failed and were skipped"), "{err}");
 }
+
+#[test]
+fn a_missing_manifest_says_so_once() {
+    let dir = JobDir::new();
+    let out = dir.run_until_idle();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read the job manifest") && err.contains("job.toml"),
+        "{err}"
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -37,12 +37,12 @@ use super::spec::{
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read the job manifest {path}: {source}")]
+    #[error("cannot read the job manifest {path}: {error}")]
     Read {
         /// The manifest.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message already says it).
+        error: std::io::Error,
     },
     /// Not TOML, or not the shape of a manifest (an unknown field, a wrong type, a bad duration).
     #[error("{path}:{line}: {message}")]
@@ -163,9 +163,9 @@ struct SinkToml {
 /// Read and parse a manifest file. Relative paths in it (directories, static data, output
 /// prefixes) are taken relative to the manifest's own directory.
 pub fn load(path: &Path) -> Result<JobSpec, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let base = path.parent().unwrap_or(Path::new(""));
     parse(&text, path, base)
