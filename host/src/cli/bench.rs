@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sluice_host::engine::{JobSummary, StreamingContext, percentile};
 use sluice_host::plan::Start;
+use sluice_host::sinks::SinkBatch;
 use sluice_host::udf::UdfRuntime;
 use sluice_host::workloads;
 
@@ -159,39 +160,16 @@ fn sluice_w1(
         .named("purchases")
         .map("clickstream#user_amount")
         .named("amounts");
-    let counts: Arc<Mutex<Vec<(i64, u64)>>> = Arc::default();
-    let sums: Arc<Mutex<Vec<(i64, i64)>>> = Arc::default();
-    let (c, s) = (counts.clone(), sums.clone());
+    let counts: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let sums: Arc<Mutex<Vec<i64>>> = Arc::default();
     amounts
         .count()
         .named("purchase_count")
-        .foreach_batch(move |b| {
-            let n = b
-                .partitions
-                .iter()
-                .flat_map(|p| p.values.iter())
-                .next()
-                .map_or(Ok(0), parse::<u64>)?;
-            c.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((b.time, n));
-            Ok(())
-        });
+        .foreach_batch(keep_number(&counts));
     amounts
         .reduce("aggregates#sum_i64")
         .named("revenue")
-        .foreach_batch(move |b| {
-            let n = b
-                .partitions
-                .iter()
-                .flat_map(|p| p.values.iter())
-                .next()
-                .map_or(Ok(0), parse::<i64>)?;
-            s.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((b.time, n));
-            Ok(())
-        });
+        .foreach_batch(keep_number(&sums));
     let summary = ctx.run_until_idle()?;
     let counts = std::mem::take(&mut *counts.lock().unwrap_or_else(PoisonError::into_inner));
     let sums = std::mem::take(&mut *sums.lock().unwrap_or_else(PoisonError::into_inner));
@@ -199,10 +177,27 @@ fn sluice_w1(
     let totals = counts
         .iter()
         .zip(&sums)
-        .filter(|((_, n), _)| *n > 0)
-        .map(|((_, n), (_, cents))| (*n, *cents))
+        .filter(|(n, _)| **n > 0)
+        .map(|(n, cents)| (*n as u64, *cents))
         .collect();
     Ok((summary, totals))
+}
+
+/// A sink keeping, per batch, the number in its one record (0 when the batch has none).
+fn keep_number(
+    store: &Arc<Mutex<Vec<i64>>>,
+) -> impl Fn(&SinkBatch<'_>) -> Result<(), String> + Send + Sync + 'static {
+    let store = store.clone();
+    move |b| {
+        let n = b
+            .partitions
+            .iter()
+            .flat_map(|p| p.values.iter())
+            .next()
+            .map_or(Ok(0), parse::<i64>)?;
+        store.lock().unwrap_or_else(PoisonError::into_inner).push(n);
+        Ok(())
+    }
 }
 
 fn parse<T: std::str::FromStr>(bytes: &[u8]) -> Result<T, String> {

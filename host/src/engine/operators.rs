@@ -251,6 +251,25 @@ pub struct Sides<'a> {
     pub right: (&'a [Batch], Codec),
 }
 
+impl Sides<'_> {
+    /// Both sides checked for keys and shuffled, with their codecs.
+    fn shuffled(
+        &self,
+        scope: &BatchScope<'_>,
+        op: &str,
+        stream: &str,
+    ) -> Result<(Vec<Batch>, Vec<Batch>, Codec, Codec), OpError> {
+        require_keys(self.left.0, op, stream)?;
+        require_keys(self.right.0, op, stream)?;
+        Ok((
+            shuffle(scope, self.left.0),
+            shuffle(scope, self.right.0),
+            self.left.1,
+            self.right.1,
+        ))
+    }
+}
+
 /// Spark's join family: per matching pair `[left, right]`; outer joins fill the missing side
 /// with `null`.
 pub fn join(
@@ -259,11 +278,7 @@ pub fn join(
     kind: JoinKind,
     stream: &str,
 ) -> Result<Vec<Batch>, OpError> {
-    require_keys(sides.left.0, "a join", stream)?;
-    require_keys(sides.right.0, "a join", stream)?;
-    let (lc, rc) = (sides.left.1, sides.right.1);
-    let left = shuffle(scope, sides.left.0);
-    let right = shuffle(scope, sides.right.0);
+    let (left, right, lc, rc) = sides.shuffled(scope, "a join", stream)?;
     Ok(scope.pool.install(|| {
         left.par_iter()
             .zip(right.par_iter())
@@ -317,11 +332,7 @@ pub fn cogroup(
     sides: Sides<'_>,
     stream: &str,
 ) -> Result<Vec<Batch>, OpError> {
-    require_keys(sides.left.0, "cogroup", stream)?;
-    require_keys(sides.right.0, "cogroup", stream)?;
-    let (lc, rc) = (sides.left.1, sides.right.1);
-    let left = shuffle(scope, sides.left.0);
-    let right = shuffle(scope, sides.right.0);
+    let (left, right, lc, rc) = sides.shuffled(scope, "cogroup", stream)?;
     Ok(scope.pool.install(|| {
         left.par_iter()
             .zip(right.par_iter())
