@@ -34,14 +34,8 @@ pub struct BenchArgs {
     /// [default: ~/.cache/sluice/bench/w1-N-K]
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Where UDF components are.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "SLUICE_UDFS",
-        default_value = "dist/udfs"
-    )]
-    pub udfs: PathBuf,
+    #[command(flatten)]
+    pub udfs: super::UdfsArg,
     /// Partitions per batch (default: one per core).
     #[arg(long)]
     pub partitions: Option<usize>,
@@ -147,7 +141,7 @@ fn sluice_w1(
     let ctx = StreamingContext::with_runtime(
         "bench-w1",
         Duration::from_millis(100),
-        &args.udfs,
+        &args.udfs.dir,
         Arc::new(runtime),
     );
     let ctx = match args.partitions {

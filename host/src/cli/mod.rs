@@ -170,3 +170,16 @@ fn make_runtime(cli: &Cli) -> anyhow::Result<UdfRuntime> {
 pub fn millis(d: Duration) -> String {
     format!("{:.1}ms", d.as_secs_f64() * 1000.0)
 }
+
+/// `--udfs DIR`, shared by the subcommands that run jobs.
+#[derive(Debug, clap::Args)]
+pub struct UdfsArg {
+    /// Where UDF components are: `component#function` loads `DIR/component.wasm`.
+    #[arg(
+        long = "udfs",
+        value_name = "DIR",
+        env = "SLUICE_UDFS",
+        default_value = "dist/udfs"
+    )]
+    pub dir: PathBuf,
+}

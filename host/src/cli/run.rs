@@ -15,14 +15,8 @@ pub struct RunArgs {
     #[arg(value_name = "JOB.toml")]
     pub manifest: PathBuf,
 
-    /// Where UDF components are: `component#function` loads `DIR/component.wasm`.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "SLUICE_UDFS",
-        default_value = "dist/udfs"
-    )]
-    pub udfs: PathBuf,
+    #[command(flatten)]
+    pub udfs: super::UdfsArg,
 
     /// End once every source is exhausted and every batch is done, and exit 0 (Structured
     /// Streaming's available-now trigger): batches run back to back while input is ready.
@@ -38,7 +32,7 @@ pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
     let spec = manifest::load(&args.manifest)?;
     let runtime = Arc::new(runtime);
     let udfs = UdfDirectory {
-        dir: args.udfs.clone(),
+        dir: args.udfs.dir.clone(),
         runtime: &runtime,
     };
     let plan = plan::plan(spec, &udfs, Some(&args.manifest))?;

@@ -291,7 +291,7 @@ impl Planner<'_, '_> {
                 }
             }
         }
-        let order = self.topological(&all, &edges, &spec);
+        let order = self.topological(&all, &edges);
 
         // Which nodes the sinks need.
         let mut needed = vec![false; all.len()];
@@ -481,12 +481,7 @@ impl Planner<'_, '_> {
     }
 
     /// Kahn's algorithm over the name graph; a cycle is reported with its path.
-    fn topological(
-        &mut self,
-        all: &[(String, Option<usize>)],
-        edges: &[Vec<usize>],
-        spec: &JobSpec,
-    ) -> Vec<usize> {
+    fn topological(&mut self, all: &[(String, Option<usize>)], edges: &[Vec<usize>]) -> Vec<usize> {
         let n = all.len();
         let mut indegree = vec![0usize; n];
         let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -533,7 +528,6 @@ impl Planner<'_, '_> {
                 }
                 path.push(next);
             }
-            let _ = spec;
         }
         order
     }
