@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod plan;
 pub mod sinks;
 pub mod sources;
+pub mod state;
 pub mod udf;
 pub mod workloads;

@@ -8,6 +8,8 @@
 pub mod codec;
 mod ops;
 
+pub use ops::key_hash;
+
 pub use crate::udf::bindings::transform::sluice::udf::types::{Batch, Column};
 
 /// One record of a [`Batch`], borrowed from it.

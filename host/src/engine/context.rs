@@ -25,8 +25,8 @@ use super::job::{Job, JobError, JobOptions};
 use super::stats::JobSummary;
 use crate::metrics::Registry;
 use crate::plan::{
-    self, Codec, ErrorPolicy, JobSpec, Op, OutputFormat, PlanErrors, SinkKind, SinkSpec,
-    SourceKind, SourceSpec, Start, StaticFormat, StreamSpec, UdfDirectory,
+    self, Builtin, Codec, ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode, PlanErrors, SinkKind,
+    SinkSpec, SourceKind, SourceSpec, Start, StaticFormat, StreamSpec, UdfDirectory,
 };
 use crate::sinks::{NativeSink, SinkBatch};
 use crate::sources::{QueueSender, queue};
@@ -53,6 +53,60 @@ pub struct StreamingContext {
     udfs: PathBuf,
     runtime: Arc<UdfRuntime>,
     registry: Arc<Registry>,
+}
+
+/// What reduces: a reducer UDF (`"component#function"`) or a [`Builtin`].
+#[derive(Debug, Clone)]
+pub enum By {
+    /// `component#function`.
+    Udf(String),
+    /// A reducer the host runs.
+    Builtin(Builtin),
+}
+
+impl From<&str> for By {
+    fn from(udf: &str) -> Self {
+        By::Udf(udf.to_string())
+    }
+}
+
+impl From<Builtin> for By {
+    fn from(b: Builtin) -> Self {
+        By::Builtin(b)
+    }
+}
+
+impl By {
+    fn apply(self, s: &mut StreamSpec) {
+        match self {
+            By::Udf(u) => s.udf = Some(u),
+            By::Builtin(b) => s.builtin = Some(b),
+        }
+    }
+}
+
+/// Spark's `StateSpec`: the options of `update_state_by_key` and `map_with_state`.
+#[derive(Debug, Clone, Default)]
+pub struct StateSpec {
+    /// Keys idle this long get one last call marked as timing out (map_with_state only).
+    pub timeout: Option<Duration>,
+    /// Initial states: a file of `KEY<TAB>STATE` lines, or JSON lines.
+    pub initial_state: Option<(PathBuf, StaticFormat)>,
+    /// Partitions the state is spread over (default: the job's).
+    pub partitions: Option<usize>,
+}
+
+/// The options of an event-time window.
+#[derive(Debug, Clone)]
+pub struct EventTimeSpec {
+    /// Window length.
+    pub window: Duration,
+    /// Slide (default: the window length).
+    pub slide: Option<Duration>,
+    /// How far the watermark trails the largest event time seen.
+    pub watermark: Duration,
+    /// When windows are written.
+    pub mode: OutputMode,
 }
 
 /// A stream of the job being built; its methods add operators and sinks.
@@ -114,6 +168,20 @@ impl StreamingContext {
     /// What a failed UDF call does (default: fail the job).
     pub fn on_udf_error(self, policy: ErrorPolicy) -> Self {
         self.edit(|s| s.on_udf_error = policy);
+        self
+    }
+
+    /// Where stateful streams keep their state (RocksDB). Needed by windows with an inverse,
+    /// state operators and event-time windows.
+    pub fn state_dir(self, dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref().to_path_buf();
+        self.edit(|s| s.state_dir = Some(dir));
+        self
+    }
+
+    /// The most state the job may hold (default 1 GiB); past it the job fails.
+    pub fn max_state_bytes(self, bytes: u64) -> Self {
+        self.edit(|s| s.max_state_bytes = bytes);
         self
     }
 
@@ -313,12 +381,115 @@ impl DStream {
         self.host_op(Op::CountByValue)
     }
     /// The values reduced to one per batch.
-    pub fn reduce(&self, udf: &str) -> DStream {
-        self.with_udf(Op::Reduce, udf)
+    pub fn reduce(&self, by: impl Into<By>) -> DStream {
+        self.reducing(Op::Reduce, by.into(), |_| {})
     }
     /// Per key, the values reduced.
-    pub fn reduce_by_key(&self, udf: &str) -> DStream {
-        self.with_udf(Op::ReduceByKey, udf)
+    pub fn reduce_by_key(&self, by: impl Into<By>) -> DStream {
+        self.reducing(Op::ReduceByKey, by.into(), |_| {})
+    }
+
+    fn reducing(&self, op: Op, by: By, edit: impl FnOnce(&mut StreamSpec)) -> DStream {
+        self.derive(op, vec![self.name.clone()], |s| {
+            by.apply(s);
+            edit(s);
+        })
+    }
+
+    fn windowed(&self, op: Op, window: Duration, slide: Duration) -> DStream {
+        self.derive(op, vec![self.name.clone()], |s| {
+            s.window = Some(window);
+            s.slide = Some(slide);
+        })
+    }
+
+    /// The records of the last `window` of batches, every `slide`.
+    pub fn window(&self, window: Duration, slide: Duration) -> DStream {
+        self.windowed(Op::Window, window, slide)
+    }
+    /// The number of records in each window.
+    pub fn count_by_window(&self, window: Duration, slide: Duration) -> DStream {
+        self.windowed(Op::CountByWindow, window, slide)
+    }
+    /// Each window's values reduced to one.
+    pub fn reduce_by_window(
+        &self,
+        by: impl Into<By>,
+        window: Duration,
+        slide: Duration,
+    ) -> DStream {
+        self.reducing(Op::ReduceByWindow, by.into(), |s| {
+            s.window = Some(window);
+            s.slide = Some(slide);
+        })
+    }
+    /// Per key, each window's values reduced, recomputed from per-batch partials.
+    pub fn reduce_by_key_and_window(
+        &self,
+        by: impl Into<By>,
+        window: Duration,
+        slide: Duration,
+    ) -> DStream {
+        self.reducing(Op::ReduceByKeyAndWindow, by.into(), |s| {
+            s.window = Some(window);
+            s.slide = Some(slide);
+        })
+    }
+    /// Per key, each window's values, updated incrementally with the reducer's inverse (state
+    /// in RocksDB); `filter` is Spark's `filterFunc` over the output.
+    pub fn reduce_by_key_and_window_inv(
+        &self,
+        by: impl Into<By>,
+        window: Duration,
+        slide: Duration,
+        filter: Option<&str>,
+    ) -> DStream {
+        self.reducing(Op::ReduceByKeyAndWindow, by.into(), |s| {
+            s.window = Some(window);
+            s.slide = Some(slide);
+            s.inverse = Some(true);
+            s.filter = filter.map(String::from);
+        })
+    }
+    /// Per distinct value, its count in each window.
+    pub fn count_by_value_and_window(&self, window: Duration, slide: Duration) -> DStream {
+        self.windowed(Op::CountByValueAndWindow, window, slide)
+    }
+    /// Per key, a JSON array of each window's values.
+    pub fn group_by_key_and_window(&self, window: Duration, slide: Duration) -> DStream {
+        self.windowed(Op::GroupByKeyAndWindow, window, slide)
+    }
+
+    fn with_state(&self, op: Op, by: By, spec: StateSpec) -> DStream {
+        self.reducing(op, by, |s| {
+            s.timeout = spec.timeout;
+            s.partitions = spec.partitions;
+            if let Some((path, format)) = spec.initial_state {
+                s.initial_state = Some(path);
+                s.format = Some(format);
+            }
+        })
+    }
+    /// Spark's `updateStateByKey`: the stream is the whole state after every batch.
+    pub fn update_state_by_key(&self, by: impl Into<By>, spec: StateSpec) -> DStream {
+        self.with_state(Op::UpdateStateByKey, by.into(), spec)
+    }
+    /// Spark's `mapWithState`: the stream is what the updater emits.
+    pub fn map_with_state(&self, udf: &str, spec: StateSpec) -> DStream {
+        self.with_state(Op::MapWithState, By::Udf(udf.to_string()), spec)
+    }
+    /// The whole state of this `map_with_state` stream after every batch.
+    pub fn state_snapshots(&self) -> DStream {
+        self.host_op(Op::StateSnapshots)
+    }
+    /// An event-time window aggregation with a watermark.
+    pub fn event_time_window(&self, by: impl Into<By>, spec: EventTimeSpec) -> DStream {
+        self.reducing(Op::EventTimeWindow, by.into(), |s| {
+            s.window = Some(spec.window);
+            s.slide = spec.slide;
+            s.watermark = Some(spec.watermark);
+            s.output_mode = Some(spec.mode);
+        })
     }
     /// Per key, a JSON array of the values.
     pub fn group_by_key(&self) -> DStream {

@@ -10,11 +10,14 @@ use rayon::prelude::*;
 
 use super::operators::{self, OpError, Sides};
 use super::stats::{BatchReport, OperatorStats};
+use super::windows::WindowBuffer;
+use super::{event_time, state_ops, windows};
 use crate::batch::Batch;
 use crate::metrics::{Registry, SeriesKey};
-use crate::plan::{NodeOp, Plan, PlannedSink};
+use crate::plan::{NodeOp, Plan, PlannedSink, WindowKind};
 use crate::sinks::{self, SinkBatch, SinkError, text_files};
 use crate::sources::{SourceInput, push_lines};
+use crate::state::{Committed, SIZE, StateError, StateStore, StateTable, StateWrites};
 use crate::udf::CallContext;
 
 /// A batch the scheduler sealed: its id, time and each source's input.
@@ -53,6 +56,9 @@ pub enum BatchError {
         /// What happened.
         error: SinkError,
     },
+    /// State could not be written, or would grow past the job's limit.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// What an operator sees of the batch it works on.
@@ -81,35 +87,117 @@ impl BatchScope<'_> {
     }
 }
 
-/// Runs batches of one plan.
+/// Why an executor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The worker pool could not be built.
+    #[error("cannot start the worker pool: {0}")]
+    Pool(String),
+    /// The state store could not be opened or seeded.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What a stream remembers between batches.
+enum Memory {
+    /// Nothing.
+    None,
+    /// A batch-time window's partials, in memory.
+    Buffer(WindowBuffer),
+    /// Entries in the state store.
+    Table(StateTable),
+}
+
+/// Runs batches of one plan, in order, and owns what its streams remember.
 pub struct Executor {
     plan: Arc<Plan>,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     registry: Arc<Registry>,
+    store: Option<StateStore>,
+    memory: Vec<Memory>,
+    /// Bytes of state per stream, as last committed.
+    sizes: Vec<u64>,
 }
 
 impl Executor {
-    /// An executor with a worker pool of `workers` threads.
-    pub fn new(plan: Arc<Plan>, workers: usize, registry: Arc<Registry>) -> std::io::Result<Self> {
+    /// An executor with a worker pool of `workers` threads; opens the job's state, if it has
+    /// any, and loads initial states the first time.
+    pub fn new(
+        plan: Arc<Plan>,
+        workers: usize,
+        registry: Arc<Registry>,
+    ) -> Result<Self, StartError> {
         let job = plan.name.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers.max(1))
             .thread_name(move |i| format!("sluice-{job}-worker-{i}"))
             .build()
-            .map_err(std::io::Error::other)?;
+            .map_err(|e| StartError::Pool(e.to_string()))?;
+        let stateful: Vec<&str> = plan.stateful_nodes().map(|(_, n)| &*n.name).collect();
+        let store = match &plan.state_dir {
+            Some(dir) if !stateful.is_empty() => {
+                Some(StateStore::open(dir, &plan.name, &stateful)?)
+            }
+            _ => None,
+        };
+        let mut memory = Vec::with_capacity(plan.nodes.len());
+        let mut sizes = vec![0; plan.nodes.len()];
+        for (i, node) in plan.nodes.iter().enumerate() {
+            memory.push(match (&node.op, &store) {
+                (NodeOp::Window(w), _)
+                    if !matches!(w.kind, WindowKind::ReduceByKeyInverse { .. }) =>
+                {
+                    Memory::Buffer(WindowBuffer::default())
+                }
+                (op, Some(store)) if op.uses_state_store() => {
+                    let table = store.table(&node.name);
+                    sizes[i] = store.number(&node.name, SIZE)?.unwrap_or(0).max(0) as u64;
+                    if let NodeOp::UpdateState(state) = op
+                        && let Some(initial) = &state.initial
+                    {
+                        seed(store, &table, initial, &plan.name)?;
+                        sizes[i] = store.number(&node.name, SIZE)?.unwrap_or(0).max(0) as u64;
+                    }
+                    Memory::Table(table)
+                }
+                _ => Memory::None,
+            });
+        }
+        if let Some(store) = &store {
+            let total: u64 = sizes.iter().sum();
+            match store.committed()? {
+                Some(c) => {
+                    tracing::info!(job = %plan.name, "state in {}: {total} bytes, last committed batch {} (time {} ms)", store.dir().display(), c.batch, c.time)
+                }
+                None => tracing::info!(job = %plan.name, "state in {}: new", store.dir().display()),
+            }
+        }
         Ok(Self {
             plan,
-            pool,
+            pool: Arc::new(pool),
             registry,
+            store,
+            memory,
+            sizes,
         })
     }
 
-    /// Run one batch to the end: every needed stream, then every sink.
-    pub fn run(&self, batch: SealedBatch) -> BatchReport {
+    /// Flush the state store, so the next start reads no log.
+    pub fn close(&self) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.flush()
+        {
+            tracing::warn!(job = %self.plan.name, "{e}");
+        }
+    }
+
+    /// Run one batch to the end: every needed stream, then every sink; then commit its state.
+    pub fn run(&mut self, batch: SealedBatch) -> BatchReport {
         let started = Instant::now();
-        let plan = &*self.plan;
+        let plan = self.plan.clone();
+        let pool = self.pool.clone();
         let scope = BatchScope {
-            pool: &self.pool,
+            pool: &pool,
             partitions: plan.partitions,
             time: batch.time,
             tenant: &plan.tenant,
@@ -132,7 +220,11 @@ impl Executor {
             sources.push(Some(parts));
         }
         let result = self.compute(&scope, &mut sources, &mut report);
-        report.error = result.err().map(|e| e.to_string());
+        if let Err(e) = &result {
+            report.fatal = matches!(**e, BatchError::State(_));
+            report.error = Some(e.to_string());
+        }
+        report.state_bytes = self.sizes.iter().sum();
         report.processing_time = started.elapsed();
         report.total_delay = batch.sealed_at.elapsed();
         report
@@ -234,65 +326,100 @@ impl Executor {
     }
 
     fn compute(
-        &self,
+        &mut self,
         scope: &BatchScope<'_>,
         sources: &mut [Option<Vec<Batch>>],
         report: &mut BatchReport,
     ) -> Result<(), Box<BatchError>> {
-        let plan = &*self.plan;
-        let mut outputs: Vec<Vec<Batch>> = Vec::with_capacity(plan.nodes.len());
-        for node in &plan.nodes {
+        let plan = self.plan.clone();
+        // `None`: the stream has no batch at this time (a window between slides).
+        let mut outputs: Vec<Option<Vec<Batch>>> = Vec::with_capacity(plan.nodes.len());
+        let mut snapshots: Vec<Option<Vec<Batch>>> = vec![None; plan.nodes.len()];
+        let mut writes = StateWrites::default();
+        let mut buffer_sizes: Vec<(usize, u64)> = Vec::new();
+        for (index, node) in plan.nodes.iter().enumerate() {
             let started = Instant::now();
-            let input =
-                |k: usize| -> &[Batch] { node.inputs.get(k).map_or(&[][..], |&i| &outputs[i][..]) };
+            let inputs_active = node.inputs.iter().all(|&i| outputs[i].is_some());
+            let windowed = matches!(node.op, NodeOp::Window(_));
+            if !inputs_active && !windowed {
+                outputs.push(None);
+                continue;
+            }
+            let input = |k: usize| -> &[Batch] {
+                node.inputs
+                    .get(k)
+                    .and_then(|&i| outputs[i].as_deref())
+                    .unwrap_or(&[][..])
+            };
             let codec = |k: usize| {
                 node.inputs
                     .get(k)
                     .map_or(Default::default(), |&i| plan.nodes[i].value_codec)
             };
             let stream = &*node.name;
-            let result: Result<Vec<Batch>, OpError> = match &node.op {
-                NodeOp::Source(i) => Ok(sources
-                    .get_mut(*i)
-                    .and_then(Option::take)
-                    .unwrap_or_default()),
-                NodeOp::PerPartition(f) => operators::per_partition(scope, f, input(0)),
-                NodeOp::WholeBatch(f) => operators::whole_batch(scope, f, input(0)),
-                NodeOp::Union => {
-                    let all: Vec<&[Batch]> = (0..node.inputs.len()).map(input).collect();
-                    Ok(operators::union(&all))
-                }
-                NodeOp::Repartition(n) => Ok(operators::repartition(input(0), *n)),
-                NodeOp::Count => Ok(operators::count(scope, input(0))),
-                NodeOp::CountByValue => operators::count_by_value(scope, input(0)),
-                NodeOp::Reduce(f) => operators::reduce(scope, f, input(0)),
-                NodeOp::ReduceByKey(f) => operators::reduce_by_key(scope, f, input(0), stream),
-                NodeOp::GroupByKey => operators::group_by_key(scope, input(0), codec(0), stream),
-                NodeOp::Join(kind) => operators::join(
-                    scope,
-                    Sides {
-                        left: (input(0), codec(0)),
-                        right: (input(1), codec(1)),
-                    },
-                    *kind,
-                    stream,
-                ),
-                NodeOp::Cogroup => operators::cogroup(
-                    scope,
-                    Sides {
-                        left: (input(0), codec(0)),
-                        right: (input(1), codec(1)),
-                    },
-                    stream,
-                ),
-                NodeOp::JoinStatic(table, kind, static_codec) => operators::join_static(
-                    scope,
-                    input(0),
-                    (codec(0), *static_codec),
-                    table,
-                    *kind,
-                    stream,
-                ),
+            let memory = &mut self.memory[index];
+            let result: Result<Option<Vec<Batch>>, OpError> = match &node.op {
+                NodeOp::Window(spec) => match memory {
+                    Memory::Buffer(buffer) => {
+                        let r = windows::buffered(
+                            scope,
+                            spec,
+                            buffer,
+                            inputs_active.then(|| input(0)),
+                            codec(0),
+                            stream,
+                        );
+                        buffer_sizes.push((index, buffer.size()));
+                        r
+                    }
+                    Memory::Table(table) => windows::incremental(
+                        scope,
+                        spec,
+                        table,
+                        inputs_active.then(|| input(0)),
+                        &mut writes,
+                        stream,
+                    ),
+                    Memory::None => Err(OpError::Input("a window without its memory".into())),
+                },
+                NodeOp::UpdateState(op) => match memory {
+                    Memory::Table(table) => {
+                        state_ops::run(scope, op, table, input(0), &mut writes, stream).map(|o| {
+                            snapshots[index] = o.snapshot;
+                            Some(o.records)
+                        })
+                    }
+                    _ => Err(OpError::Input("a state operator without its state".into())),
+                },
+                NodeOp::StateSnapshots => Ok(Some(
+                    node.inputs
+                        .first()
+                        .and_then(|&i| snapshots[i].clone())
+                        .unwrap_or_default(),
+                )),
+                NodeOp::EventTimeWindow(w) => match memory {
+                    Memory::Table(table) => {
+                        let key_codec = node
+                            .inputs
+                            .first()
+                            .map_or(Default::default(), |&i| plan.nodes[i].key_codec);
+                        event_time::run(scope, w, table, input(0), key_codec, &mut writes).map(
+                            |o| {
+                                if o.late > 0 {
+                                    self.late(stream, o.late, o.watermark, scope);
+                                    report.late_records += o.late;
+                                }
+                                Some(o.records)
+                            },
+                        )
+                    }
+                    _ => Err(OpError::Input(
+                        "an event-time window without its state".into(),
+                    )),
+                },
+                other => self
+                    .stateless(scope, node, other, &input, &codec, sources)
+                    .map(Some),
             };
             let records_in = (0..node.inputs.len())
                 .map(|k| input(k).iter().map(Batch::len).sum::<usize>())
@@ -304,6 +431,10 @@ impl Executor {
                     error,
                 })
             })?;
+            let Some(parts) = parts else {
+                outputs.push(None);
+                continue;
+            };
             let records_out = parts.iter().map(Batch::len).sum::<usize>() as u64;
             report.operators.push(OperatorStats {
                 stream: node.name.clone(),
@@ -316,14 +447,20 @@ impl Executor {
                 records_out,
                 time: started.elapsed(),
             });
-            outputs.push(parts);
+            outputs.push(Some(parts));
         }
+        let sizes = self
+            .check_state(&writes, &buffer_sizes)
+            .map_err(|e| Box::new(BatchError::State(e)))?;
         for (index, (node, sink)) in plan.sinks.iter().enumerate() {
             let n = &plan.nodes[*node];
+            let Some(partitions) = &outputs[*node] else {
+                continue;
+            };
             let batch = SinkBatch {
                 id: scope.id,
                 time: scope.time,
-                partitions: &outputs[*node],
+                partitions,
                 key_codec: n.key_codec,
                 value_codec: n.value_codec,
             };
@@ -334,6 +471,149 @@ impl Executor {
                     error,
                 })?;
         }
+        self.commit(scope, writes, sizes)
+            .map_err(|e| Box::new(BatchError::State(e)))?;
+        Ok(())
+    }
+
+    /// The operators that keep nothing between batches.
+    fn stateless<'a>(
+        &self,
+        scope: &BatchScope<'_>,
+        node: &crate::plan::Node,
+        op: &NodeOp,
+        input: &dyn Fn(usize) -> &'a [Batch],
+        codec: &dyn Fn(usize) -> crate::plan::Codec,
+        sources: &mut [Option<Vec<Batch>>],
+    ) -> Result<Vec<Batch>, OpError> {
+        let stream = &*node.name;
+        match op {
+            NodeOp::Source(i) => Ok(sources
+                .get_mut(*i)
+                .and_then(Option::take)
+                .unwrap_or_default()),
+            NodeOp::PerPartition(f) => operators::per_partition(scope, f, input(0)),
+            NodeOp::WholeBatch(f) => operators::whole_batch(scope, f, input(0)),
+            NodeOp::Union => {
+                let all: Vec<&[Batch]> = (0..node.inputs.len()).map(input).collect();
+                Ok(operators::union(&all))
+            }
+            NodeOp::Repartition(n) => Ok(operators::repartition(input(0), *n)),
+            NodeOp::Count => Ok(operators::count(scope, input(0))),
+            NodeOp::CountByValue => operators::count_by_value(scope, input(0)),
+            NodeOp::Reduce(r) => operators::reduce(scope, r, input(0), true),
+            NodeOp::ReduceByKey(f) => operators::reduce_by_key(scope, f, input(0), stream),
+            NodeOp::GroupByKey => operators::group_by_key(scope, input(0), codec(0), stream),
+            NodeOp::Join(kind) => operators::join(
+                scope,
+                Sides {
+                    left: (input(0), codec(0)),
+                    right: (input(1), codec(1)),
+                },
+                *kind,
+                stream,
+            ),
+            NodeOp::Cogroup => operators::cogroup(
+                scope,
+                Sides {
+                    left: (input(0), codec(0)),
+                    right: (input(1), codec(1)),
+                },
+                stream,
+            ),
+            NodeOp::JoinStatic(table, kind, static_codec) => operators::join_static(
+                scope,
+                input(0),
+                (codec(0), *static_codec),
+                table,
+                *kind,
+                stream,
+            ),
+            NodeOp::Window(_)
+            | NodeOp::UpdateState(_)
+            | NodeOp::StateSnapshots
+            | NodeOp::EventTimeWindow(_) => Err(OpError::Input(
+                "a stateful operator reached the stateless path".into(),
+            )),
+        }
+    }
+
+    fn late(&self, stream: &str, late: u64, watermark: Option<i64>, scope: &BatchScope<'_>) {
+        let (job, tenant) = (&*self.plan.name, &*self.plan.tenant);
+        self.registry.add(
+            &SeriesKey::new(
+                "sluice_late_records_total",
+                &[("tenant", tenant), ("job", job), ("stream", stream)],
+            ),
+            late,
+        );
+        tracing::warn!(%tenant, %job, batch = scope.id, %stream, watermark = watermark.unwrap_or(i64::MIN), "{late} records were older than the watermark and were dropped");
+    }
+
+    /// The job's state size after this batch, per stream; an error past the limit.
+    fn check_state(
+        &self,
+        writes: &StateWrites,
+        buffers: &[(usize, u64)],
+    ) -> Result<Vec<u64>, StateError> {
+        let mut sizes = self.sizes.clone();
+        for (stream, delta) in &writes.size_delta {
+            if let Some(i) = self.plan.nodes.iter().position(|n| n.name == *stream) {
+                sizes[i] = sizes[i].saturating_add_signed(*delta);
+            }
+        }
+        for &(i, bytes) in buffers {
+            sizes[i] = bytes;
+        }
+        let total: u64 = sizes.iter().sum();
+        if total > self.plan.max_state_bytes {
+            let (largest, bytes) = sizes
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, s)| **s)
+                .map(|(i, s)| (&*self.plan.nodes[i].name, *s))
+                .unwrap_or(("?", 0));
+            return Err(StateError::Limit {
+                size: total,
+                limit: self.plan.max_state_bytes,
+                largest: format!("stream '{largest}' holds {bytes} bytes"),
+            });
+        }
+        Ok(sizes)
+    }
+
+    /// Write the batch's state changes, sizes and id in one atomic write.
+    fn commit(
+        &mut self,
+        scope: &BatchScope<'_>,
+        mut writes: StateWrites,
+        sizes: Vec<u64>,
+    ) -> Result<(), StateError> {
+        if let Some(store) = &self.store {
+            for ((old, new), memory) in self.sizes.iter().zip(&sizes).zip(&self.memory) {
+                if old != new
+                    && let Memory::Table(table) = memory
+                {
+                    writes.set_number(table, SIZE, *new as i64);
+                }
+            }
+            store.commit(
+                writes,
+                Some(Committed {
+                    batch: scope.id,
+                    time: scope.time,
+                }),
+            )?;
+        }
+        self.sizes = sizes;
+        let total: u64 = self.sizes.iter().sum();
+        self.registry.set(
+            &SeriesKey::new(
+                "sluice_state_bytes",
+                &[("tenant", &*self.plan.tenant), ("job", &*self.plan.name)],
+            ),
+            total as f64,
+        );
         Ok(())
     }
 
@@ -371,6 +651,31 @@ impl Executor {
             PlannedSink::Native(f) => (f.0)(batch).map_err(SinkError::Native),
         }
     }
+}
+
+/// Load a state operator's initial states, once: the first time the job's state has the stream.
+fn seed(
+    store: &StateStore,
+    table: &StateTable,
+    initial: &crate::plan::StaticTable,
+    job: &str,
+) -> Result<(), StateError> {
+    const SEEDED: &str = "seeded";
+    if table.number(SEEDED)?.is_some() {
+        return Ok(());
+    }
+    let mut writes = StateWrites::default();
+    let now = crate::sources::now_ms();
+    for (key, values) in &initial.rows {
+        if let Some(value) = values.last() {
+            writes.put(table, key, state_ops::entry(now, value), None);
+        }
+    }
+    let size: i64 = writes.size_delta.iter().map(|(_, d)| d).sum();
+    writes.set_number(table, SEEDED, 1);
+    writes.set_number(table, SIZE, size);
+    tracing::info!(%job, stream = %table.stream(), "loaded {} initial states from {}", initial.rows.len(), initial.path.display());
+    store.commit(writes, None)
 }
 
 /// Round a duration to milliseconds for logs.

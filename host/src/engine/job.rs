@@ -19,7 +19,7 @@ use crate::plan::{ErrorPolicy, Plan, SourceKind};
 use crate::sources::directory::DirectorySource;
 use crate::sources::queue::QueueSource;
 use crate::sources::socket::SocketSource;
-use crate::sources::{Source, SourceContext, now_ms};
+use crate::sources::{Source, SourceContext, SourceInput, now_ms};
 
 /// How many finished batches a job remembers.
 const HISTORY: usize = 1000;
@@ -51,6 +51,14 @@ pub enum JobError {
         /// What failed.
         error: String,
     },
+    /// The job's state could not be opened.
+    #[error("job '{job}': {error}")]
+    Start {
+        /// The job.
+        job: String,
+        /// What happened.
+        error: super::executor::StartError,
+    },
     /// The job's threads could not be started or died.
     #[error("job '{job}': {message}")]
     Internal {
@@ -71,6 +79,7 @@ struct Shared {
 pub struct Job {
     shared: Arc<Shared>,
     scheduler: std::thread::JoinHandle<Result<JobSummary, JobError>>,
+    executor: std::thread::JoinHandle<()>,
 }
 
 impl Job {
@@ -97,18 +106,29 @@ impl Job {
         let workers = options
             .workers
             .unwrap_or_else(crate::plan::spec::default_partitions);
-        let executor = Executor::new(plan.clone(), workers, registry.clone())
-            .map_err(|e| internal(format!("cannot start the worker pool: {e}")))?;
+        let mut executor =
+            Executor::new(plan.clone(), workers, registry.clone()).map_err(|error| {
+                JobError::Start {
+                    job: plan.name.to_string(),
+                    error,
+                }
+            })?;
         let (to_executor, batches) = mpsc::channel::<SealedBatch>();
         let (report_tx, reports) = tokio::sync::mpsc::unbounded_channel::<BatchReport>();
-        std::thread::Builder::new()
+        let policy = plan.on_udf_error;
+        let executor = std::thread::Builder::new()
             .name(format!("sluice-{job}-executor"))
             .spawn(move || {
                 for batch in batches {
-                    if report_tx.send(executor.run(batch)).is_err() {
+                    let report = executor.run(batch);
+                    // After a batch that ends the job, later batches must not run (nor commit).
+                    let ends_job =
+                        report.error.is_some() && (report.fatal || policy == ErrorPolicy::Fail);
+                    if report_tx.send(report).is_err() || ends_job {
                         break;
                     }
                 }
+                executor.close();
             })
             .map_err(|e| internal(format!("cannot start the executor thread: {e}")))?;
         let scheduler_shared = shared.clone();
@@ -133,7 +153,11 @@ impl Job {
                 runtime.block_on(scheduler.run(reports))
             })
             .map_err(|e| internal(format!("cannot start the scheduler thread: {e}")))?;
-        Ok(Job { shared, scheduler })
+        Ok(Job {
+            shared,
+            scheduler,
+            executor,
+        })
     }
 
     /// Ask the job to stop gracefully: receivers stop, what they received is sealed into a
@@ -156,12 +180,16 @@ impl Job {
 
     /// Wait for the job to end.
     pub fn wait(self) -> Result<JobSummary, JobError> {
-        self.scheduler.join().unwrap_or_else(|_| {
+        let result = self.scheduler.join().unwrap_or_else(|_| {
             Err(JobError::Internal {
                 job: "?".into(),
                 message: "the scheduler panicked".into(),
             })
-        })
+        });
+        // The scheduler has let go of the executor's queue: the executor finishes what it has,
+        // flushes the job's state and ends, so a new job may open the same state at once.
+        let _ = self.executor.join();
+        result
     }
 }
 
@@ -177,6 +205,7 @@ struct Scheduler {
     last_time: i64,
     in_flight: usize,
     first_seal: Option<Instant>,
+    final_sent: bool,
 }
 
 impl Scheduler {
@@ -238,6 +267,7 @@ impl Scheduler {
             last_time: i64::MIN,
             in_flight: 0,
             first_seal: None,
+            final_sent: false,
         }
     }
 
@@ -292,7 +322,7 @@ impl Scheduler {
                     last_end = Instant::now();
                     self.finished(&report, &mut summary);
                     if let Some(error) = &report.error
-                        && self.plan.on_udf_error == ErrorPolicy::Fail
+                        && (report.fatal || self.plan.on_udf_error == ErrorPolicy::Fail)
                     {
                         for s in &mut self.sources { s.stop(); }
                         return Err(JobError::BatchFailed { job: job.to_string(), batch: report.id, time: report.time, error: error.clone() });
@@ -306,6 +336,14 @@ impl Scheduler {
                         if statuses.iter().any(|s| s.backlog || s.buffered > 0) {
                             self.seal();
                         } else if statuses.iter().all(|s| s.exhausted) {
+                            if self.plan.final_batch && !self.final_sent {
+                                // Available-now: one more batch, with no data, in which the
+                                // watermarks move past the last records seen.
+                                tracing::info!(%job, "input exhausted: one last, empty batch to advance watermarks");
+                                self.final_sent = true;
+                                self.seal();
+                                continue;
+                            }
                             tracing::info!(%job, "every source is exhausted and every batch is done");
                             break;
                         }
@@ -358,9 +396,35 @@ impl Scheduler {
         } else {
             aligned.max(self.last_time + interval)
         };
+        // Windows need every slide time to have a batch: times the clock skipped (a stalled
+        // machine, a long batch) get empty batches, as Spark's timer would have made them.
+        let windowed = self
+            .plan
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, crate::plan::NodeOp::Window(_)));
+        if windowed && self.last_time != i64::MIN {
+            let mut gap = self.last_time + interval;
+            while gap < time && gap < self.last_time + interval * 10_000 {
+                let empty = self
+                    .sources
+                    .iter()
+                    .map(|_| SourceInput::Records {
+                        records: crate::batch::Batch::empty(false),
+                        invalid_lines: 0,
+                    })
+                    .collect();
+                self.send(gap, empty);
+                gap += interval;
+            }
+        }
         self.last_time = time;
         let max = self.plan.max_batch_records;
         let inputs = self.sources.iter_mut().map(|s| s.take(max)).collect();
+        self.send(time, inputs);
+    }
+
+    fn send(&mut self, time: i64, inputs: Vec<SourceInput>) {
         let sealed_at = Instant::now();
         self.first_seal.get_or_insert(sealed_at);
         let batch = SealedBatch {

@@ -4,11 +4,15 @@
 //! jobs.
 
 pub mod context;
+pub mod event_time;
 pub mod executor;
 pub mod job;
 pub mod operators;
+pub mod reducer;
+pub mod state_ops;
 pub mod stats;
+pub mod windows;
 
-pub use context::{ContextError, DStream, StreamingContext};
+pub use context::{By, ContextError, DStream, EventTimeSpec, StateSpec, StreamingContext};
 pub use job::{Job, JobError, JobOptions};
 pub use stats::{BatchReport, JobSummary, OperatorStats, percentile};

@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 use super::executor::BatchScope;
 use crate::batch::codec::Codec;
 use crate::batch::{Batch, Column};
-use crate::plan::{JoinKind, StaticTable};
+use crate::plan::{JoinKind, Reducer, StaticTable};
 use crate::udf::{CallError, UdfFunction};
 
 /// Why an operator could not produce its output.
@@ -23,6 +23,9 @@ pub enum OpError {
     /// The records do not fit the operator (an unkeyed stream into a keyed operator).
     #[error("{0}")]
     Input(String),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// A transform UDF on every partition, in parallel.
@@ -129,14 +132,16 @@ fn parse_count(bytes: &[u8]) -> Result<u64, OpError> {
         })
 }
 
-/// One record: every value of the batch reduced by `f` (keys ignored). Partitions reduce in
-/// parallel, then their results in one more call. An empty batch gives no record.
+/// One record: every value of the batch reduced (keys ignored). Partitions reduce in
+/// parallel, then their results in one more call. An empty batch gives no record. `raw` says
+/// whether the values are records or accumulators (see [`Reducer::reduce`]).
 pub fn reduce(
     scope: &BatchScope<'_>,
-    f: &UdfFunction,
+    r: &Reducer,
     parts: &[Batch],
+    raw: bool,
 ) -> Result<Vec<Batch>, OpError> {
-    let partials: Result<Vec<Option<Vec<u8>>>, CallError> = scope.pool.install(|| {
+    let partials: Result<Vec<Option<Vec<u8>>>, OpError> = scope.pool.install(|| {
         parts
             .par_iter()
             .enumerate()
@@ -144,7 +149,7 @@ pub fn reduce(
                 if p.is_empty() {
                     return Ok(None);
                 }
-                let out = f.reduce(&scope.context(i), &p.values, &[p.len() as u32])?;
+                let out = r.reduce(&scope.context(i), &p.values, &[p.len() as u32], raw)?;
                 Ok(out.get(0).map(<[u8]>::to_vec))
             })
             .collect()
@@ -156,43 +161,50 @@ pub fn reduce(
         1 => out.push(None, &partials[0], scope.time),
         n => {
             let column = Column::from_items(&partials);
-            let reduced = f.reduce(&scope.context(0), &column, &[n as u32])?;
+            let reduced = r.reduce(&scope.context(0), &column, &[n as u32], false)?;
             out.push(None, reduced.get(0).unwrap_or_default(), scope.time);
         }
     }
     Ok(vec![out])
 }
 
-/// Per key, its values reduced by `f`: reduced within each partition first (Spark's map-side
+/// Per key, its values reduced: reduced within each partition first (Spark's map-side
 /// combine), shuffled by key, reduced again.
 pub fn reduce_by_key(
     scope: &BatchScope<'_>,
-    f: &UdfFunction,
+    r: &Reducer,
     parts: &[Batch],
     stream: &str,
 ) -> Result<Vec<Batch>, OpError> {
     require_keys(parts, "reduce_by_key", stream)?;
-    let combine = |parts: &[Batch]| -> Result<Vec<Batch>, OpError> {
-        let out: Result<Vec<Batch>, CallError> = scope.pool.install(|| {
-            parts
-                .par_iter()
-                .enumerate()
-                .map(|(i, p)| reduce_groups(scope, f, i, p))
-                .collect()
-        });
-        Ok(out?)
-    };
-    let partial = combine(parts)?;
+    let partial = reduce_partitions(scope, r, parts, true)?;
     let shuffled = shuffle(scope, &partial);
-    combine(&shuffled)
+    reduce_partitions(scope, r, &shuffled, false)
+}
+
+/// Every partition's values reduced per key, in parallel (no shuffle).
+pub fn reduce_partitions(
+    scope: &BatchScope<'_>,
+    r: &Reducer,
+    parts: &[Batch],
+    raw: bool,
+) -> Result<Vec<Batch>, OpError> {
+    scope.pool.install(|| {
+        parts
+            .par_iter()
+            .enumerate()
+            .map(|(i, p)| reduce_groups(scope, r, i, p, raw))
+            .collect()
+    })
 }
 
 fn reduce_groups(
     scope: &BatchScope<'_>,
-    f: &UdfFunction,
+    r: &Reducer,
     partition: usize,
     p: &Batch,
-) -> Result<Batch, CallError> {
+    raw: bool,
+) -> Result<Batch, OpError> {
     if p.is_empty() {
         return Ok(Batch::empty(true));
     }
@@ -205,7 +217,7 @@ fn reduce_groups(
         }
         ends.push(values.len() as u32);
     }
-    let reduced = f.reduce(&scope.context(partition), &values, &ends)?;
+    let reduced = r.reduce(&scope.context(partition), &values, &ends, raw)?;
     let mut out = Batch::empty(true);
     for ((key, _), value) in grouped.iter().zip(reduced.iter()) {
         out.push(Some(key), value, scope.time);
@@ -420,8 +432,12 @@ pub fn join_static(
 
 /// Scatter every partition by key hash and gather the pieces: equal keys meet in one of the
 /// job's partitions.
-fn shuffle(scope: &BatchScope<'_>, parts: &[Batch]) -> Vec<Batch> {
-    let n = scope.partitions;
+pub fn shuffle(scope: &BatchScope<'_>, parts: &[Batch]) -> Vec<Batch> {
+    shuffle_to(scope, parts, scope.partitions)
+}
+
+/// Scatter by key hash into `n` partitions.
+pub fn shuffle_to(scope: &BatchScope<'_>, parts: &[Batch], n: usize) -> Vec<Batch> {
     let scattered: Vec<Vec<Batch>> = scope
         .pool
         .install(|| parts.par_iter().map(|p| p.scatter_by_key(n)).collect());
@@ -434,7 +450,7 @@ fn shuffle(scope: &BatchScope<'_>, parts: &[Batch]) -> Vec<Batch> {
 }
 
 /// Record indexes grouped by key, groups in the order their keys first appear.
-fn groups(p: &Batch) -> Vec<(&[u8], Vec<usize>)> {
+pub fn groups(p: &Batch) -> Vec<(&[u8], Vec<usize>)> {
     let mut index: FxHashMap<&[u8], usize> = FxHashMap::default();
     let mut out: Vec<(&[u8], Vec<usize>)> = Vec::new();
     for (i, key) in keys(p).enumerate() {
@@ -454,7 +470,7 @@ fn keys(p: &Batch) -> Box<dyn Iterator<Item = &[u8]> + '_> {
     }
 }
 
-fn require_keys(parts: &[Batch], op: &str, stream: &str) -> Result<(), OpError> {
+pub fn require_keys(parts: &[Batch], op: &str, stream: &str) -> Result<(), OpError> {
     if parts.iter().any(|p| !p.is_keyed() && !p.is_empty()) {
         return Err(OpError::Input(format!(
             "stream '{stream}': {op} needs keyed records, but its input has none; emit (key, value) pairs from a UDF before it"

@@ -35,10 +35,17 @@ pub struct BatchReport {
     pub processing_time: Duration,
     /// From sealing to the end of processing.
     pub total_delay: Duration,
-    /// Per stream, in plan order.
+    /// Per stream, in plan order (streams with no batch at this time are left out).
     pub operators: Vec<OperatorStats>,
+    /// Records event-time windows dropped as later than their watermark.
+    pub late_records: u64,
+    /// Bytes of state the job holds after the batch.
+    pub state_bytes: u64,
     /// Why the batch failed, if it did.
     pub error: Option<String>,
+    /// Whether the failure ends the job whatever its error policy (state could not be
+    /// written, or the state limit was reached).
+    pub fatal: bool,
 }
 
 /// What a whole run did.
@@ -52,6 +59,8 @@ pub struct JobSummary {
     pub records_in: u64,
     /// Lines refused as not UTF-8.
     pub invalid_lines: u64,
+    /// Records dropped as late by event-time windows.
+    pub late_records: u64,
     /// Wall time from the first batch's seal to the last batch's end.
     pub elapsed: Duration,
     /// Processing time of every batch, in order.
@@ -69,6 +78,7 @@ impl JobSummary {
         self.failed_batches += u64::from(report.error.is_some());
         self.records_in += report.records_in;
         self.invalid_lines += report.invalid_lines;
+        self.late_records += report.late_records;
         self.processing_times.push(report.processing_time);
         self.total_delays.push(report.total_delay);
     }

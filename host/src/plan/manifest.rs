@@ -29,9 +29,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::spec::{
-    Codec, ErrorPolicy, JobSpec, Op, OutputFormat, SinkKind, SinkSpec, SourceKind, SourceSpec,
-    Start, StaticFormat, StreamSpec, default_partitions,
+    Builtin, Codec, ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode, SinkKind, SinkSpec,
+    SourceKind, SourceSpec, Start, StaticFormat, StreamSpec, default_partitions,
 };
+use crate::config::ByteSize;
 
 /// A manifest that could not be read as TOML of the expected shape.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,8 @@ struct JobToml {
     max_batch_records: Option<usize>,
     #[serde(default)]
     on_udf_error: ErrorPolicy,
+    state_dir: Option<PathBuf>,
+    max_state_bytes: Option<ByteSize>,
 }
 
 fn default_interval() -> Duration {
@@ -138,6 +141,19 @@ struct StreamToml {
     key_codec: Option<Codec>,
     value_codec: Option<Codec>,
     static_codec: Option<Codec>,
+    builtin: Option<Builtin>,
+    #[serde(default, with = "humantime_serde")]
+    window: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    slide: Option<Duration>,
+    inverse: Option<bool>,
+    filter: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    initial_state: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    watermark: Option<Duration>,
+    output_mode: Option<OutputMode>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -193,6 +209,10 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<JobSpec, ManifestEr
     spec.partitions = job.partitions.unwrap_or_else(default_partitions);
     spec.max_batch_records = job.max_batch_records;
     spec.on_udf_error = job.on_udf_error;
+    spec.state_dir = Some(resolve(job.state_dir.unwrap_or_else(|| "state".into())));
+    if let Some(max) = job.max_state_bytes {
+        spec.max_state_bytes = max.0;
+    }
 
     for source in manifest.sources {
         let span = source.span();
@@ -291,6 +311,15 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<JobSpec, ManifestEr
             key_codec: s.key_codec,
             value_codec: s.value_codec,
             static_codec: s.static_codec,
+            builtin: s.builtin,
+            window: s.window,
+            slide: s.slide,
+            inverse: s.inverse,
+            filter: s.filter,
+            timeout: s.timeout,
+            initial_state: s.initial_state.map(resolve),
+            watermark: s.watermark,
+            output_mode: s.output_mode,
             line: Some(line_of(span.start)),
         });
     }

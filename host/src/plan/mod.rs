@@ -5,6 +5,7 @@
 
 pub mod manifest;
 pub mod spec;
+mod stateful;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use spec::{
-    Codec, ErrorPolicy, JobSpec, Op, OutputFormat, SinkKind, SinkSpec, SourceKind, SourceSpec,
-    Start, StaticFormat, StreamSpec,
+    Builtin, Codec, ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode, SinkKind, SinkSpec,
+    SourceKind, SourceSpec, Start, StaticFormat, StreamSpec,
 };
+pub use stateful::{EventWindow, Reducer, StateOp, Updater, WindowKind, WindowSpec};
 
 use crate::sinks::NativeSink;
 use crate::udf::{Role, UdfComponent, UdfFunction, UdfRuntime, parse_spec};
@@ -104,9 +106,9 @@ pub enum NodeOp {
     /// Counts per distinct value.
     CountByValue,
     /// All values reduced to one.
-    Reduce(UdfFunction),
+    Reduce(Reducer),
     /// Values reduced per key.
-    ReduceByKey(UdfFunction),
+    ReduceByKey(Reducer),
     /// Values gathered per key.
     GroupByKey,
     /// A join of the two inputs.
@@ -115,6 +117,14 @@ pub enum NodeOp {
     Cogroup,
     /// A join with a static table whose values read with the codec.
     JoinStatic(Arc<StaticTable>, JoinKind, Codec),
+    /// A batch-time window.
+    Window(WindowSpec),
+    /// update_state_by_key / map_with_state.
+    UpdateState(StateOp),
+    /// The state of the input (a map_with_state stream) after each batch.
+    StateSnapshots,
+    /// An event-time window aggregation.
+    EventTimeWindow(EventWindow),
 }
 
 /// One stream of the plan.
@@ -132,6 +142,9 @@ pub struct Node {
     pub key_codec: Codec,
     /// How its values read.
     pub value_codec: Codec,
+    /// It has a batch at batch times that are multiples of this (ms): the batch interval, or a
+    /// window's slide.
+    pub slide: i64,
 }
 
 /// A planned output.
@@ -181,6 +194,23 @@ pub struct Plan {
     pub sinks: Vec<(usize, PlannedSink)>,
     /// Things worth knowing that do not stop the job (a stream no sink uses).
     pub warnings: Vec<String>,
+    /// Where stateful streams keep their state; set whenever one exists.
+    pub state_dir: Option<PathBuf>,
+    /// The most state the job may hold, in bytes.
+    pub max_state_bytes: u64,
+    /// Whether `--until-idle` ends with one more, empty batch that moves event-time
+    /// watermarks past the last data (Structured Streaming's available-now trigger).
+    pub final_batch: bool,
+}
+
+impl Plan {
+    /// The streams that keep state in the state store, by node index.
+    pub fn stateful_nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op.uses_state_store())
+    }
 }
 
 /// Where the components a job names are found: `DIR/<component>.wasm`.
@@ -203,6 +233,9 @@ pub fn plan(
         errors: Vec::new(),
         components: HashMap::new(),
         udfs,
+        batch_interval: i64::try_from(spec.batch_interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1),
     };
     let plan = p.plan(spec);
     if p.errors.is_empty() {
@@ -219,6 +252,8 @@ struct Planner<'a, 'b> {
     errors: Vec<PlanError>,
     components: HashMap<String, Result<Arc<UdfComponent>, (String, String)>>,
     udfs: &'b UdfDirectory<'a>,
+    /// ms.
+    batch_interval: i64,
 }
 
 impl Planner<'_, '_> {
@@ -349,6 +384,7 @@ impl Planner<'_, '_> {
                     inputs,
                     key_codec: Codec::Text,
                     value_codec: Codec::Text,
+                    slide: self.batch_interval,
                 })
             } else {
                 let stream = &spec.streams[i - n_sources];
@@ -398,6 +434,45 @@ impl Planner<'_, '_> {
             }
         }
 
+        // Streams read by state_snapshots compute their snapshot; state needs a directory.
+        let snapshot_inputs: Vec<usize> = nodes
+            .iter()
+            .filter(|n| matches!(n.op, NodeOp::StateSnapshots))
+            .filter_map(|n| n.inputs.first().copied())
+            .collect();
+        for i in snapshot_inputs {
+            if let NodeOp::UpdateState(state) = &mut nodes[i].op {
+                state.snapshots = true;
+            }
+        }
+        let stateful: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.op.uses_state_store())
+            .map(|n| n.name.to_string())
+            .collect();
+        if !stateful.is_empty() && spec.state_dir.is_none() {
+            self.error(
+                spec.line,
+                "job",
+                format!(
+                    "stream '{}' keeps state, so the job needs a state directory",
+                    stateful[0]
+                ),
+                Some("set state_dir in [job] (a manifest defaults it to state/ beside the manifest) or call StreamingContext::state_dir".into()),
+            );
+        }
+        if spec.max_state_bytes == 0 {
+            self.error(
+                spec.line,
+                "job",
+                "max_state_bytes = 0 leaves no room for any state".into(),
+                Some("leave it out for the default, 1GiB".into()),
+            );
+        }
+        let final_batch = nodes
+            .iter()
+            .any(|n| matches!(n.op, NodeOp::EventTimeWindow(_)));
+
         Plan {
             name: Arc::from(spec.name.as_str()),
             tenant: Arc::from(spec.tenant.as_str()),
@@ -409,6 +484,9 @@ impl Planner<'_, '_> {
             nodes,
             sinks,
             warnings,
+            state_dir: (!stateful.is_empty()).then_some(spec.state_dir).flatten(),
+            max_state_bytes: spec.max_state_bytes,
+            final_batch,
         }
     }
 
@@ -561,28 +639,54 @@ impl Planner<'_, '_> {
                 None,
             );
         }
+        let reducing = matches!(
+            op,
+            Op::Reduce
+                | Op::ReduceByKey
+                | Op::ReduceByWindow
+                | Op::ReduceByKeyAndWindow
+                | Op::EventTimeWindow
+        );
         let udf_role = match op {
             Op::Map | Op::FlatMap | Op::Filter | Op::MapPartitions | Op::Transform => {
                 Some(Role::Transform)
             }
-            Op::Reduce | Op::ReduceByKey => Some(Role::Reducer),
+            _ if reducing => Some(Role::Reducer),
+            Op::UpdateStateByKey | Op::MapWithState => Some(Role::Updater),
             _ => None,
         };
-        let function = match (udf_role, &s.udf) {
-            (Some(role), Some(udf)) => self.function(udf, role, opname, line, &subject),
-            (Some(role), None) => {
+        let builtin_allowed = reducing || op == Op::UpdateStateByKey;
+        let function = match (udf_role, &s.udf, s.builtin) {
+            (Some(_), Some(_), Some(_)) if builtin_allowed => {
                 self.error(
                     line,
                     &subject,
-                    format!("{opname} needs `udf = \"component#function\"`, a function of the {role} world"),
+                    "give either `udf` or `builtin`, not both".into(),
+                    None,
+                );
+                None
+            }
+            (Some(role), Some(udf), _) => self.function(udf, role, opname, line, &subject),
+            (Some(_), None, Some(_)) if builtin_allowed => None,
+            (Some(role), None, _) => {
+                let builtins = if builtin_allowed {
+                    ", or `builtin = \"count\" | \"sum_i64\" | \"sum_f64\" | \"count_and_sum\"`"
+                } else {
+                    ""
+                };
+                self.error(
+                    line,
+                    &subject,
+                    format!("{opname} needs `udf = \"component#function\"`, a function of the {role} world{builtins}"),
                     Some(match role {
                         Role::Reducer => "e.g. udf = \"aggregates#sum_i64\"".into(),
+                        Role::Updater => "e.g. udf = \"state#running_total\"".into(),
                         _ => "e.g. udf = \"text#split_words\"".into(),
                     }),
                 );
                 None
             }
-            (None, Some(_)) => {
+            (None, Some(_), _) => {
                 self.error(
                     line,
                     &subject,
@@ -591,7 +695,7 @@ impl Planner<'_, '_> {
                 );
                 None
             }
-            (None, None) => None,
+            (None, None, _) => None,
         };
         if let Some(f) = &function
             && let Some(ok) = kind_fits(op, &f.info().kind)
@@ -606,20 +710,63 @@ impl Planner<'_, '_> {
                     f.info().kind
                 ),
                 Some(format!(
-                    "use op = \"{}\", or map_partitions for any transform function",
-                    suggested_op(&f.info().kind)
+                    "use op = \"{}\"{}",
+                    suggested_op(&f.info().kind),
+                    if udf_role == Some(Role::Transform) {
+                        ", or map_partitions for any transform function"
+                    } else {
+                        ""
+                    }
                 )),
             );
         }
+        let stateful_op = matches!(op, Op::UpdateStateByKey | Op::MapWithState);
         for (field, present, applies) in [
-            ("partitions", s.partitions.is_some(), op == Op::Repartition),
+            (
+                "partitions",
+                s.partitions.is_some(),
+                op == Op::Repartition || stateful_op,
+            ),
             ("path", s.path.is_some(), op == Op::JoinStatic),
-            ("format", s.format.is_some(), op == Op::JoinStatic),
+            (
+                "format",
+                s.format.is_some(),
+                op == Op::JoinStatic || stateful_op,
+            ),
             ("how", s.how.is_some(), op == Op::JoinStatic),
             (
                 "static_codec",
                 s.static_codec.is_some(),
                 op == Op::JoinStatic,
+            ),
+            ("builtin", s.builtin.is_some(), builtin_allowed),
+            (
+                "window",
+                s.window.is_some(),
+                op.is_window() || op == Op::EventTimeWindow,
+            ),
+            (
+                "slide",
+                s.slide.is_some(),
+                op.is_window() || op == Op::EventTimeWindow,
+            ),
+            (
+                "inverse",
+                s.inverse.is_some(),
+                op == Op::ReduceByKeyAndWindow,
+            ),
+            ("filter", s.filter.is_some(), op == Op::ReduceByKeyAndWindow),
+            ("timeout", s.timeout.is_some(), op == Op::MapWithState),
+            ("initial_state", s.initial_state.is_some(), stateful_op),
+            (
+                "watermark",
+                s.watermark.is_some(),
+                op == Op::EventTimeWindow,
+            ),
+            (
+                "output_mode",
+                s.output_mode.is_some(),
+                op == Op::EventTimeWindow,
             ),
         ] {
             if present && !applies {
@@ -631,13 +778,37 @@ impl Planner<'_, '_> {
                 );
             }
         }
-        let input_codecs = |i: usize| {
-            inputs
-                .get(i)
-                .and_then(|&n| nodes.get(n))
-                .map(|n| (n.key_codec, n.value_codec))
+        if op == Op::MapWithState && s.builtin.is_some() {
+            self.error(
+                line,
+                &subject,
+                "map_with_state needs an updater UDF of kind map_with_state; builtins serve update_state_by_key".into(),
+                None,
+            );
+        }
+        let input_nodes: Vec<&Node> = inputs.iter().filter_map(|&n| nodes.get(n)).collect();
+        if let Some(first) = input_nodes.first()
+            && let Some(other) = input_nodes.iter().find(|n| n.slide != first.slide)
+        {
+            self.error(
+                line,
+                &subject,
+                format!(
+                    "its inputs '{}' (a batch every {}ms) and '{}' (every {}ms) do not have batches at the same times",
+                    first.name, first.slide, other.name, other.slide
+                ),
+                Some("window both inputs with the same slide".into()),
+            );
+        }
+        let (in_key, in_value) = input_nodes
+            .first()
+            .map(|n| (n.key_codec, n.value_codec))
+            .unwrap_or_default();
+        let reducer = match (&function, s.builtin) {
+            (Some(f), _) if udf_role == Some(Role::Reducer) => Some(Reducer::Udf(f.clone())),
+            (None, Some(b)) => Some(Reducer::Builtin(b)),
+            _ => None,
         };
-        let (in_key, in_value) = input_codecs(0).unwrap_or_default();
         let planned = match op {
             Op::Map | Op::FlatMap | Op::Filter | Op::MapPartitions => {
                 function.map(NodeOp::PerPartition)
@@ -663,8 +834,8 @@ impl Planner<'_, '_> {
             },
             Op::Count => Some(NodeOp::Count),
             Op::CountByValue => Some(NodeOp::CountByValue),
-            Op::Reduce => function.map(NodeOp::Reduce),
-            Op::ReduceByKey => function.map(NodeOp::ReduceByKey),
+            Op::Reduce => reducer.clone().map(NodeOp::Reduce),
+            Op::ReduceByKey => reducer.clone().map(NodeOp::ReduceByKey),
             Op::GroupByKey => Some(NodeOp::GroupByKey),
             Op::Join => Some(NodeOp::Join(JoinKind::Inner)),
             Op::LeftOuterJoin => Some(NodeOp::Join(JoinKind::LeftOuter)),
@@ -672,16 +843,42 @@ impl Planner<'_, '_> {
             Op::FullOuterJoin => Some(NodeOp::Join(JoinKind::FullOuter)),
             Op::Cogroup => Some(NodeOp::Cogroup),
             Op::JoinStatic => self.static_join(s, &subject),
+            _ => self.stateful_op(
+                s,
+                reducer.clone(),
+                function.clone(),
+                input_nodes.first().copied(),
+                &subject,
+            ),
         };
+        if let Some(n) = s.partitions
+            && stateful_op
+            && !(1..=MAX_PARTITIONS).contains(&n)
+        {
+            self.error(
+                line,
+                &subject,
+                format!("partitions = {n} is not between 1 and {MAX_PARTITIONS}"),
+                None,
+            );
+        }
         // Codecs: what the operator produces unless the stream says otherwise.
+        let reduced = reducer.as_ref().map_or(in_value, |r| r.codec(in_value));
         let (key, value) = match op {
-            Op::Filter | Op::Repartition | Op::Union | Op::Reduce | Op::ReduceByKey => {
-                (in_key, in_value)
+            Op::Filter | Op::Repartition | Op::Union | Op::Window => (in_key, in_value),
+            Op::Reduce | Op::ReduceByKey | Op::ReduceByKeyAndWindow | Op::ReduceByWindow => {
+                (in_key, reduced)
             }
-            Op::Map | Op::FlatMap | Op::MapPartitions | Op::Transform => (Codec::Text, Codec::Text),
-            Op::Count => (Codec::Text, Codec::Number),
-            Op::CountByValue => (in_value, Codec::Number),
+            Op::Map | Op::FlatMap | Op::MapPartitions | Op::Transform | Op::MapWithState => {
+                (Codec::Text, Codec::Text)
+            }
+            Op::Count | Op::CountByWindow => (Codec::Text, Codec::Number),
+            Op::CountByValue | Op::CountByValueAndWindow => (in_value, Codec::Number),
+            Op::UpdateStateByKey => (in_key, s.builtin.map_or(Codec::Text, |b| b.codec())),
+            Op::StateSnapshots => (in_key, Codec::Text),
+            Op::EventTimeWindow => (Codec::Json, reduced),
             Op::GroupByKey
+            | Op::GroupByKeyAndWindow
             | Op::Join
             | Op::LeftOuterJoin
             | Op::RightOuterJoin
@@ -689,13 +886,19 @@ impl Planner<'_, '_> {
             | Op::Cogroup
             | Op::JoinStatic => (in_key, Codec::Json),
         };
+        let planned = planned?;
+        let slide = match &planned {
+            NodeOp::Window(w) => w.slide,
+            _ => input_nodes.first().map_or(self.batch_interval, |n| n.slide),
+        };
         Some(Node {
             name: Arc::from(s.name.as_str()),
             op_name: opname,
-            op: planned?,
+            op: planned,
             inputs,
             key_codec: s.key_codec.unwrap_or(key),
             value_codec: s.value_codec.unwrap_or(value),
+            slide,
         })
     }
 
@@ -840,10 +1043,14 @@ fn kind_fits(op: Op, kind: &str) -> Option<bool> {
         "map" | "try_map" => Op::Map,
         "flat_map" | "try_flat_map" => Op::FlatMap,
         "filter" | "try_filter" => Op::Filter,
+        "update" | "update_with_key" => Op::UpdateStateByKey,
+        "map_with_state" => Op::MapWithState,
         _ => return None,
     };
     match op {
-        Op::Map | Op::FlatMap | Op::Filter => Some(op == family),
+        Op::Map | Op::FlatMap | Op::Filter | Op::UpdateStateByKey | Op::MapWithState => {
+            Some(op == family)
+        }
         _ => None,
     }
 }
@@ -853,6 +1060,8 @@ fn suggested_op(kind: &str) -> &'static str {
         "map" | "try_map" => "map",
         "flat_map" | "try_flat_map" => "flat_map",
         "filter" | "try_filter" => "filter",
+        "update" | "update_with_key" => "update_state_by_key",
+        "map_with_state" => "map_with_state",
         _ => "map_partitions",
     }
 }

@@ -27,6 +27,12 @@ pub struct JobSpec {
     pub on_udf_error: ErrorPolicy,
     /// The tenant the job belongs to (`local` for `host run`).
     pub tenant: String,
+    /// Where the job's state (RocksDB) lives; needed by stateful streams. A manifest defaults it
+    /// to `state/` beside the manifest.
+    pub state_dir: Option<PathBuf>,
+    /// The most state the job may hold, in bytes; past it the job fails with a clear error
+    /// instead of growing until the machine runs out of memory or disk. Default 1 GiB.
+    pub max_state_bytes: u64,
     /// Where sources, streams and sinks were declared; `None` for jobs built in Rust.
     pub line: Option<usize>,
     /// Inputs.
@@ -47,6 +53,8 @@ impl JobSpec {
             max_batch_records: None,
             on_udf_error: ErrorPolicy::Fail,
             tenant: "local".into(),
+            state_dir: None,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             line: None,
             sources: Vec::new(),
             streams: Vec::new(),
@@ -54,6 +62,9 @@ impl JobSpec {
         }
     }
 }
+
+/// The default of [`JobSpec::max_state_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_STATE_BYTES: u64 = 1 << 30;
 
 /// The default partition count: one per core.
 pub fn default_partitions() -> usize {
@@ -163,6 +174,27 @@ pub enum Op {
     Cogroup,
     /// Join a keyed stream with a static data set loaded when the job starts.
     JoinStatic,
+    /// The records of the last `window` of batches, every `slide`.
+    Window,
+    /// One record per slide: how many records the window holds.
+    CountByWindow,
+    /// One record per slide: the window's values reduced.
+    ReduceByWindow,
+    /// Per key, the window's values reduced; with `inverse = true`, updated incrementally.
+    ReduceByKeyAndWindow,
+    /// Per distinct value, how many records of the window have it.
+    CountByValueAndWindow,
+    /// Per key, a JSON array of the window's values.
+    GroupByKeyAndWindow,
+    /// Spark's updateStateByKey: per key, new values and old state in, new state out; the
+    /// stream is the whole state after every batch.
+    UpdateStateByKey,
+    /// Spark's mapWithState: per key with new values (or timing out), state in, records out.
+    MapWithState,
+    /// The whole state of a `map_with_state` stream after every batch (Spark's `stateSnapshots`).
+    StateSnapshots,
+    /// Structured Streaming's `groupBy(window(eventTime, …), key).agg(…)` with a watermark.
+    EventTimeWindow,
 }
 
 impl Op {
@@ -187,7 +219,30 @@ impl Op {
             Op::FullOuterJoin => "full_outer_join",
             Op::Cogroup => "cogroup",
             Op::JoinStatic => "join_static",
+            Op::Window => "window",
+            Op::CountByWindow => "count_by_window",
+            Op::ReduceByWindow => "reduce_by_window",
+            Op::ReduceByKeyAndWindow => "reduce_by_key_and_window",
+            Op::CountByValueAndWindow => "count_by_value_and_window",
+            Op::GroupByKeyAndWindow => "group_by_key_and_window",
+            Op::UpdateStateByKey => "update_state_by_key",
+            Op::MapWithState => "map_with_state",
+            Op::StateSnapshots => "state_snapshots",
+            Op::EventTimeWindow => "event_time_window",
         }
+    }
+
+    /// Whether the operator is one of the batch-time window family.
+    pub fn is_window(self) -> bool {
+        matches!(
+            self,
+            Op::Window
+                | Op::CountByWindow
+                | Op::ReduceByWindow
+                | Op::ReduceByKeyAndWindow
+                | Op::CountByValueAndWindow
+                | Op::GroupByKeyAndWindow
+        )
     }
 }
 
@@ -200,6 +255,46 @@ pub enum StaticFormat {
     Kv,
     /// `{"key": …, "value": …}` per line; strings are taken as text, anything else as JSON.
     Jsonl,
+}
+
+/// Reducers that run natively in the host, so the common aggregations need no guest call.
+/// Values are read as decimal numbers (the `number` codec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    /// How many values (whatever they are).
+    Count,
+    /// The sum of 64-bit integers (wrapping, like Spark's `Long`).
+    SumI64,
+    /// The sum of 64-bit floats.
+    SumF64,
+    /// `[count, sum]` of 64-bit integers, as JSON.
+    CountAndSum,
+}
+
+impl Builtin {
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Builtin::Count => "count",
+            Builtin::SumI64 => "sum_i64",
+            Builtin::SumF64 => "sum_f64",
+            Builtin::CountAndSum => "count_and_sum",
+        }
+    }
+}
+
+/// When an event-time window's results are written (Structured Streaming's output modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// Each window once, when the watermark passes its end; then it is forgotten (default).
+    #[default]
+    Append,
+    /// Every window that changed in the batch, every batch.
+    Update,
+    /// Every window, every batch; nothing is forgotten and nothing is late.
+    Complete,
 }
 
 /// One derived stream: an operator over upstream streams.
@@ -227,6 +322,27 @@ pub struct StreamSpec {
     pub value_codec: Option<Codec>,
     /// `join_static`: the codec of the static values. Default text.
     pub static_codec: Option<Codec>,
+    /// Reducing operators: a reducer that runs in the host instead of a UDF.
+    pub builtin: Option<Builtin>,
+    /// Windows: the window length (a multiple of the batch interval, or of the input's slide).
+    pub window: Option<Duration>,
+    /// Windows: how often a window ends. Default: the window length (tumbling) for event time,
+    /// the batch interval for batch-time windows.
+    pub slide: Option<Duration>,
+    /// `reduce_by_key_and_window`: update the window incrementally with the reducer's inverse.
+    pub inverse: Option<bool>,
+    /// `reduce_by_key_and_window` with `inverse`: a filter UDF over `(key, value)`; the keys it
+    /// drops are left out of the output (Spark's `filterFunc`).
+    pub filter: Option<String>,
+    /// `map_with_state`: a key idle this long gets one last call marked as timing out, then
+    /// is removed (Spark's `StateSpec.timeout`).
+    pub timeout: Option<Duration>,
+    /// `update_state_by_key` / `map_with_state`: a file of initial states (`format` applies).
+    pub initial_state: Option<PathBuf>,
+    /// `event_time_window`: how far behind the largest event time seen the watermark trails.
+    pub watermark: Option<Duration>,
+    /// `event_time_window`: when windows are written.
+    pub output_mode: Option<OutputMode>,
     /// The manifest line it was declared on.
     pub line: Option<usize>,
 }
@@ -246,6 +362,15 @@ impl StreamSpec {
             key_codec: None,
             value_codec: None,
             static_codec: None,
+            builtin: None,
+            window: None,
+            slide: None,
+            inverse: None,
+            filter: None,
+            timeout: None,
+            initial_state: None,
+            watermark: None,
+            output_mode: None,
             line: None,
         }
     }

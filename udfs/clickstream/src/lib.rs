@@ -7,7 +7,9 @@
 //! skips malformed lines instead, logging each and counting them in the `malformed_lines`
 //! counter. Filters `is_view`, `is_click`, `is_purchase` keep one event type; `amount_cents`
 //! projects `(user_id, cents)`; `by_event_type` re-keys events by their type. For workload W1,
-//! `is_purchase_line` filters raw lines and `user_amount` projects a line to `(user_id, cents)`.
+//! `is_purchase_line` filters raw lines and `user_amount` projects a line to `(user_id, cents)`
+//! (also W4's input); for W3, `type_amount` projects `(event_type, cents)` and
+//! `type_count_amount` `(event_type, [1, cents])`.
 
 use serde::{Deserialize, Serialize};
 use sluice_guest::{Json, Timed, export_transforms, log};
@@ -147,10 +149,32 @@ pub fn user_amount(line: &str) -> Result<Timed<(u32, i64)>, String> {
     })
 }
 
+/// A CSV line → `(event_type, amount in cents)` with the line's event time: workload W3's
+/// projection for the host's builtin `count_and_sum`.
+pub fn type_amount(line: &str) -> Result<Timed<(String, i64)>, String> {
+    let (event_time, event) = parse_line(line)?;
+    Ok(Timed {
+        event_time,
+        record: (event.event_type, event.amount_cents),
+    })
+}
+
+/// A CSV line → `(event_type, [1, amount in cents])`: W3's projection for the reducer UDF
+/// `aggregates#count_and_sum`, which adds such pairs.
+pub fn type_count_amount(line: &str) -> Result<Timed<(String, Json<(i64, i64)>)>, String> {
+    let (event_time, event) = parse_line(line)?;
+    Ok(Timed {
+        event_time,
+        record: (event.event_type, Json((1, event.amount_cents))),
+    })
+}
+
 export_transforms! {
     try_map parse_event,
     filter is_purchase_line,
     try_map user_amount,
+    try_map type_amount,
+    try_map type_count_amount,
     flat_map parse_event_lenient,
     filter is_view,
     filter is_click,

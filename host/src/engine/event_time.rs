@@ -1,0 +1,298 @@
+//! Event-time windows (Structured Streaming's `groupBy(window(eventTime, length, slide), key)`
+//! with `withWatermark`): each record counts in every window `[s, s + length)` that holds its
+//! event time, where `s` is a multiple of the slide (epoch-aligned, UTC).
+//!
+//! The watermark of a batch is the largest event time seen in *earlier* batches minus the
+//! delay. Records older than it are late: dropped and counted (append and update modes;
+//! complete mode keeps everything). Window values live in RocksDB as `time_key(start) ++ key ->
+//! accumulator`, so the windows of the past are sorted by start and the ones the watermark has
+//! passed are one range scan away. Output keys are `{"start": ms, "end": ms, "key": …}`.
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use super::executor::BatchScope;
+use super::operators::OpError;
+use super::reducer::Acc;
+use crate::batch::key_hash;
+use crate::batch::{Batch, Column};
+use crate::plan::{Codec, EventWindow, OutputMode, Reducer};
+use crate::state::{StateTable, StateWrites, time_from_key, time_key};
+
+/// Kept beside the windows: the largest event time seen so far.
+const MAX_EVENT_TIME: &str = "max_event_time";
+
+/// What one batch of an event-time window produced.
+pub struct EventOutput {
+    /// The windows written this batch.
+    pub records: Vec<Batch>,
+    /// Records dropped as late.
+    pub late: u64,
+    /// The watermark the batch ran with (`None` before any event time was seen).
+    pub watermark: Option<i64>,
+}
+
+/// One partition's windows: group key (`time_key(start) ++ key`) to accumulator.
+type Partial = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One batch of an event-time window; `input` is `None` when the input has no batch now.
+pub fn run(
+    scope: &BatchScope<'_>,
+    w: &EventWindow,
+    table: &StateTable,
+    input: &[Batch],
+    key_codec: Codec,
+    writes: &mut StateWrites,
+) -> Result<EventOutput, OpError> {
+    let n = scope.partitions;
+    let seen = table.number(MAX_EVENT_TIME)?;
+    let watermark = seen.map(|m| m.saturating_sub(w.delay));
+    let drop_before = match w.mode {
+        OutputMode::Complete => i64::MIN,
+        _ => watermark.unwrap_or(i64::MIN),
+    };
+    // Aggregate each input partition into its windows.
+    let partials: Vec<(Partial, i64, u64)> = scope.pool.install(|| {
+        input
+            .par_iter()
+            .enumerate()
+            .map(|(i, p)| aggregate(scope, w, i, p, drop_before))
+            .collect::<Result<Vec<_>, OpError>>()
+    })?;
+    let late: u64 = partials.iter().map(|(_, _, l)| l).sum();
+    let batch_max = partials
+        .iter()
+        .map(|(_, m, _)| *m)
+        .max()
+        .unwrap_or(i64::MIN);
+    if batch_max > seen.unwrap_or(i64::MIN) {
+        writes.set_number(table, MAX_EVENT_TIME, batch_max);
+    }
+    // Gather each window's partials in one partition and merge them with what is stored.
+    let mut gathered: Vec<Vec<(Vec<u8>, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
+    for (partial, _, _) in partials {
+        for (gk, acc) in partial {
+            gathered[(key_hash(&gk) % n as u64) as usize].push((gk, acc));
+        }
+    }
+    let merged: Vec<(StateWrites, Partial)> = scope.pool.install(|| {
+        gathered
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, g)| merge(scope, &w.reducer, table, i, g))
+            .collect::<Result<Vec<_>, OpError>>()
+    })?;
+    let mut changed: FxHashMap<Vec<u8>, Vec<u8>> = FxHashMap::default();
+    for (wr, c) in merged {
+        writes.append(wr);
+        changed.extend(c);
+    }
+    // What is written, and what is forgotten.
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let closed = |gk: &[u8]| {
+        let start = time_from_key(gk).unwrap_or(i64::MAX);
+        watermark.is_some_and(|wm| start.saturating_add(w.length) <= wm)
+    };
+    match w.mode {
+        OutputMode::Append | OutputMode::Update => {
+            if w.mode == OutputMode::Update {
+                out.extend(changed.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            for (gk, acc) in table.scan_while(b"", closed)? {
+                writes.delete(table, &gk, acc.len());
+                if w.mode == OutputMode::Append {
+                    out.push((gk, acc));
+                }
+            }
+        }
+        OutputMode::Complete => {
+            for (gk, acc) in table.scan(b"")? {
+                let value = changed.remove(&gk).unwrap_or(acc);
+                out.push((gk, value));
+            }
+            out.extend(changed);
+        }
+    }
+    out.sort_unstable();
+    let mut records: Vec<Batch> = (0..n).map(|_| Batch::empty(true)).collect();
+    let mut json = Vec::new();
+    for (gk, acc) in out {
+        let Some(start) = time_from_key(&gk) else {
+            continue;
+        };
+        json.clear();
+        json.extend_from_slice(
+            format!("{{\"start\":{start},\"end\":{},\"key\":", start + w.length).as_bytes(),
+        );
+        key_codec.write_json(gk.get(8..).unwrap_or_default(), &mut json);
+        json.push(b'}');
+        records[(key_hash(&gk) % n as u64) as usize].push(Some(&json), &acc, start);
+    }
+    Ok(EventOutput {
+        records,
+        late,
+        watermark,
+    })
+}
+
+/// Every window start `s` (a multiple of `slide`) with `s <= t < s + length`.
+fn window_starts(t: i64, length: i64, slide: i64) -> impl Iterator<Item = i64> {
+    let last = t.div_euclid(slide) * slide;
+    (0..)
+        .map(move |k: i64| last - k * slide)
+        .take_while(move |s| s.saturating_add(length) > t)
+}
+
+/// One input partition: records into windows, reduced per (window, key). Returns the windows,
+/// the largest event time kept and how many records were late.
+fn aggregate(
+    scope: &BatchScope<'_>,
+    w: &EventWindow,
+    partition: usize,
+    p: &Batch,
+    drop_before: i64,
+) -> Result<(Partial, i64, u64), OpError> {
+    let mut late = 0u64;
+    let mut max = i64::MIN;
+    let mut gk = Vec::with_capacity(64);
+    let key_of = |i: usize| p.keys.as_ref().and_then(|k| k.get(i)).unwrap_or_default();
+    match &w.reducer {
+        Reducer::Builtin(b) => {
+            let mut accs: FxHashMap<Vec<u8>, Acc> = FxHashMap::default();
+            for (i, &t) in p.event_times.iter().enumerate() {
+                if t < drop_before {
+                    late += 1;
+                    continue;
+                }
+                max = max.max(t);
+                let value = b.lift(p.values.get(i).unwrap_or_default())?;
+                for s in window_starts(t, w.length, w.slide) {
+                    gk.clear();
+                    gk.extend_from_slice(&time_key(s));
+                    gk.extend_from_slice(key_of(i));
+                    match accs.get_mut(gk.as_slice()) {
+                        Some(acc) => acc.add(value),
+                        None => {
+                            accs.insert(gk.clone(), value);
+                        }
+                    }
+                }
+            }
+            let mut out = Vec::with_capacity(accs.len());
+            for (k, acc) in accs {
+                let mut v = Vec::new();
+                acc.encode(&mut v);
+                out.push((k, v));
+            }
+            Ok((out, max, late))
+        }
+        Reducer::Udf(_) => {
+            let mut index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+            let mut members: Vec<Vec<u32>> = Vec::new();
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            for (i, &t) in p.event_times.iter().enumerate() {
+                if t < drop_before {
+                    late += 1;
+                    continue;
+                }
+                max = max.max(t);
+                for s in window_starts(t, w.length, w.slide) {
+                    gk.clear();
+                    gk.extend_from_slice(&time_key(s));
+                    gk.extend_from_slice(key_of(i));
+                    let g = match index.get(gk.as_slice()) {
+                        Some(&g) => g,
+                        None => {
+                            index.insert(gk.clone(), keys.len());
+                            keys.push(gk.clone());
+                            members.push(Vec::new());
+                            keys.len() - 1
+                        }
+                    };
+                    members[g].push(i as u32);
+                }
+            }
+            if keys.is_empty() {
+                return Ok((Vec::new(), max, late));
+            }
+            let mut values = Column::with_capacity(p.len(), p.values.data.len());
+            let mut ends = Vec::with_capacity(keys.len());
+            for m in &members {
+                for &i in m {
+                    values.push(p.values.get(i as usize).unwrap_or_default());
+                }
+                ends.push(values.len() as u32);
+            }
+            let reduced = w
+                .reducer
+                .reduce(&scope.context(partition), &values, &ends, true)?;
+            Ok((
+                keys.into_iter()
+                    .zip(reduced.iter().map(<[u8]>::to_vec))
+                    .collect(),
+                max,
+                late,
+            ))
+        }
+    }
+}
+
+/// Merge the partials of one partition's windows with their stored values; stage the result.
+fn merge(
+    scope: &BatchScope<'_>,
+    r: &Reducer,
+    table: &StateTable,
+    partition: usize,
+    partials: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(StateWrites, Partial), OpError> {
+    let mut writes = StateWrites::default();
+    if partials.is_empty() {
+        return Ok((writes, Vec::new()));
+    }
+    let mut index: FxHashMap<&[u8], usize> = FxHashMap::default();
+    let mut groups: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
+    for (gk, acc) in &partials {
+        let g = *index.entry(gk.as_slice()).or_insert_with(|| {
+            groups.push((gk.as_slice(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(acc);
+    }
+    let keys: Vec<&[u8]> = groups.iter().map(|(k, _)| *k).collect();
+    let stored = table.get_many(&keys)?;
+    let mut values = Column::new();
+    let mut ends = Vec::with_capacity(groups.len());
+    for ((_, accs), old) in groups.iter().zip(&stored) {
+        if let Some(old) = old {
+            values.push(old);
+        }
+        for acc in accs {
+            values.push(acc);
+        }
+        ends.push(values.len() as u32);
+    }
+    let reduced = r.reduce(&scope.context(partition), &values, &ends, false)?;
+    let mut changed = Vec::with_capacity(groups.len());
+    for (((gk, _), old), value) in groups.iter().zip(&stored).zip(reduced.iter()) {
+        writes.put(table, gk, value.to_vec(), old.as_ref().map(Vec::len));
+        changed.push((gk.to_vec(), value.to_vec()));
+    }
+    Ok((writes, changed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_starts;
+
+    #[test]
+    fn a_time_falls_in_every_window_that_holds_it() {
+        let starts: Vec<i64> = window_starts(25_000, 30_000, 10_000).collect();
+        assert_eq!(starts, [20_000, 10_000, 0]);
+        let starts: Vec<i64> = window_starts(30_000, 30_000, 10_000).collect();
+        assert_eq!(starts, [30_000, 20_000, 10_000]);
+        let starts: Vec<i64> = window_starts(-1, 10, 10).collect();
+        assert_eq!(starts, [-10]);
+        let starts: Vec<i64> = window_starts(7, 10, 10).collect();
+        assert_eq!(starts, [0]);
+    }
+}

@@ -1,0 +1,504 @@
+//! Operator state on RocksDB: one database per state directory, one column family per stateful
+//! operator (`<job>/<stream>`), every key prefixed by the job's name, and all the state changes
+//! of a batch written in one atomic write batch together with the batch's id and time.
+//!
+//! Operators read committed state during a batch and stage their changes in [`StateWrites`];
+//! the executor commits them once the batch is whole, so a failed or skipped batch leaves the
+//! state as the previous batch left it. Sizes are counted exactly (key + value bytes of every
+//! live entry) and kept beside the data, so the per-job limit holds across restarts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode, MultiThreaded, Options,
+    WriteBatch, WriteOptions,
+};
+
+type Db = DBWithThreadMode<MultiThreaded>;
+
+/// Why state could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database could not be opened.
+    #[error("cannot open the state directory {path}: {message}")]
+    Open {
+        /// The state directory.
+        path: PathBuf,
+        /// What RocksDB said, with a hint.
+        message: String,
+    },
+    /// A read or write failed.
+    #[error("state of stream '{table}' in {path}: {what} failed: {source}")]
+    Io {
+        /// The operator's column family.
+        table: String,
+        /// The state directory.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// An entry does not have the layout this version writes.
+    #[error(
+        "state of stream '{table}': an entry is malformed ({what}); was the state directory written by another program?"
+    )]
+    Corrupt {
+        /// The operator's column family.
+        table: String,
+        /// What was wrong.
+        what: String,
+    },
+    /// The job holds more state than it may.
+    #[error(
+        "the job's state would grow to {size} bytes, over max_state_bytes = {limit} ({largest}); the batch is not committed. Raise max_state_bytes, shorten windows or timeouts, or reduce the key space"
+    )]
+    Limit {
+        /// The size after the batch.
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// Which stream holds most.
+        largest: String,
+    },
+}
+
+/// The state database of one job.
+pub struct StateStore {
+    db: Arc<Db>,
+    dir: PathBuf,
+    job: Arc<str>,
+}
+
+/// The last batch whose state was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Its id.
+    pub batch: u64,
+    /// Its time.
+    pub time: i64,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("dir", &self.dir)
+            .field("job", &self.job)
+            .finish()
+    }
+}
+
+impl StateStore {
+    /// Open (or create) the state of `job` in `dir`, with a column family for each of
+    /// `streams`.
+    pub fn open(dir: &Path, job: &str, streams: &[&str]) -> Result<Self, StateError> {
+        let open_error = |message: String| StateError::Open {
+            path: dir.to_path_buf(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.increase_parallelism(2);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let mut names: Vec<String> = Db::list_cf(&options, dir).unwrap_or_default();
+        if !names.iter().any(|n| n == "default") {
+            names.push("default".into());
+        }
+        for s in streams {
+            let cf = cf_name(job, s);
+            if !names.contains(&cf) {
+                names.push(cf);
+            }
+        }
+        let descriptors = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, table_options()));
+        let db = Db::open_cf_descriptors(&options, dir, descriptors).map_err(|e| {
+            let text = e.to_string();
+            if text.contains("lock") {
+                open_error(format!(
+                    "{text}; another process holds it: is the job already running?"
+                ))
+            } else {
+                open_error(text)
+            }
+        })?;
+        Ok(Self {
+            db: Arc::new(db),
+            dir: dir.to_path_buf(),
+            job: Arc::from(job),
+        })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The table of stream `stream`'s operator.
+    pub fn table(&self, stream: &str) -> StateTable {
+        let mut prefix = self.job.as_bytes().to_vec();
+        prefix.push(0);
+        StateTable {
+            db: self.db.clone(),
+            cf: cf_name(&self.job, stream),
+            stream: Arc::from(stream),
+            prefix,
+            dir: self.dir.clone(),
+        }
+    }
+
+    fn meta_key(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut key = self.job.as_bytes().to_vec();
+        for p in parts {
+            key.push(0);
+            key.extend_from_slice(p);
+        }
+        key
+    }
+
+    fn meta_get(&self, parts: &[&[u8]]) -> Result<Option<Vec<u8>>, StateError> {
+        self.db
+            .get(self.meta_key(parts))
+            .map_err(|source| self.meta_error("read", source))
+    }
+
+    fn meta_error(&self, what: &'static str, source: rocksdb::Error) -> StateError {
+        StateError::Io {
+            table: format!("{}/(metadata)", self.job),
+            path: self.dir.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// The last committed batch, if any.
+    pub fn committed(&self) -> Result<Option<Committed>, StateError> {
+        Ok(self.meta_get(&[b"batch"])?.and_then(|v| {
+            let batch = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+            let time = i64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+            Some(Committed { batch, time })
+        }))
+    }
+
+    /// A number an operator keeps beside its entries (a size, a watermark), if written.
+    pub fn number(&self, stream: &str, name: &str) -> Result<Option<i64>, StateError> {
+        Ok(self
+            .meta_get(&[name.as_bytes(), stream.as_bytes()])?
+            .and_then(|v| Some(i64::from_be_bytes(v.get(..8)?.try_into().ok()?))))
+    }
+
+    /// Write `writes` and the batch marker (if given) in one atomic write.
+    pub fn commit(&self, writes: StateWrites, batch: Option<Committed>) -> Result<(), StateError> {
+        let mut wb = WriteBatch::default();
+        for (table, key, value) in writes.entries {
+            let cf = self
+                .db
+                .cf_handle(&table)
+                .ok_or_else(|| StateError::Corrupt {
+                    table: table.clone(),
+                    what: "its column family is missing".into(),
+                })?;
+            match value {
+                Some(v) => wb.put_cf(&cf, key, v),
+                None => wb.delete_cf(&cf, key),
+            }
+        }
+        for (stream, name, value) in writes.numbers {
+            wb.put(
+                self.meta_key(&[name.as_bytes(), stream.as_bytes()]),
+                value.to_be_bytes(),
+            );
+        }
+        if let Some(batch) = batch {
+            let mut marker = batch.batch.to_be_bytes().to_vec();
+            marker.extend_from_slice(&batch.time.to_be_bytes());
+            wb.put(self.meta_key(&[b"batch"]), marker);
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(false);
+        self.db
+            .write_opt(wb, &options)
+            .map_err(|source| self.meta_error("commit", source))
+    }
+
+    /// Flush memtables to disk (on a graceful stop), so a restart reads no log.
+    pub fn flush(&self) -> Result<(), StateError> {
+        self.db
+            .flush_wal(true)
+            .and_then(|_| self.db.flush())
+            .map_err(|source| self.meta_error("flush", source))
+    }
+}
+
+fn cf_name(job: &str, stream: &str) -> String {
+    format!("{job}/{stream}")
+}
+
+fn table_options() -> Options {
+    let mut o = Options::default();
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    o
+}
+
+/// One operator's entries: a column family, keys prefixed by the job's name.
+#[derive(Clone)]
+pub struct StateTable {
+    db: Arc<Db>,
+    cf: String,
+    stream: Arc<str>,
+    prefix: Vec<u8>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for StateTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateTable").field("cf", &self.cf).finish()
+    }
+}
+
+/// A key and value read from a table (the key without the job prefix).
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+impl StateTable {
+    /// The stream whose state this is.
+    pub fn stream(&self) -> &Arc<str> {
+        &self.stream
+    }
+
+    fn error(&self, what: &'static str, source: rocksdb::Error) -> StateError {
+        StateError::Io {
+            table: self.cf.clone(),
+            path: self.dir.clone(),
+            what,
+            source,
+        }
+    }
+
+    fn full_key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// The values of `keys`, in order.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let cf = self.handle()?;
+        let full: Vec<Vec<u8>> = keys.iter().map(|k| self.full_key(k)).collect();
+        self.db
+            .batched_multi_get_cf(&cf, &full, false)
+            .into_iter()
+            .map(|r| {
+                r.map(|v| v.map(|s| s.to_vec()))
+                    .map_err(|e| self.error("read", e))
+            })
+            .collect()
+    }
+
+    /// A number kept beside the table's entries (see [`StateWrites::set_number`]).
+    pub fn number(&self, name: &str) -> Result<Option<i64>, StateError> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(name.as_bytes());
+        key.push(0);
+        key.extend_from_slice(self.stream.as_bytes());
+        let value = self.db.get(key).map_err(|e| self.error("read", e))?;
+        Ok(value.and_then(|v| Some(i64::from_be_bytes(v.get(..8)?.try_into().ok()?))))
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
+        self.scan_while(prefix, |_| true)
+    }
+
+    /// Entries whose key starts with `prefix`, in key order, while `keep(key)` holds.
+    pub fn scan_while(
+        &self,
+        prefix: &[u8],
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Entry>, StateError> {
+        let cf = self.handle()?;
+        let start = self.full_key(prefix);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.error("scan", e))?;
+            if !k.starts_with(&start) {
+                break;
+            }
+            let key = &k[self.prefix.len()..];
+            if !keep(key) {
+                break;
+            }
+            out.push((key.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn handle(&self) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>, StateError> {
+        self.db
+            .cf_handle(&self.cf)
+            .ok_or_else(|| StateError::Corrupt {
+                table: self.cf.clone(),
+                what: "its column family is missing".into(),
+            })
+    }
+}
+
+/// The state changes of one batch, staged until the batch is whole; with the size change of
+/// each table.
+#[derive(Debug, Default)]
+pub struct StateWrites {
+    entries: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
+    numbers: Vec<(Arc<str>, &'static str, i64)>,
+    /// Bytes added (or, negative, freed) per stream.
+    pub size_delta: Vec<(Arc<str>, i64)>,
+}
+
+impl StateWrites {
+    /// Set `key` to `value`; `old` is the size of the value it replaces, if any.
+    pub fn put(&mut self, table: &StateTable, key: &[u8], value: Vec<u8>, old: Option<usize>) {
+        let delta = (key.len() + value.len()) as i64 - old.map_or(0, |o| (key.len() + o) as i64);
+        self.add_size(table, delta);
+        self.entries
+            .push((table.cf.clone(), table.full_key(key), Some(value)));
+    }
+
+    /// Remove `key`, whose value had size `old`.
+    pub fn delete(&mut self, table: &StateTable, key: &[u8], old: usize) {
+        self.add_size(table, -((key.len() + old) as i64));
+        self.entries
+            .push((table.cf.clone(), table.full_key(key), None));
+    }
+
+    /// Keep `value` under `name` for the table's stream (a watermark, a flag).
+    pub fn set_number(&mut self, table: &StateTable, name: &'static str, value: i64) {
+        self.numbers.push((table.stream.clone(), name, value));
+    }
+
+    fn add_size(&mut self, table: &StateTable, delta: i64) {
+        match self.size_delta.iter_mut().find(|(s, _)| *s == table.stream) {
+            Some((_, d)) => *d += delta,
+            None => self.size_delta.push((table.stream.clone(), delta)),
+        }
+    }
+
+    /// Take over the changes of `other` (staged by another partition).
+    pub fn append(&mut self, other: StateWrites) {
+        self.entries.extend(other.entries);
+        self.numbers.extend(other.numbers);
+        for (stream, delta) in other.size_delta {
+            match self.size_delta.iter_mut().find(|(s, _)| *s == stream) {
+                Some((_, d)) => *d += delta,
+                None => self.size_delta.push((stream, delta)),
+            }
+        }
+    }
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.numbers.is_empty()
+    }
+}
+
+/// Sizes are kept under this name per stream.
+pub const SIZE: &str = "size";
+
+/// Encode an event or batch time so byte order is time order (sign bit flipped).
+pub fn time_key(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The inverse of [`time_key`].
+pub fn time_from_key(bytes: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_commit_atomically_and_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path(), "job", &["counts"]).expect("open");
+        let table = store.table("counts");
+        let mut w = StateWrites::default();
+        w.put(&table, b"a", b"1".to_vec(), None);
+        w.put(&table, b"b", b"22".to_vec(), None);
+        w.set_number(&table, SIZE, 5);
+        assert_eq!(w.size_delta, vec![(Arc::from("counts"), 5)]);
+        store
+            .commit(
+                w,
+                Some(Committed {
+                    batch: 3,
+                    time: 3000,
+                }),
+            )
+            .expect("commit");
+        let mut w = StateWrites::default();
+        w.delete(&table, b"a", 1);
+        w.put(&table, b"b", b"3".to_vec(), Some(2));
+        assert_eq!(w.size_delta, vec![(Arc::from("counts"), -3)]);
+        store
+            .commit(
+                w,
+                Some(Committed {
+                    batch: 4,
+                    time: 4000,
+                }),
+            )
+            .expect("commit");
+        drop(table);
+        drop(store);
+
+        let store = StateStore::open(dir.path(), "job", &["counts"]).expect("reopen");
+        let table = store.table("counts");
+        assert_eq!(
+            table.scan(b"").expect("scan"),
+            vec![(b"b".to_vec(), b"3".to_vec())]
+        );
+        assert_eq!(
+            table.get_many(&[b"a", b"b"]).expect("get"),
+            vec![None, Some(b"3".to_vec())]
+        );
+        assert_eq!(
+            store.committed().expect("marker"),
+            Some(Committed {
+                batch: 4,
+                time: 4000
+            })
+        );
+        assert_eq!(store.number("counts", SIZE).expect("size"), Some(5));
+        // Another job in the same directory sees none of it.
+        drop(table);
+        drop(store);
+        let other = StateStore::open(dir.path(), "other", &["counts"]).expect("open");
+        assert!(other.table("counts").scan(b"").expect("scan").is_empty());
+        assert_eq!(other.committed().expect("marker"), None);
+    }
+
+    #[test]
+    fn time_keys_sort_in_time_order() {
+        let mut times = [5i64, -3, 0, i64::MIN, i64::MAX, 1_700_000_000_000];
+        let mut keys: Vec<[u8; 8]> = times.iter().map(|&t| time_key(t)).collect();
+        keys.sort();
+        times.sort();
+        let back: Vec<i64> = keys.iter().filter_map(|k| time_from_key(k)).collect();
+        assert_eq!(back, times);
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_job_may_be_running() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = StateStore::open(dir.path(), "job", &[]).expect("open");
+        let err = StateStore::open(dir.path(), "job", &[]).expect_err("locked");
+        assert!(err.to_string().contains("already running"), "{err}");
+    }
+}
