@@ -1,6 +1,7 @@
 //! State updaters for `update_state_by_key` and `map_with_state`.
 //!
-//! `running_total` keeps the sum of a key's integer values; `running_count_and_sum` keeps
+//! `running_total` keeps the sum of a key's integer values; `balance` does too but removes a key
+//! whose sum returns to zero; `running_count_and_sum` keeps
 //! `[count, sum]` (the W4 workload); `session` (map_with_state) counts a key's events while it is
 //! active and, when the operator's timeout fires for the key, emits the finished session
 //! `(key, {"events":…,"first_batch_ms":…,"last_batch_ms":…})`.
@@ -14,6 +15,15 @@ pub fn running_total(new: &[i64], old: Option<i64>) -> Option<i64> {
         old.unwrap_or(0)
             .wrapping_add(new.iter().copied().fold(0i64, i64::wrapping_add)),
     )
+}
+
+/// A balance: the old one plus this batch's values; a key whose balance comes back to exactly
+/// zero is removed (its account is closed).
+pub fn balance(new: &[i64], old: Option<i64>) -> Option<i64> {
+    let b = old
+        .unwrap_or(0)
+        .wrapping_add(new.iter().copied().fold(0i64, i64::wrapping_add));
+    (b != 0).then_some(b)
 }
 
 /// `[count, sum]` of every value seen so far.
@@ -62,6 +72,7 @@ pub fn session(
 
 export_updaters! {
     update running_total,
+    update balance,
     update running_count_and_sum,
     map_with_state session,
 }
