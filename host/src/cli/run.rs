@@ -88,7 +88,7 @@ pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
 pub fn describe(job: &str, s: &JobSummary) -> String {
     let p = |q| super::millis(percentile(&s.processing_times, q));
     format!(
-        "job '{job}' {}: {} batches, {} records in {:.2} s ({:.0} records/s); batch processing p50 {} p90 {} p99 {} max {}{}",
+        "job '{job}' {}: {} batches, {} records in {:.2} s ({:.0} records/s); batch processing p50 {} p90 {} p99 {} max {}{}{}",
         if s.stopped { "stopped" } else { "finished" },
         s.batches,
         s.records_in,
@@ -102,6 +102,14 @@ pub fn describe(job: &str, s: &JobSummary) -> String {
             format!(
                 "; {} input lines were not UTF-8 and were skipped",
                 s.invalid_lines
+            )
+        } else {
+            String::new()
+        },
+        if s.late_records > 0 {
+            format!(
+                "; {} records were later than the watermark and were dropped",
+                s.late_records
             )
         } else {
             String::new()

@@ -1043,8 +1043,8 @@ fn kind_fits(op: Op, kind: &str) -> Option<bool> {
         "map" | "try_map" => Op::Map,
         "flat_map" | "try_flat_map" => Op::FlatMap,
         "filter" | "try_filter" => Op::Filter,
-        "update" | "update_with_key" => Op::UpdateStateByKey,
-        "map_with_state" => Op::MapWithState,
+        "update" | "update_with_key" | "update-with-key" => Op::UpdateStateByKey,
+        "map_with_state" | "map-with-state" => Op::MapWithState,
         _ => return None,
     };
     match op {
@@ -1060,8 +1060,8 @@ fn suggested_op(kind: &str) -> &'static str {
         "map" | "try_map" => "map",
         "flat_map" | "try_flat_map" => "flat_map",
         "filter" | "try_filter" => "filter",
-        "update" | "update_with_key" => "update_state_by_key",
-        "map_with_state" => "map_with_state",
+        "update" | "update_with_key" | "update-with-key" => "update_state_by_key",
+        "map_with_state" | "map-with-state" => "map_with_state",
         _ => "map_partitions",
     }
 }
@@ -1192,6 +1192,12 @@ mod tests {
         assert_eq!(kind_fits(Op::Map, "filter"), Some(false));
         assert_eq!(kind_fits(Op::MapPartitions, "filter"), None);
         assert_eq!(kind_fits(Op::Map, "raw"), None);
+        assert_eq!(kind_fits(Op::UpdateStateByKey, "update"), Some(true));
+        assert_eq!(
+            kind_fits(Op::UpdateStateByKey, "map-with-state"),
+            Some(false)
+        );
+        assert_eq!(kind_fits(Op::MapWithState, "map-with-state"), Some(true));
     }
 
     #[test]
