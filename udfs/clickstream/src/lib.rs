@@ -159,9 +159,12 @@ pub fn type_amount(line: &str) -> Result<Timed<(String, i64)>, String> {
     })
 }
 
+/// `(event_type, [count, amount in cents])`.
+pub type TypeCountAmount = (String, Json<(i64, i64)>);
+
 /// A CSV line → `(event_type, [1, amount in cents])`: W3's projection for the reducer UDF
 /// `aggregates#count_and_sum`, which adds such pairs.
-pub fn type_count_amount(line: &str) -> Result<Timed<(String, Json<(i64, i64)>)>, String> {
+pub fn type_count_amount(line: &str) -> Result<Timed<TypeCountAmount>, String> {
     let (event_time, event) = parse_line(line)?;
     Ok(Timed {
         event_time,
