@@ -119,10 +119,13 @@ Examples:
 
     /// Run a benchmark workload of WORKLOADS.md through the engine and, in the same run, a
     /// native loop over the same data; print events/s, per-batch latency percentiles and the
-    /// ratio. The answers must agree batch by batch.
+    /// ratio. The answers must agree exactly. W3 and W4 keep state in RocksDB and run twice:
+    /// with the host's builtin reducers and with Wasm UDFs.
     #[command(after_help = "\
 Examples:
   host bench w1                          # 2 M events, 20 files (generated once into ~/.cache/sluice/bench)
+  host bench w3                          # sliding event-time windows, 30 s / 10 s, watermark 10 s
+  host bench w4                          # running count and sum per user (10 k users)
   host bench w1 --events 200000 --files 4 --partitions 4")]
     Bench(bench::BenchArgs),
 }

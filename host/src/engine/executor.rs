@@ -219,6 +219,7 @@ impl Executor {
             self.count(i, records as u64, invalid);
             sources.push(Some(parts));
         }
+        tracing::debug!(job = %plan.name, batch = batch.id, read_ms = ms(started.elapsed()), "input read");
         let result = self.compute(&scope, &mut sources, &mut report);
         if let Err(e) = &result {
             report.fatal = matches!(**e, BatchError::State(_));
@@ -449,6 +450,7 @@ impl Executor {
             });
             outputs.push(Some(parts));
         }
+        let sinks_started = Instant::now();
         let sizes = self
             .check_state(&writes, &buffer_sizes)
             .map_err(|e| Box::new(BatchError::State(e)))?;
@@ -471,8 +473,10 @@ impl Executor {
                     error,
                 })?;
         }
+        let commit_started = Instant::now();
         self.commit(scope, writes, sizes)
             .map_err(|e| Box::new(BatchError::State(e)))?;
+        tracing::debug!(job = %plan.name, batch = scope.id, sinks_ms = ms(commit_started - sinks_started), commit_ms = ms(commit_started.elapsed()), "sinks and state commit");
         Ok(())
     }
 

@@ -17,9 +17,10 @@ use rustc_hash::FxHashMap;
 
 use super::executor::BatchScope;
 use super::operators::{OpError, groups, require_keys, shuffle_to};
+use super::reducer::Acc;
 use crate::batch::key_hash;
 use crate::batch::{Batch, Column};
-use crate::plan::{StateOp, Updater};
+use crate::plan::{Builtin, StateOp, Updater};
 use crate::state::{StateError, StateTable, StateWrites};
 use crate::udf::UpdateInput;
 
@@ -72,6 +73,16 @@ pub fn run(
     } else {
         op.partitions
     };
+    // A builtin folds values into the state, so each partition's values are folded per key
+    // before the shuffle (Spark's map-side combine): the shuffle moves one record per key.
+    let combined;
+    let input = match &op.updater {
+        Updater::Builtin(b) => {
+            combined = combine(scope, *b, input)?;
+            &combined[..]
+        }
+        Updater::Udf(_) => input,
+    };
     let shuffled = shuffle_to(scope, input, n);
     let mut stored: Vec<Vec<(Vec<u8>, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
     for (key, value) in table.scan(b"")? {
@@ -99,6 +110,39 @@ pub fn run(
 
 /// A key's stored entry: last active time, state, and the entry's size.
 type Stored<'a> = (i64, &'a [u8], usize);
+
+/// Each partition's values folded per key by a builtin: one accumulator record per key.
+fn combine(scope: &BatchScope<'_>, b: Builtin, parts: &[Batch]) -> Result<Vec<Batch>, OpError> {
+    scope.pool.install(|| {
+        parts
+            .par_iter()
+            .map(|p| {
+                let mut accs: FxHashMap<&[u8], Acc> = FxHashMap::default();
+                let mut order = Vec::new();
+                let keys = p.keys.as_ref();
+                for (i, value) in p.values.iter().enumerate() {
+                    let key = keys.and_then(|k| k.get(i)).unwrap_or_default();
+                    let v = b.lift(value)?;
+                    match accs.get_mut(key) {
+                        Some(acc) => acc.add(v),
+                        None => {
+                            order.push(key);
+                            accs.insert(key, v);
+                        }
+                    }
+                }
+                let mut out = Batch::empty(true);
+                let mut buf = Vec::new();
+                for key in order {
+                    buf.clear();
+                    accs[key].encode(&mut buf);
+                    out.push(Some(key), &buf, scope.time);
+                }
+                Ok(out)
+            })
+            .collect()
+    })
+}
 
 /// One key's part in an update call.
 struct Group<'a> {
@@ -196,7 +240,7 @@ fn partition(
                     None => b.zero(),
                 };
                 for &i in &g.values {
-                    acc.add(b.lift(p.values.get(i).unwrap_or_default())?);
+                    acc.add(b.decode(p.values.get(i).unwrap_or_default())?);
                 }
                 buf.clear();
                 acc.encode(&mut buf);

@@ -103,6 +103,7 @@ impl StateStore {
         options.create_missing_column_families(true);
         options.increase_parallelism(2);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.set_allow_concurrent_memtable_write(false);
         let mut names: Vec<String> = Db::list_cf(&options, dir).unwrap_or_default();
         if !names.iter().any(|n| n == "default") {
             names.push("default".into());
@@ -144,7 +145,7 @@ impl StateStore {
         prefix.push(0);
         StateTable {
             db: self.db.clone(),
-            cf: cf_name(&self.job, stream),
+            cf: Arc::from(cf_name(&self.job, stream)),
             stream: Arc::from(stream),
             prefix,
             dir: self.dir.clone(),
@@ -194,14 +195,22 @@ impl StateStore {
     /// Write `writes` and the batch marker (if given) in one atomic write.
     pub fn commit(&self, writes: StateWrites, batch: Option<Committed>) -> Result<(), StateError> {
         let mut wb = WriteBatch::default();
+        let mut handles: Vec<(Arc<str>, Arc<rocksdb::BoundColumnFamily<'_>>)> = Vec::new();
         for (table, key, value) in writes.entries {
-            let cf = self
-                .db
-                .cf_handle(&table)
-                .ok_or_else(|| StateError::Corrupt {
-                    table: table.clone(),
-                    what: "its column family is missing".into(),
-                })?;
+            let cf = match handles.iter().find(|(name, _)| *name == table) {
+                Some((_, cf)) => cf.clone(),
+                None => {
+                    let cf = self
+                        .db
+                        .cf_handle(&table)
+                        .ok_or_else(|| StateError::Corrupt {
+                            table: table.to_string(),
+                            what: "its column family is missing".into(),
+                        })?;
+                    handles.push((table.clone(), cf.clone()));
+                    cf
+                }
+            };
             match value {
                 Some(v) => wb.put_cf(&cf, key, v),
                 None => wb.delete_cf(&cf, key),
@@ -241,6 +250,11 @@ fn cf_name(job: &str, stream: &str) -> String {
 fn table_options() -> Options {
     let mut o = Options::default();
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Operators rewrite the same keys batch after batch; updated in place, the memtable holds
+    // one version per key, so full scans (update_state_by_key reads every key every batch) do
+    // not slow down as versions pile up.
+    o.set_inplace_update_support(true);
+    o.set_allow_concurrent_memtable_write(false);
     o
 }
 
@@ -248,7 +262,7 @@ fn table_options() -> Options {
 #[derive(Clone)]
 pub struct StateTable {
     db: Arc<Db>,
-    cf: String,
+    cf: Arc<str>,
     stream: Arc<str>,
     prefix: Vec<u8>,
     dir: PathBuf,
@@ -271,7 +285,7 @@ impl StateTable {
 
     fn error(&self, what: &'static str, source: rocksdb::Error) -> StateError {
         StateError::Io {
-            table: self.cf.clone(),
+            table: self.cf.to_string(),
             path: self.dir.clone(),
             what,
             source,
@@ -344,7 +358,7 @@ impl StateTable {
         self.db
             .cf_handle(&self.cf)
             .ok_or_else(|| StateError::Corrupt {
-                table: self.cf.clone(),
+                table: self.cf.to_string(),
                 what: "its column family is missing".into(),
             })
     }
@@ -354,7 +368,7 @@ impl StateTable {
 /// each table.
 #[derive(Debug, Default)]
 pub struct StateWrites {
-    entries: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
+    entries: Vec<(Arc<str>, Vec<u8>, Option<Vec<u8>>)>,
     numbers: Vec<(Arc<str>, &'static str, i64)>,
     /// Bytes added (or, negative, freed) per stream.
     pub size_delta: Vec<(Arc<str>, i64)>,

@@ -7,52 +7,22 @@
 //! loop reads each file and does the same on one thread; both answers must agree batch by
 //! batch, or the bench fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use sluice_host::engine::{JobSummary, StreamingContext, percentile};
 use sluice_host::plan::Start;
-use sluice_host::sinks::SinkBatch;
 use sluice_host::udf::UdfRuntime;
-use sluice_host::workloads;
 
-/// Arguments of `host bench`.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    /// The workload: `w1` (filter purchases, project, per-batch count and sum).
-    #[arg(value_parser = ["w1"])]
-    pub workload: String,
-    /// Number of events N.
-    #[arg(long, default_value_t = 2_000_000)]
-    pub events: u64,
-    /// Number of files K, one batch each.
-    #[arg(long, default_value_t = 20)]
-    pub files: u64,
-    /// Where the generated data is kept (generated when missing).
-    /// [default: ~/.cache/sluice/bench/w1-N-K]
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    #[command(flatten)]
-    pub udfs: super::UdfsArg,
-    /// Partitions per batch (default: one per core).
-    #[arg(long)]
-    pub partitions: Option<usize>,
-}
+use super::{BenchArgs, data_dir, keep_number};
 
 /// Per batch: (purchases, cents).
 type Totals = Vec<(u64, i64)>;
 
 pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
-    let data = args.data.clone().unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
-        home.join(format!(
-            ".cache/sluice/bench/w1-{}-{}",
-            args.events, args.files
-        ))
-    });
-    ensure_data(&data, args.events, args.files)?;
+    let data = data_dir(args)?;
 
     let native_started = Instant::now();
     let native = native_w1(&data)?;
@@ -67,8 +37,8 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
     let events = args.events as f64;
     let job_rate = summary.records_per_second();
     let native_rate = events / native_time.as_secs_f64();
-    let p = |q| super::millis(percentile(&summary.processing_times, q));
-    let d = |q| super::millis(percentile(&summary.total_delays, q));
+    let p = |q| crate::cli::millis(percentile(&summary.processing_times, q));
+    let d = |q| crate::cli::millis(percentile(&summary.total_delays, q));
     let purchases: u64 = native.iter().map(|t| t.0).sum();
     let cents: i64 = native.iter().map(|t| t.1).sum();
     println!(
@@ -112,24 +82,6 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         "  ratio:      {:.2}× the native loop",
         job_rate / native_rate
     );
-    Ok(())
-}
-
-fn ensure_data(dir: &Path, events: u64, files: u64) -> anyhow::Result<()> {
-    let last = dir.join(format!("part-{:05}.csv", files - 1));
-    let count = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(Result::ok).count())
-        .unwrap_or(0);
-    if last.is_file() && count as u64 == files {
-        return Ok(());
-    }
-    eprintln!(
-        "bench: generating {events} events into {files} files in {} (once)",
-        dir.display()
-    );
-    let _ = std::fs::remove_dir_all(dir);
-    workloads::write_files(dir, events, files, 42, 1)
-        .with_context(|| format!("writing {}", dir.display()))?;
     Ok(())
 }
 
@@ -177,37 +129,9 @@ fn sluice_w1(
     Ok((summary, totals))
 }
 
-/// A sink keeping, per batch, the number in its one record (0 when the batch has none).
-fn keep_number(
-    store: &Arc<Mutex<Vec<i64>>>,
-) -> impl Fn(&SinkBatch<'_>) -> Result<(), String> + Send + Sync + 'static {
-    let store = store.clone();
-    move |b| {
-        let n = b
-            .partitions
-            .iter()
-            .flat_map(|p| p.values.iter())
-            .next()
-            .map_or(Ok(0), parse::<i64>)?;
-        store.lock().unwrap_or_else(PoisonError::into_inner).push(n);
-        Ok(())
-    }
-}
-
-fn parse<T: std::str::FromStr>(bytes: &[u8]) -> Result<T, String> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not a number: {:?}", String::from_utf8_lossy(bytes)))
-}
-
 /// The same computation without the engine: per file, purchases and their cents.
 fn native_w1(data: &Path) -> anyhow::Result<Totals> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    files.sort();
+    let files = super::files(data)?;
     let mut totals = Vec::new();
     for file in files {
         let text = std::fs::read(&file)?;

@@ -1,0 +1,113 @@
+//! `host bench`: the workloads of WORKLOADS.md through the engine, each against a native loop
+//! over the same files in the same run (figures are ratios measured together; the machine is
+//! noisy). W1 is stateless; W3 (event-time windows) and W4 (running totals) keep state in
+//! RocksDB, and run twice: with the host's builtin reducers and with Wasm UDFs.
+
+mod stateful;
+mod w1;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::Context;
+use sluice_host::sinks::SinkBatch;
+use sluice_host::udf::UdfRuntime;
+use sluice_host::workloads;
+
+/// Arguments of `host bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The workload: `w1` (filter purchases, project, per-batch count and sum), `w3` (sliding
+    /// event-time windows, count and sum per event type), `w4` (running count and sum per user).
+    #[arg(value_parser = ["w1", "w3", "w4"])]
+    pub workload: String,
+    /// Number of events N.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Number of files K, one batch each.
+    #[arg(long, default_value_t = 20)]
+    pub files: u64,
+    /// Where the generated data is kept (generated when missing).
+    /// [default: ~/.cache/sluice/bench/events-N-K]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub udfs: super::UdfsArg,
+    /// Partitions per batch (default: one per core).
+    #[arg(long)]
+    pub partitions: Option<usize>,
+}
+
+/// Run the workload `args` names.
+pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
+    match args.workload.as_str() {
+        "w3" => stateful::run_w3(args, runtime),
+        "w4" => stateful::run_w4(args, runtime),
+        _ => w1::run(args, runtime),
+    }
+}
+
+/// The data folder of `args`, generated when missing.
+fn data_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+    let data = args.data.clone().unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+        home.join(format!(
+            ".cache/sluice/bench/events-{}-{}",
+            args.events, args.files
+        ))
+    });
+    ensure_data(&data, args.events, args.files)?;
+    Ok(data)
+}
+
+fn ensure_data(dir: &Path, events: u64, files: u64) -> anyhow::Result<()> {
+    let last = dir.join(format!("part-{:05}.csv", files - 1));
+    let count = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).count())
+        .unwrap_or(0);
+    if last.is_file() && count as u64 == files {
+        return Ok(());
+    }
+    eprintln!(
+        "bench: generating {events} events into {files} files in {} (once)",
+        dir.display()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    workloads::write_files(dir, events, files, 42, 1)
+        .with_context(|| format!("writing {}", dir.display()))?;
+    Ok(())
+}
+
+/// A sink keeping, per batch, the number in its one record (0 when the batch has none).
+fn keep_number(
+    store: &Arc<Mutex<Vec<i64>>>,
+) -> impl Fn(&SinkBatch<'_>) -> Result<(), String> + Send + Sync + 'static {
+    let store = store.clone();
+    move |b| {
+        let n = b
+            .partitions
+            .iter()
+            .flat_map(|p| p.values.iter())
+            .next()
+            .map_or(Ok(0), parse::<i64>)?;
+        store.lock().unwrap_or_else(PoisonError::into_inner).push(n);
+        Ok(())
+    }
+}
+
+fn parse<T: std::str::FromStr>(bytes: &[u8]) -> Result<T, String> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not a number: {:?}", String::from_utf8_lossy(bytes)))
+}
+
+/// The data files, in order.
+fn files(data: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    Ok(files)
+}
