@@ -364,11 +364,14 @@ impl StateTable {
     }
 }
 
+/// One staged change: column family, full key, new value or removal.
+type Staged = (Arc<str>, Vec<u8>, Option<Vec<u8>>);
+
 /// The state changes of one batch, staged until the batch is whole; with the size change of
 /// each table.
 #[derive(Debug, Default)]
 pub struct StateWrites {
-    entries: Vec<(Arc<str>, Vec<u8>, Option<Vec<u8>>)>,
+    entries: Vec<Staged>,
     numbers: Vec<(Arc<str>, &'static str, i64)>,
     /// Bytes added (or, negative, freed) per stream.
     pub size_delta: Vec<(Arc<str>, i64)>,
