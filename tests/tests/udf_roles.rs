@@ -67,6 +67,7 @@ fn text_transforms_give_exact_outputs() {
         [
             ("split_words", "flat-map"),
             ("pair_one", "map"),
+            ("key_number", "try-map"),
             ("uppercase", "map"),
             ("lowercase", "map"),
             ("non_empty", "filter")

@@ -292,7 +292,7 @@ fn broken_components_are_refused_with_clear_errors() {
 
     // The runtime still serves good components after all of that.
     let text = load(&rt, &udf("text"));
-    assert_eq!(text.functions().len(), 5);
+    assert_eq!(text.functions().len(), 6);
 }
 
 #[test]

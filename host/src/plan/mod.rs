@@ -1039,12 +1039,14 @@ fn load_component(
 /// Whether a function's SDK kind fits the operator (`None`: no opinion, e.g. a raw function or
 /// a component not built with the SDK).
 fn kind_fits(op: Op, kind: &str) -> Option<bool> {
-    let family = match kind {
+    // The SDK reports kinds in WIT style (`flat-map`); manifests use `flat_map`.
+    let kind = kind.replace('-', "_");
+    let family = match kind.as_str() {
         "map" | "try_map" => Op::Map,
         "flat_map" | "try_flat_map" => Op::FlatMap,
         "filter" | "try_filter" => Op::Filter,
-        "update" | "update_with_key" | "update-with-key" => Op::UpdateStateByKey,
-        "map_with_state" | "map-with-state" => Op::MapWithState,
+        "update" | "update_with_key" => Op::UpdateStateByKey,
+        "map_with_state" => Op::MapWithState,
         _ => return None,
     };
     match op {
@@ -1056,12 +1058,12 @@ fn kind_fits(op: Op, kind: &str) -> Option<bool> {
 }
 
 fn suggested_op(kind: &str) -> &'static str {
-    match kind {
+    match kind.replace('-', "_").as_str() {
         "map" | "try_map" => "map",
         "flat_map" | "try_flat_map" => "flat_map",
         "filter" | "try_filter" => "filter",
-        "update" | "update_with_key" | "update-with-key" => "update_state_by_key",
-        "map_with_state" | "map-with-state" => "map_with_state",
+        "update" | "update_with_key" => "update_state_by_key",
+        "map_with_state" => "map_with_state",
         _ => "map_partitions",
     }
 }
@@ -1192,6 +1194,8 @@ mod tests {
         assert_eq!(kind_fits(Op::Map, "filter"), Some(false));
         assert_eq!(kind_fits(Op::MapPartitions, "filter"), None);
         assert_eq!(kind_fits(Op::Map, "raw"), None);
+        assert_eq!(kind_fits(Op::Map, "try-map"), Some(true));
+        assert_eq!(kind_fits(Op::Map, "flat-map"), Some(false));
         assert_eq!(kind_fits(Op::UpdateStateByKey, "update"), Some(true));
         assert_eq!(
             kind_fits(Op::UpdateStateByKey, "map-with-state"),
