@@ -3,8 +3,12 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sluice_host::engine::DStream;
+use sluice_host::sinks::SinkBatch;
 
 use sluice_host::metrics::Registry;
 use sluice_host::udf::{RuntimeConfig, UdfComponent, UdfRuntime};
@@ -177,6 +181,15 @@ impl JobDir {
         cmd
     }
 
+    /// Start `host run job.toml --udfs udfs` with `args`, output piped.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start host run")
+    }
+
     /// Run `host run job.toml --until-idle` to the end.
     pub fn run_until_idle(&self) -> std::process::Output {
         self.command(&["--until-idle"])
@@ -254,4 +267,53 @@ pub fn printed_records(stdout: &[u8]) -> Vec<String> {
         .collect();
     lines.sort();
     lines
+}
+
+/// Wait until `done` holds, up to 60 s.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One batch a stream produced, as a closure sink saw it: keys and values as text.
+#[derive(Debug, Clone)]
+pub struct SeenBatch {
+    /// The batch id.
+    pub id: u64,
+    /// The batch time.
+    pub time: i64,
+    /// `(key, value)` of every record (an empty key for unkeyed records).
+    pub records: Vec<(String, String)>,
+}
+
+/// Every batch a stream produced, in order.
+pub type Seen = Arc<Mutex<Vec<SeenBatch>>>;
+
+/// Add a foreach-batch sink to `stream` that keeps every batch it gets.
+pub fn record_batches(stream: &DStream) -> Seen {
+    let seen: Seen = Arc::default();
+    let keep = seen.clone();
+    stream.foreach_batch(move |b: &SinkBatch<'_>| {
+        let records = b
+            .partitions
+            .iter()
+            .flat_map(|p| p.records())
+            .map(|r| {
+                (
+                    String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
+                    String::from_utf8_lossy(r.value).into_owned(),
+                )
+            })
+            .collect();
+        keep.lock().unwrap().push(SeenBatch {
+            id: b.id,
+            time: b.time,
+            records,
+        });
+        Ok(())
+    });
+    seen
 }

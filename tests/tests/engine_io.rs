@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_tests::{JobDir, describe, printed_records};
+use sluice_tests::{JobDir, describe, printed_records, wait_for};
 
 const WORDCOUNT: &str = r#"
 [[streams]]
@@ -53,13 +53,6 @@ fn expect(pairs: &[(&str, i64)]) -> std::collections::BTreeMap<String, i64> {
 }
 
 /// Wait until `done` holds, up to 60 s.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn sigterm(child: &Child) {
     let status = std::process::Command::new("kill")
@@ -67,14 +60,6 @@ fn sigterm(child: &Child) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-fn spawn(dir: &JobDir, args: &[&str]) -> Child {
-    dir.command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start host run")
 }
 
 #[test]
@@ -85,7 +70,7 @@ fn socket_source_reconnects_counts_bad_utf8_and_stops_gracefully() {
     dir.manifest(&format!(
         "[job]\nname = \"socket-wc\"\nbatch_interval = \"100ms\"\n\n[[sources]]\nname = \"lines\"\nkind = \"socket\"\nhost = \"127.0.0.1\"\nport = {port}\nreconnect_delay = \"100ms\"\n{WORDCOUNT}"
     ));
-    let child = spawn(&dir, &[]);
+    let child = dir.spawn(&[]);
     // First connection: two lines, then the peer goes away.
     let (mut first, _) = listener.accept().unwrap();
     first.write_all(b"to be or\nnot to be\n").unwrap();
@@ -156,7 +141,7 @@ input = "n"
 prefix = "out/n"
 "#
     ));
-    let child = spawn(&dir, &["--until-idle"]);
+    let child = dir.spawn(&["--until-idle"]);
     let (mut peer, _) = listener.accept().unwrap();
     peer.write_all(b"1\n2\n3\n4\n5\n").unwrap();
     drop(peer);
@@ -188,7 +173,7 @@ fn directory_source_reads_each_file_once_and_never_half() {
     dir.manifest(&format!(
         "[job]\nname = \"dir-wc\"\nbatch_interval = \"100ms\"\n\n[[sources]]\nname = \"lines\"\nkind = \"directory\"\npath = \"in\"\nstart = \"latest\"\n{WORDCOUNT}"
     ));
-    let child = spawn(&dir, &[]);
+    let child = dir.spawn(&[]);
     // Planning creates out/ once the components are compiled; the source starts right after.
     wait_for("the job to be planned", || dir.path().join("out").is_dir());
     std::thread::sleep(Duration::from_millis(400));

@@ -3,40 +3,23 @@
 //! once, initial state, snapshots, and the per-job state limit.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_host::engine::{ContextError, DStream, StateSpec, StreamingContext};
 use sluice_host::plan::{Builtin, Codec, StaticFormat};
-use sluice_host::sinks::SinkBatch;
 use sluice_host::sources::QueueSender;
-use sluice_tests::{JobDir, root, udf};
-
-type Seen = Arc<Mutex<Vec<(i64, BTreeMap<String, String>)>>>;
+use sluice_tests::{JobDir, Seen, record_batches, root, udf};
 
 fn record(stream: &DStream) -> Seen {
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    stream.foreach_batch(move |b: &SinkBatch<'_>| {
-        let records = b
-            .partitions
-            .iter()
-            .flat_map(|p| p.records())
-            .map(|r| {
-                (
-                    String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
-                    String::from_utf8_lossy(r.value).into_owned(),
-                )
-            })
-            .collect();
-        s.lock().unwrap().push((b.time, records));
-        Ok(())
-    });
-    seen
+    record_batches(stream)
 }
 
 fn take(seen: &Seen) -> Vec<(i64, BTreeMap<String, String>)> {
-    seen.lock().unwrap().clone()
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|b| (b.time, b.records.iter().cloned().collect()))
+        .collect()
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -5,7 +5,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_tests::{JobDir, describe};
+use sluice_tests::{JobDir, describe, wait_for};
 
 const HEAD: &str = "[job]\nname = \"stateful\"\nbatch_interval = \"100ms\"\n\n[[sources]]\nname = \"lines\"\nkind = \"directory\"\npath = \"in\"\n\n[[streams]]\nname = \"pairs\"\nop = \"map\"\ninput = \"lines\"\nudf = \"text#key_number\"\nvalue_codec = \"number\"\n";
 
@@ -81,22 +81,6 @@ fn an_unknown_output_mode_names_the_line() {
     assert!(err.contains("unknown variant `sometimes`"), "{err}");
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn spawn(dir: &JobDir, args: &[&str]) -> Child {
-    dir.command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start host run")
-}
-
 /// The totals in the newest batch folder of `out/totals`.
 fn latest_totals(dir: &JobDir) -> Vec<String> {
     let Some(last) = dir.batch_dirs("out/totals").pop() else {
@@ -130,7 +114,7 @@ fn state_survives_a_graceful_stop_and_totals_go_on() {
     dir.manifest(&format!(
         "{HEAD}\n[[streams]]\nname = \"totals\"\nop = \"update_state_by_key\"\ninput = \"pairs\"\nbuiltin = \"count_and_sum\"\n\n[[sinks]]\nkind = \"text_files\"\ninput = \"totals\"\nprefix = \"out/totals\"\nformat = \"jsonl\"\n"
     ));
-    let first = spawn(&dir, &[]);
+    let first = dir.spawn(&[]);
     let want_first = [
         r#"{"key":"a","value":[2,7]}"#.to_string(),
         r#"{"key":"b","value":[1,1]}"#.to_string(),

@@ -2,42 +2,17 @@
 //! and observed by foreach-batch closures.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_host::engine::{JobOptions, StreamingContext};
 use sluice_host::plan::Codec;
-use sluice_tests::{root, udf};
+use sluice_tests::{record_batches, root, udf};
 
 fn ctx(name: &str) -> StreamingContext {
     udf("text"); // builds the components once
     StreamingContext::new(name, Duration::from_millis(50), root().join("dist/udfs"))
         .expect("a context")
         .partitions(3)
-}
-
-type Seen = Arc<Mutex<Vec<(u64, Vec<(String, String)>)>>>;
-
-/// A closure sink keeping every batch's keyed records as text.
-fn collect(
-    seen: &Seen,
-) -> impl Fn(&sluice_host::sinks::SinkBatch<'_>) -> Result<(), String> + Send + Sync + 'static {
-    let seen = seen.clone();
-    move |b| {
-        let records = b
-            .partitions
-            .iter()
-            .flat_map(|p| p.records())
-            .map(|r| {
-                (
-                    String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
-                    String::from_utf8_lossy(r.value).into_owned(),
-                )
-            })
-            .collect();
-        seen.lock().unwrap().push((b.id, records));
-        Ok(())
-    }
 }
 
 #[test]
@@ -50,8 +25,7 @@ fn word_count_over_a_queue_one_batch_per_queued_item() {
         .reduce_by_key("aggregates#sum_i64")
         .named("counts")
         .codecs(Codec::Text, Codec::Number);
-    let seen: Seen = Arc::default();
-    counts.foreach_batch(collect(&seen));
+    let seen = record_batches(&counts);
     queue.push_lines(["to be or", "not to be"]);
     queue.push_lines(["be quick"]);
     drop(queue); // closes the queue: the job ends once both batches are done
@@ -60,8 +34,8 @@ fn word_count_over_a_queue_one_batch_per_queued_item() {
     let seen = seen.lock().unwrap();
     let with_data: Vec<BTreeMap<String, String>> = seen
         .iter()
-        .filter(|(_, r)| !r.is_empty())
-        .map(|(_, r)| r.iter().cloned().collect())
+        .filter(|b| !b.records.is_empty())
+        .map(|b| b.records.iter().cloned().collect())
         .collect();
     let expect = |pairs: &[(&str, &str)]| {
         pairs
@@ -98,8 +72,7 @@ fn a_job_stops_gracefully_and_keeps_its_batch_reports() {
     let ctx = ctx("api-stop");
     let (lines, queue) = ctx.queue_stream("lines");
     let n = lines.count();
-    let seen: Seen = Arc::default();
-    n.foreach_batch(collect(&seen));
+    let seen = record_batches(&n);
     let job = ctx.start(JobOptions::default()).expect("the job starts");
     queue.push_lines(["a", "b", "c"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -107,7 +80,7 @@ fn a_job_stops_gracefully_and_keeps_its_batch_reports() {
         .lock()
         .unwrap()
         .iter()
-        .any(|(_, r)| r.iter().any(|(_, v)| v == "3"))
+        .any(|b| b.records.iter().any(|(_, v)| v == "3"))
     {
         assert!(
             std::time::Instant::now() < deadline,

@@ -4,44 +4,26 @@
 //! `(t - length, t]`. Empty batches after the data let the windows slide past its end.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_host::engine::{DStream, StreamingContext};
 use sluice_host::plan::{Builtin, Codec};
-use sluice_host::sinks::SinkBatch;
-use sluice_tests::{JobDir, root, udf};
+use sluice_tests::{JobDir, Seen, record_batches, root, udf};
 
 const INTERVAL: i64 = 100;
 const LENGTH: i64 = 300;
 const SLIDE: i64 = 200;
 
-/// Every batch a stream produced: its time and its records as (key, value) text.
-type Seen = Arc<Mutex<Vec<(i64, Vec<(String, String)>)>>>;
-
 fn record(stream: &DStream) -> Seen {
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    stream.foreach_batch(move |b: &SinkBatch<'_>| {
-        let records = b
-            .partitions
-            .iter()
-            .flat_map(|p| p.records())
-            .map(|r| {
-                (
-                    String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
-                    String::from_utf8_lossy(r.value).into_owned(),
-                )
-            })
-            .collect();
-        s.lock().unwrap().push((b.time, records));
-        Ok(())
-    });
-    seen
+    record_batches(stream)
 }
 
 fn take(seen: &Seen) -> Vec<(i64, Vec<(String, String)>)> {
-    seen.lock().unwrap().clone()
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|b| (b.time, b.records.clone()))
+        .collect()
 }
 
 /// The input records of the window ending at `t`.
@@ -158,12 +140,7 @@ fn each_window_is_the_batches_of_its_length_every_slide() {
         let expect = window_input(&input, *t);
         assert_eq!(sorted(got.clone()), sorted(expect.clone()), "window at {t}");
         let n = expect.len();
-        let count_at = count
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(ct, _)| ct == t)
-            .cloned();
+        let count_at = take(&count).into_iter().find(|(ct, _)| ct == t);
         assert_eq!(
             count_at.map(|(_, r)| r),
             Some(vec![(String::new(), n.to_string())]),

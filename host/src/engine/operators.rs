@@ -208,15 +208,7 @@ fn reduce_groups(
     if p.is_empty() {
         return Ok(Batch::empty(true));
     }
-    let grouped = groups(p);
-    let mut values = Column::with_capacity(p.len(), p.values.data.len());
-    let mut ends = Vec::with_capacity(grouped.len());
-    for (_, members) in &grouped {
-        for &i in members {
-            values.push(p.values.get(i).unwrap_or_default());
-        }
-        ends.push(values.len() as u32);
-    }
+    let (grouped, values, ends) = grouped_values(p);
     let reduced = r.reduce(&scope.context(partition), &values, &ends, raw)?;
     let mut out = Batch::empty(true);
     for ((key, _), value) in grouped.iter().zip(reduced.iter()) {
@@ -449,8 +441,26 @@ pub fn shuffle_to(scope: &BatchScope<'_>, parts: &[Batch], n: usize) -> Vec<Batc
     })
 }
 
+/// A partition's records grouped by key, and their values laid out group after group, with
+/// each group's end: what a reducer call takes.
+pub fn grouped_values(p: &Batch) -> (Groups<'_>, Column, Vec<u32>) {
+    let grouped = groups(p);
+    let mut values = Column::with_capacity(p.len(), p.values.data.len());
+    let mut ends = Vec::with_capacity(grouped.len());
+    for (_, members) in &grouped {
+        for &i in members {
+            values.push(p.values.get(i).unwrap_or_default());
+        }
+        ends.push(values.len() as u32);
+    }
+    (grouped, values, ends)
+}
+
+/// Keys with the indexes of their records, in the order the keys first appear.
+pub type Groups<'a> = Vec<(&'a [u8], Vec<usize>)>;
+
 /// Record indexes grouped by key, groups in the order their keys first appear.
-pub fn groups(p: &Batch) -> Vec<(&[u8], Vec<usize>)> {
+pub fn groups(p: &Batch) -> Groups<'_> {
     let mut index: FxHashMap<&[u8], usize> = FxHashMap::default();
     let mut out: Vec<(&[u8], Vec<usize>)> = Vec::new();
     for (i, key) in keys(p).enumerate() {

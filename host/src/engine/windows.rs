@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::executor::BatchScope;
-use super::operators::{self, OpError, groups, require_keys, shuffle};
+use super::operators::{self, OpError, grouped_values, require_keys, shuffle};
 use crate::batch::key_hash;
 use crate::batch::{Batch, Column};
 use crate::plan::{Builtin, Codec, Reducer, WindowKind, WindowSpec};
@@ -241,15 +241,7 @@ fn partial_tallies(
     if p.is_empty() {
         return Ok(Vec::new());
     }
-    let grouped = groups(p);
-    let mut values = Column::with_capacity(p.len(), p.values.data.len());
-    let mut ends = Vec::with_capacity(grouped.len());
-    for (_, members) in &grouped {
-        for &i in members {
-            values.push(p.values.get(i).unwrap_or_default());
-        }
-        ends.push(values.len() as u32);
-    }
+    let (grouped, values, ends) = grouped_values(p);
     let reduced = r.reduce(&scope.context(partition), &values, &ends, true)?;
     Ok(grouped
         .iter()
