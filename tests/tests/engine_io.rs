@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use sluice_tests::{JobDir, describe, printed_records, wait_for};
@@ -51,8 +51,6 @@ fn totals(lines: &[String]) -> std::collections::BTreeMap<String, i64> {
 fn expect(pairs: &[(&str, i64)]) -> std::collections::BTreeMap<String, i64> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
-
-/// Wait until `done` holds, up to 60 s.
 
 fn sigterm(child: &Child) {
     let status = std::process::Command::new("kill")

@@ -2,9 +2,6 @@
 //! state that survives the process (a graceful stop, then a new run on the same state folder
 //! that goes on from the totals the first left; a second process on the same state is refused).
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
 use sluice_tests::{JobDir, describe, wait_for};
 
 const HEAD: &str = "[job]\nname = \"stateful\"\nbatch_interval = \"100ms\"\n\n[[sources]]\nname = \"lines\"\nkind = \"directory\"\npath = \"in\"\n\n[[streams]]\nname = \"pairs\"\nop = \"map\"\ninput = \"lines\"\nudf = \"text#key_number\"\nvalue_codec = \"number\"\n";
