@@ -5,6 +5,7 @@
 //! state → sinks → checkpoint. See `docs/architecture.md` for the map.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod metrics;
@@ -13,4 +14,5 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod udf;
+pub mod wal;
 pub mod workloads;

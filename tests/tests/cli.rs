@@ -189,7 +189,7 @@ fn a_hostile_call_fails_cleanly_within_its_deadline() {
         &["call", "--udf-timeout", "200ms", &target(&hostile, "spin")],
         "x\n",
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(started.elapsed() < Duration::from_secs(90));
     assert!(
         err.contains(
             "UDF `hostile#spin` failed on batch 0 partition 0: ran past its CPU deadline of 200ms"

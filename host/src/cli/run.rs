@@ -26,10 +26,34 @@ pub struct RunArgs {
     /// Check the manifest and every UDF it names, print the plan, and exit without running.
     #[arg(long)]
     pub check: bool,
+
+    /// Checkpoint to (and resume from) DIR, in place of the manifest's `checkpoint`. A folder
+    /// that holds a checkpoint of the job picks it up where it stopped: state restored,
+    /// unfinished batches run again with the same input, sources continued.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// When a receiver's write-ahead log is damaged, keep the records before the damage and go
+    /// on (the rest is moved to `wal/<source>/lost/`), instead of refusing to start. Records
+    /// after the damage are lost: use it only once the log cannot be restored.
+    #[arg(long)]
+    pub accept_wal_loss: bool,
 }
 
 pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
-    let spec = manifest::load(&args.manifest)?;
+    let checkpoint = match &args.checkpoint {
+        Some(dir) if dir.is_relative() => Some(std::env::current_dir()?.join(dir)),
+        other => other.clone(),
+    };
+    let mut spec = manifest::load_with(&args.manifest, checkpoint.as_deref())?;
+    if args.accept_wal_loss {
+        match &mut spec.checkpoint {
+            Some(c) => c.accept_wal_loss = true,
+            None => anyhow::bail!(
+                "--accept-wal-loss: the job has no checkpoint, so no write-ahead log; set `checkpoint` in [job] or pass --checkpoint DIR"
+            ),
+        }
+    }
     let runtime = Arc::new(runtime);
     let udfs = UdfDirectory {
         dir: args.udfs.dir.clone(),

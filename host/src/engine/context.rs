@@ -25,8 +25,9 @@ use super::job::{Job, JobError, JobOptions};
 use super::stats::JobSummary;
 use crate::metrics::Registry;
 use crate::plan::{
-    self, Builtin, Codec, ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode, PlanErrors, SinkKind,
-    SinkSpec, SourceKind, SourceSpec, Start, StaticFormat, StreamSpec, UdfDirectory,
+    self, Builtin, CheckpointSpec, Codec, ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode,
+    PlanErrors, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat, StreamSpec,
+    UdfDirectory,
 };
 use crate::sinks::{NativeSink, SinkBatch};
 use crate::sources::{QueueSender, queue};
@@ -177,6 +178,27 @@ impl StreamingContext {
         let dir = dir.as_ref().to_path_buf();
         self.edit(|s| s.state_dir = Some(dir));
         self
+    }
+
+    /// Checkpoint the job (Spark's `ssc.checkpoint(dir)`): metadata every batch, the state every
+    /// `checkpoint.interval`, receivers' write-ahead logs; a job started on a folder that holds
+    /// a checkpoint resumes from it. The state lives in `dir/state` unless
+    /// [`state_dir`](Self::state_dir) says otherwise.
+    pub fn checkpoint(self, checkpoint: CheckpointSpec) -> Self {
+        self.edit(|s| s.checkpoint = Some(checkpoint));
+        self
+    }
+
+    /// A reliable receiver (`POST /ingest/<name>` on `address`), answered once the records are
+    /// in the write-ahead log; needs a [`checkpoint`](Self::checkpoint).
+    pub fn http_ingest_stream(&self, name: &str, address: &str) -> DStream {
+        self.source(
+            name,
+            SourceKind::Http {
+                address: address.to_string(),
+                max_request_bytes: crate::plan::spec::DEFAULT_MAX_REQUEST_BYTES,
+            },
+        )
     }
 
     /// The most state the job may hold (default 1 GiB); past it the job fails.

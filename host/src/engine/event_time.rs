@@ -20,7 +20,7 @@ use crate::plan::{Codec, EventWindow, OutputMode, Reducer};
 use crate::state::{StateTable, StateWrites, time_from_key, time_key};
 
 /// Kept beside the windows: the largest event time seen so far.
-const MAX_EVENT_TIME: &str = "max_event_time";
+pub const MAX_EVENT_TIME: &str = "max_event_time";
 
 /// What one batch of an event-time window produced.
 pub struct EventOutput {

@@ -13,8 +13,9 @@ use super::stats::{BatchReport, OperatorStats};
 use super::windows::WindowBuffer;
 use super::{event_time, state_ops, windows};
 use crate::batch::Batch;
+use crate::checkpoint::CheckpointLog;
 use crate::metrics::{Registry, SeriesKey};
-use crate::plan::{NodeOp, Plan, PlannedSink, WindowKind};
+use crate::plan::{ErrorPolicy, NodeOp, Plan, PlannedSink, WindowKind};
 use crate::sinks::{self, SinkBatch, SinkError, text_files};
 use crate::sources::{SourceInput, push_lines};
 use crate::state::{Committed, SIZE, StateError, StateStore, StateTable, StateWrites};
@@ -96,6 +97,9 @@ pub enum StartError {
     /// The state store could not be opened or seeded.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The checkpoint could not be opened, or the plan cannot carry on from it.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }
 
 /// What a stream remembers between batches.
@@ -117,6 +121,10 @@ pub struct Executor {
     memory: Vec<Memory>,
     /// Bytes of state per stream, as last committed.
     sizes: Vec<u64>,
+    /// The job's checkpoint, when it has one.
+    log: Option<Arc<CheckpointLog>>,
+    /// The last batch whose state is committed: re-sent batches up to it are done already.
+    committed: Option<u64>,
 }
 
 impl Executor {
@@ -126,6 +134,7 @@ impl Executor {
         plan: Arc<Plan>,
         workers: usize,
         registry: Arc<Registry>,
+        log: Option<Arc<CheckpointLog>>,
     ) -> Result<Self, StartError> {
         let job = plan.name.clone();
         let pool = rayon::ThreadPoolBuilder::new()
@@ -163,8 +172,10 @@ impl Executor {
                 _ => Memory::None,
             });
         }
+        let mut committed = None;
         if let Some(store) = &store {
             let total: u64 = sizes.iter().sum();
+            committed = store.committed()?.map(|c| c.batch);
             match store.committed()? {
                 Some(c) => {
                     tracing::info!(job = %plan.name, "state in {}: {total} bytes, last committed batch {} (time {} ms)", store.dir().display(), c.batch, c.time)
@@ -179,21 +190,96 @@ impl Executor {
             store,
             memory,
             sizes,
+            log,
+            committed,
         })
     }
 
-    /// Flush the state store, so the next start reads no log.
+    /// The last batch whose state is committed, when the job keeps state.
+    pub fn committed(&self) -> Option<u64> {
+        self.committed
+    }
+
+    /// Whether the job keeps state in a store.
+    pub fn has_state(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Flush the state store, so the next start reads no log, and take a data checkpoint of
+    /// the last finished batch if the newest one is older (a graceful stop).
     pub fn close(&self) {
         if let Some(store) = &self.store
             && let Err(e) = store.flush()
         {
             tracing::warn!(job = %self.plan.name, "{e}");
         }
+        if let Some(log) = &self.log {
+            let meta = log.metadata();
+            if let Some(finished) = meta.finished
+                && meta.data_checkpoint.is_none_or(|c| c < finished)
+            {
+                match self.data_checkpoint(log, finished) {
+                    Ok(()) => {
+                        tracing::info!(job = %self.plan.name, "checkpoint written at batch {finished}")
+                    }
+                    Err(e) => tracing::error!(job = %self.plan.name, "{e}"),
+                }
+            }
+        }
+    }
+
+    /// Copy the state after batch `id` into a data checkpoint and record it.
+    fn data_checkpoint(&self, log: &CheckpointLog, id: u64) -> Result<(), String> {
+        if let Some(store) = &self.store {
+            let started = Instant::now();
+            store
+                .checkpoint(&log.data_path(id))
+                .map_err(|e| e.to_string())?;
+            tracing::debug!(job = %self.plan.name, batch = id, ms = ms(started.elapsed()), "data checkpoint written");
+        }
+        log.covered(id).map_err(|e| e.to_string())
+    }
+
+    /// After a batch: record it finished in the checkpoint, and take a data checkpoint when
+    /// one is due.
+    fn checkpointed(&mut self, id: u64) -> Result<(), String> {
+        let Some(log) = self.log.clone() else {
+            return Ok(());
+        };
+        let mut watermarks = std::collections::BTreeMap::new();
+        for (node, memory) in self.plan.nodes.iter().zip(&self.memory) {
+            if let (NodeOp::EventTimeWindow(_), Memory::Table(table)) = (&node.op, memory)
+                && let Some(w) = table
+                    .number(event_time::MAX_EVENT_TIME)
+                    .map_err(|e| e.to_string())?
+            {
+                watermarks.insert(node.name.to_string(), w);
+            }
+        }
+        log.finished(id, watermarks).map_err(|e| e.to_string())?;
+        if log.due(id) {
+            self.data_checkpoint(&log, id)?;
+        }
+        Ok(())
     }
 
     /// Run one batch to the end: every needed stream, then every sink; then commit its state.
     pub fn run(&mut self, batch: SealedBatch) -> BatchReport {
         let started = Instant::now();
+        if self.committed.is_some_and(|c| batch.id <= c) {
+            // Re-sent after a restart, but its state (and so its sinks) were done before.
+            tracing::info!(job = %self.plan.name, batch = batch.id, "batch {} was committed before the restart: not run again", batch.id);
+            let mut report = BatchReport {
+                id: batch.id,
+                time: batch.time,
+                ..BatchReport::default()
+            };
+            if let Err(e) = self.checkpointed(batch.id) {
+                report.error = Some(format!("cannot write the checkpoint: {e}"));
+                report.fatal = true;
+            }
+            return report;
+        }
         let plan = self.plan.clone();
         let pool = self.pool.clone();
         let scope = BatchScope {
@@ -224,6 +310,11 @@ impl Executor {
         if let Err(e) = &result {
             report.fatal = matches!(**e, BatchError::State(_));
             report.error = Some(e.to_string());
+        }
+        let done = result.is_ok() || (!report.fatal && plan.on_udf_error == ErrorPolicy::SkipBatch);
+        if done && let Err(e) = self.checkpointed(batch.id) {
+            report.error = Some(format!("cannot write the checkpoint: {e}"));
+            report.fatal = true;
         }
         report.state_bytes = self.sizes.iter().sum();
         report.processing_time = started.elapsed();
@@ -258,6 +349,7 @@ impl Executor {
             SourceInput::Records {
                 records,
                 invalid_lines,
+                ..
             } => (records.split(n), invalid_lines),
             SourceInput::Files(files) => {
                 let name = &self.plan.sources[source].name;
@@ -608,6 +700,7 @@ impl Executor {
                     time: scope.time,
                 }),
             )?;
+            self.committed = Some(scope.id);
         }
         self.sizes = sizes;
         let total: u64 = self.sizes.iter().sum();

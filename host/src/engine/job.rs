@@ -12,14 +12,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::executor::{Executor, SealedBatch, ms};
+use super::executor::{Executor, SealedBatch, StartError, ms};
+use super::recovery::{self, Recovered};
 use super::stats::{BatchReport, JobSummary};
+use crate::checkpoint::{BatchRecord, CheckpointLog, RecordedInput};
 use crate::metrics::{Registry, SeriesKey};
 use crate::plan::{ErrorPolicy, Plan, SourceKind};
 use crate::sources::directory::DirectorySource;
+use crate::sources::http::HttpSource;
 use crate::sources::queue::QueueSource;
 use crate::sources::socket::SocketSource;
 use crate::sources::{Source, SourceContext, SourceInput, now_ms};
+use crate::state::StateError;
 
 /// How many finished batches a job remembers.
 const HISTORY: usize = 1000;
@@ -106,13 +110,45 @@ impl Job {
         let workers = options
             .workers
             .unwrap_or_else(crate::plan::spec::default_partitions);
-        let mut executor =
-            Executor::new(plan.clone(), workers, registry.clone()).map_err(|error| {
-                JobError::Start {
-                    job: plan.name.to_string(),
-                    error,
-                }
-            })?;
+        let start_error = |error: StartError| JobError::Start {
+            job: plan.name.to_string(),
+            error,
+        };
+        let recovered = recovery::open(&plan).map_err(|e| start_error(e.into()))?;
+        let log = recovered.as_ref().map(|r| r.log.clone());
+        let mut executor = match Executor::new(plan.clone(), workers, registry.clone(), log.clone())
+        {
+            // Live state that cannot be opened (damaged, not locked by another run) comes
+            // back from the newest data checkpoint when there is one.
+            Err(StartError::State(StateError::Open { message, .. }))
+                if !message.contains("already running")
+                    && let (Some(r), Some(state_dir)) = (&recovered, &plan.state_dir)
+                    && let Some(batch) = r.meta.data_checkpoint =>
+            {
+                tracing::error!(job = %plan.name, "the state in {} cannot be opened: {message}", state_dir.display());
+                recovery::restore_state(
+                    &r.log.data_path(batch),
+                    batch,
+                    state_dir,
+                    "cannot be opened",
+                )
+                .map_err(|e| start_error(e.into()))?;
+                Executor::new(plan.clone(), workers, registry.clone(), log.clone())
+                    .map_err(start_error)?
+            }
+            other => other.map_err(start_error)?,
+        };
+        let replay = match &recovered {
+            Some(r) => {
+                let done = if executor.has_state() {
+                    executor.committed()
+                } else {
+                    r.meta.finished
+                };
+                r.replay(done)
+            }
+            None => Vec::new(),
+        };
         let (to_executor, batches) = mpsc::channel::<SealedBatch>();
         let (report_tx, reports) = tokio::sync::mpsc::unbounded_channel::<BatchReport>();
         let policy = plan.on_udf_error;
@@ -149,7 +185,9 @@ impl Job {
                     to_executor,
                     registry,
                     runtime.handle().clone(),
-                );
+                    recovered,
+                    replay,
+                )?;
                 runtime.block_on(scheduler.run(reports))
             })
             .map_err(|e| internal(format!("cannot start the scheduler thread: {e}")))?;
@@ -206,9 +244,16 @@ struct Scheduler {
     in_flight: usize,
     first_seal: Option<Instant>,
     final_sent: bool,
+    /// The job's checkpoint: batches are recorded in it before they run.
+    log: Option<Arc<CheckpointLog>>,
+    /// Sealed batches to run again first (recovery).
+    replay: Vec<BatchRecord>,
+    /// Batches sealed but not yet recorded and sent.
+    sealing: Vec<SealedBatch>,
 }
 
 impl Scheduler {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         plan: Arc<Plan>,
         options: JobOptions,
@@ -216,7 +261,9 @@ impl Scheduler {
         to_executor: mpsc::Sender<SealedBatch>,
         registry: Arc<Registry>,
         runtime: tokio::runtime::Handle,
-    ) -> Self {
+        recovered: Option<Recovered>,
+        replay: Vec<BatchRecord>,
+    ) -> Result<Self, JobError> {
         let early_seal = Arc::new(Notify::new());
         let ctx = SourceContext {
             runtime,
@@ -225,37 +272,67 @@ impl Scheduler {
             until_idle: options.until_idle,
             job: plan.name.clone(),
         };
-        let sources = plan
-            .sources
-            .iter()
-            .map(|s| -> Box<dyn Source> {
-                match &s.kind {
-                    SourceKind::Socket {
-                        host,
-                        port,
-                        reconnect_delay,
-                    } => Box::new(SocketSource::start(
-                        &s.name,
-                        host,
-                        *port,
-                        *reconnect_delay,
-                        &ctx,
-                    )),
-                    SourceKind::Directory {
-                        path,
-                        start,
-                        max_files_per_batch,
-                    } => Box::new(DirectorySource::new(
-                        &s.name,
-                        path,
-                        *start,
-                        *max_files_per_batch,
-                    )),
-                    SourceKind::Queue(q) => Box::new(QueueSource::new(&s.name, q.clone())),
+        let position = |name: &str| {
+            recovered
+                .as_ref()
+                .and_then(|r| r.meta.sources.get(name).cloned())
+                .unwrap_or_default()
+        };
+        let received = |name: &str| {
+            recovered
+                .as_ref()
+                .and_then(|r| r.received.get(name).cloned())
+                .unwrap_or_default()
+        };
+        let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(plan.sources.len());
+        for s in &plan.sources {
+            sources.push(match &s.kind {
+                SourceKind::Socket {
+                    host,
+                    port,
+                    reconnect_delay,
+                } => Box::new(SocketSource::start(
+                    &s.name,
+                    host,
+                    *port,
+                    *reconnect_delay,
+                    received(&s.name),
+                    &ctx,
+                )),
+                SourceKind::Directory {
+                    path,
+                    start,
+                    max_files_per_batch,
+                } => {
+                    let mut source =
+                        DirectorySource::new(&s.name, path, *start, *max_files_per_batch);
+                    source.restore(&position(&s.name).files);
+                    Box::new(source)
                 }
-            })
-            .collect();
-        Self {
+                SourceKind::Http {
+                    address,
+                    max_request_bytes,
+                } => Box::new(
+                    HttpSource::start(
+                        &s.name,
+                        address,
+                        *max_request_bytes,
+                        received(&s.name),
+                        &ctx,
+                    )
+                    .map_err(|e| JobError::Internal {
+                        job: plan.name.to_string(),
+                        message: e.to_string(),
+                    })?,
+                ),
+                SourceKind::Queue(q) => Box::new(QueueSource::new(&s.name, q.clone())),
+            });
+        }
+        let (next_id, last_time) = match &recovered {
+            Some(r) if r.resumed => (r.meta.next_batch, r.meta.last_time.unwrap_or(i64::MIN)),
+            _ => (1, i64::MIN),
+        };
+        Ok(Self {
             plan,
             options,
             shared,
@@ -263,12 +340,55 @@ impl Scheduler {
             registry,
             sources,
             early_seal,
-            next_id: 1,
-            last_time: i64::MIN,
+            next_id,
+            last_time,
             in_flight: 0,
             first_seal: None,
             final_sent: false,
+            log: recovered.map(|r| r.log),
+            replay,
+            sealing: Vec::new(),
+        })
+    }
+
+    /// Send the batches sealed before a crash that did not finish, with the input they had.
+    fn resend(&mut self) -> Result<(), JobError> {
+        let replay = std::mem::take(&mut self.replay);
+        if replay.is_empty() {
+            return Ok(());
         }
+        tracing::info!(job = %self.plan.name, "recovering: running batches {}..={} again with the input they had", replay[0].id, replay[replay.len() - 1].id);
+        for record in replay {
+            let mut inputs = Vec::with_capacity(record.inputs.len());
+            for (source, input) in self.sources.iter_mut().zip(&record.inputs) {
+                inputs.push(match input {
+                    RecordedInput::Files { files } => {
+                        SourceInput::Files(files.iter().map(std::path::PathBuf::from).collect())
+                    }
+                    RecordedInput::Wal { from, to } => {
+                        source.replay(*from, *to).map_err(|e| JobError::Internal {
+                            job: self.plan.name.to_string(),
+                            message: format!("cannot run batch {} again: {e}", record.id),
+                        })?
+                    }
+                    RecordedInput::Unlogged { records } => {
+                        tracing::warn!(job = %self.plan.name, source = %source.name(), batch = record.id, "{records} records of this batch came from a source without a write-ahead log and are lost");
+                        SourceInput::Records {
+                            records: crate::batch::Batch::empty(false),
+                            invalid_lines: 0,
+                            wal: None,
+                        }
+                    }
+                });
+            }
+            self.dispatch(SealedBatch {
+                id: record.id,
+                time: record.time,
+                sealed_at: Instant::now(),
+                inputs,
+            });
+        }
+        Ok(())
     }
 
     async fn run(
@@ -291,6 +411,7 @@ impl Scheduler {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut signals = Signals::new(self.options.handle_signals);
         let mut summary = JobSummary::default();
+        self.resend()?;
         let mut stopping = false;
         let mut last_end = Instant::now();
         loop {
@@ -304,14 +425,14 @@ impl Scheduler {
                     tracing::info!(%job, "{how}: stopping gracefully after the batches in flight (send it again to exit at once)");
                     stopping = true;
                     summary.stopped = true;
-                    self.drain();
+                    self.drain()?;
                     if self.in_flight == 0 { break; }
                 }
                 _ = self.shared.stop.notified(), if !stopping => {
                     tracing::info!(%job, "stop requested: stopping gracefully after the batches in flight");
                     stopping = true;
                     summary.stopped = true;
-                    self.drain();
+                    self.drain()?;
                     if self.in_flight == 0 { break; }
                 }
                 report = reports.recv() => {
@@ -334,14 +455,14 @@ impl Scheduler {
                     if self.options.until_idle && self.in_flight == 0 {
                         let statuses: Vec<_> = self.sources.iter_mut().map(|s| s.status()).collect();
                         if statuses.iter().any(|s| s.backlog || s.buffered > 0) {
-                            self.seal();
+                            self.seal()?;
                         } else if statuses.iter().all(|s| s.exhausted) {
                             if self.plan.final_batch && !self.final_sent {
                                 // Available-now: one more batch, with no data, in which the
                                 // watermarks move past the last records seen.
                                 tracing::info!(%job, "input exhausted: one last, empty batch to advance watermarks");
                                 self.final_sent = true;
-                                self.seal();
+                                self.seal()?;
                                 continue;
                             }
                             tracing::info!(%job, "every source is exhausted and every batch is done");
@@ -350,12 +471,12 @@ impl Scheduler {
                     }
                 }
                 _ = self.early_seal.notified(), if !stopping => {
-                    self.seal();
+                    self.seal()?;
                     if self.any_full() { self.early_seal.notify_one(); }
                 }
                 _ = ticker.tick(), if !stopping => {
                     if !(self.options.until_idle && self.in_flight > 0) {
-                        self.seal();
+                        self.seal()?;
                     }
                 }
             }
@@ -375,7 +496,7 @@ impl Scheduler {
     }
 
     /// Stop receiving and seal what receivers hold, so nothing received is left behind.
-    fn drain(&mut self) {
+    fn drain(&mut self) -> Result<(), JobError> {
         for s in &mut self.sources {
             s.stop();
         }
@@ -383,12 +504,14 @@ impl Scheduler {
             if !self.sources.iter_mut().any(|s| s.status().buffered > 0) {
                 break;
             }
-            self.seal();
+            self.seal()?;
         }
+        Ok(())
     }
 
-    /// Seal a batch from what every source has and send it to the executor.
-    fn seal(&mut self) {
+    /// Seal a batch from what every source has, record it in the checkpoint, and send it to
+    /// the executor.
+    fn seal(&mut self) -> Result<(), JobError> {
         let interval = self.plan.batch_interval.as_millis().max(1) as i64;
         let aligned = now_ms() / interval * interval;
         let time = if self.last_time == i64::MIN {
@@ -412,6 +535,7 @@ impl Scheduler {
                     .map(|_| SourceInput::Records {
                         records: crate::batch::Batch::empty(false),
                         invalid_lines: 0,
+                        wal: None,
                     })
                     .collect();
                 self.send(gap, empty);
@@ -422,18 +546,37 @@ impl Scheduler {
         let max = self.plan.max_batch_records;
         let inputs = self.sources.iter_mut().map(|s| s.take(max)).collect();
         self.send(time, inputs);
+        // Recorded before any of them runs: a batch whose state is committed is always in
+        // the checkpoint, so a restart never reuses its id for other input.
+        let sealed = std::mem::take(&mut self.sealing);
+        if let Some(log) = &self.log {
+            let records = sealed.iter().map(record).collect();
+            log.sealed(records, self.next_id, self.last_time)
+                .map_err(|e| JobError::Internal {
+                    job: self.plan.name.to_string(),
+                    message: format!("cannot record the batch in the checkpoint: {e}"),
+                })?;
+        }
+        for batch in sealed {
+            self.dispatch(batch);
+        }
+        Ok(())
     }
 
     fn send(&mut self, time: i64, inputs: Vec<SourceInput>) {
         let sealed_at = Instant::now();
         self.first_seal.get_or_insert(sealed_at);
-        let batch = SealedBatch {
+        self.sealing.push(SealedBatch {
             id: self.next_id,
             time,
             sealed_at,
             inputs,
-        };
+        });
         self.next_id += 1;
+    }
+
+    fn dispatch(&mut self, batch: SealedBatch) {
+        self.first_seal.get_or_insert(batch.sealed_at);
         if self.to_executor.send(batch).is_ok() {
             self.in_flight += 1;
         }
@@ -486,6 +629,36 @@ impl Scheduler {
             history.pop_front();
         }
         history.push_back(report.clone());
+    }
+}
+
+/// A sealed batch as the checkpoint records it.
+fn record(batch: &SealedBatch) -> BatchRecord {
+    BatchRecord {
+        id: batch.id,
+        time: batch.time,
+        inputs: batch
+            .inputs
+            .iter()
+            .map(|input| match input {
+                SourceInput::Files(files) => RecordedInput::Files {
+                    files: files
+                        .iter()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .collect(),
+                },
+                SourceInput::Records {
+                    wal: Some((from, to)),
+                    ..
+                } => RecordedInput::Wal {
+                    from: *from,
+                    to: *to,
+                },
+                SourceInput::Records { records, .. } => RecordedInput::Unlogged {
+                    records: records.len() as u64,
+                },
+            })
+            .collect(),
     }
 }
 

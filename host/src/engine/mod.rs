@@ -8,6 +8,7 @@ pub mod event_time;
 pub mod executor;
 pub mod job;
 pub mod operators;
+pub mod recovery;
 pub mod reducer;
 pub mod state_ops;
 pub mod stats;

@@ -29,10 +29,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::spec::{
-    Builtin, Codec, ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode, SinkKind, SinkSpec,
-    SourceKind, SourceSpec, Start, StaticFormat, StreamSpec, default_partitions,
+    Builtin, CheckpointSpec, Codec, DEFAULT_MAX_REQUEST_BYTES, ErrorPolicy, JobSpec, Op,
+    OutputFormat, OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat,
+    StreamSpec, default_partitions,
 };
 use crate::config::ByteSize;
+use crate::wal::WalSync;
 
 /// A manifest that could not be read as TOML of the expected shape.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,31 @@ struct JobToml {
     on_udf_error: ErrorPolicy,
     state_dir: Option<PathBuf>,
     max_state_bytes: Option<ByteSize>,
+    checkpoint: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    checkpoint_interval: Option<Duration>,
+    keep_checkpoints: Option<usize>,
+    wal_fsync: Option<WalFsyncToml>,
+}
+
+/// `wal_fsync = "block"` or a duration such as `"200ms"`.
+#[derive(Debug)]
+struct WalFsyncToml(WalSync);
+
+impl<'de> Deserialize<'de> for WalFsyncToml {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "block" {
+            return Ok(Self(WalSync::EveryBlock));
+        }
+        humantime::parse_duration(&text)
+            .map(|d| Self(WalSync::Interval(d)))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "wal_fsync = {text:?}: {e}; write \"block\" (fsync every received block) or an interval such as \"200ms\""
+                ))
+            })
+    }
 }
 
 fn default_interval() -> Duration {
@@ -102,6 +129,7 @@ fn default_interval() -> Duration {
 enum SourceKindToml {
     Socket,
     Directory,
+    Http,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +144,8 @@ struct SourceToml {
     path: Option<PathBuf>,
     start: Option<Start>,
     max_files_per_batch: Option<usize>,
+    address: Option<String>,
+    max_request_bytes: Option<ByteSize>,
 }
 
 /// `input = "a"` or `inputs = ["a", "b"]`.
@@ -179,16 +209,31 @@ struct SinkToml {
 /// Read and parse a manifest file. Relative paths in it (directories, static data, output
 /// prefixes) are taken relative to the manifest's own directory.
 pub fn load(path: &Path) -> Result<JobSpec, ManifestError> {
+    load_with(path, None)
+}
+
+/// [`load`], with the checkpoint folder given on the command line (`--checkpoint`) in place of
+/// the manifest's; the state then defaults to `state/` inside it too.
+pub fn load_with(path: &Path, checkpoint: Option<&Path>) -> Result<JobSpec, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
         path: path.to_path_buf(),
         error,
     })?;
     let base = path.parent().unwrap_or(Path::new(""));
-    parse(&text, path, base)
+    parse_with(&text, path, base, checkpoint)
 }
 
 /// Parse manifest text; `path` names it in errors, `base` resolves relative paths.
 pub fn parse(text: &str, path: &Path, base: &Path) -> Result<JobSpec, ManifestError> {
+    parse_with(text, path, base, None)
+}
+
+fn parse_with(
+    text: &str,
+    path: &Path,
+    base: &Path,
+    checkpoint_override: Option<&Path>,
+) -> Result<JobSpec, ManifestError> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
         path: path.to_path_buf(),
@@ -209,7 +254,38 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<JobSpec, ManifestEr
     spec.partitions = job.partitions.unwrap_or_else(default_partitions);
     spec.max_batch_records = job.max_batch_records;
     spec.on_udf_error = job.on_udf_error;
-    spec.state_dir = Some(resolve(job.state_dir.unwrap_or_else(|| "state".into())));
+    let checkpoint = checkpoint_override
+        .map(Path::to_path_buf)
+        .or(job.checkpoint.map(resolve));
+    spec.state_dir = Some(match (job.state_dir, &checkpoint) {
+        (Some(dir), _) => resolve(dir),
+        (None, Some(checkpoint)) => checkpoint.join("state"),
+        (None, None) => resolve("state".into()),
+    });
+    match checkpoint {
+        Some(dir) => {
+            let mut c = CheckpointSpec::new(dir);
+            c.interval = job.checkpoint_interval;
+            c.keep = job.keep_checkpoints.unwrap_or(c.keep);
+            c.wal_sync = job.wal_fsync.map_or(c.wal_sync, |w| w.0);
+            spec.checkpoint = Some(c);
+        }
+        None => {
+            let needs = [
+                ("checkpoint_interval", job.checkpoint_interval.is_some()),
+                ("keep_checkpoints", job.keep_checkpoints.is_some()),
+                ("wal_fsync", job.wal_fsync.is_some()),
+            ];
+            if let Some((field, _)) = needs.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    job_span,
+                    format!(
+                        "[job]: `{field}` needs `checkpoint`, the folder the job checkpoints to"
+                    ),
+                ));
+            }
+        }
+    }
     if let Some(max) = job.max_state_bytes {
         spec.max_state_bytes = max.0;
     }
@@ -238,6 +314,8 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<JobSpec, ManifestEr
                         ("path", s.path.is_some()),
                         ("start", s.start.is_some()),
                         ("max_files_per_batch", s.max_files_per_batch.is_some()),
+                        ("address", s.address.is_some()),
+                        ("max_request_bytes", s.max_request_bytes.is_some()),
                     ],
                     "socket",
                 ) {
@@ -264,6 +342,8 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<JobSpec, ManifestEr
                         ("host", s.host.is_some()),
                         ("port", s.port.is_some()),
                         ("reconnect_delay", s.reconnect_delay.is_some()),
+                        ("address", s.address.is_some()),
+                        ("max_request_bytes", s.max_request_bytes.is_some()),
                     ],
                     "directory",
                 ) {
@@ -282,6 +362,36 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<JobSpec, ManifestEr
                     path: resolve(dir),
                     start: s.start.unwrap_or_default(),
                     max_files_per_batch: s.max_files_per_batch,
+                }
+            }
+            SourceKindToml::Http => {
+                if let Some(e) = misplaced(
+                    &[
+                        ("host", s.host.is_some()),
+                        ("port", s.port.is_some()),
+                        ("reconnect_delay", s.reconnect_delay.is_some()),
+                        ("path", s.path.is_some()),
+                        ("start", s.start.is_some()),
+                        ("max_files_per_batch", s.max_files_per_batch.is_some()),
+                    ],
+                    "http",
+                ) {
+                    return Err(e);
+                }
+                let Some(address) = s.address.clone() else {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "source '{}': an http source needs `address`, where it listens, e.g. address = \"127.0.0.1:8081\"",
+                            s.name
+                        ),
+                    ));
+                };
+                SourceKind::Http {
+                    address,
+                    max_request_bytes: s
+                        .max_request_bytes
+                        .map_or(DEFAULT_MAX_REQUEST_BYTES, |b| b.0),
                 }
             }
         };

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use spec::{
-    Builtin, Codec, ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode, SinkKind, SinkSpec,
-    SourceKind, SourceSpec, Start, StaticFormat, StreamSpec,
+    Builtin, CheckpointSpec, Codec, DEFAULT_CHECKPOINT_BATCHES, DEFAULT_KEEP_CHECKPOINTS,
+    ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec,
+    Start, StaticFormat, StreamSpec,
 };
 pub use stateful::{EventWindow, Reducer, StateOp, Updater, WindowKind, WindowSpec};
 
@@ -201,6 +202,23 @@ pub struct Plan {
     /// Whether `--until-idle` ends with one more, empty batch that moves event-time
     /// watermarks past the last data (Structured Streaming's available-now trigger).
     pub final_batch: bool,
+    /// How the job checkpoints, when it does.
+    pub checkpoint: Option<PlannedCheckpoint>,
+}
+
+/// A checked checkpoint setting.
+#[derive(Debug, Clone)]
+pub struct PlannedCheckpoint {
+    /// The folder.
+    pub dir: PathBuf,
+    /// A data checkpoint every this many batches.
+    pub interval_batches: u64,
+    /// Data checkpoints kept.
+    pub keep: usize,
+    /// When write-ahead logs are forced to disk.
+    pub wal_sync: crate::wal::WalSync,
+    /// Go on past damage in a write-ahead log, keeping what is before it.
+    pub accept_wal_loss: bool,
 }
 
 impl Plan {
@@ -450,7 +468,12 @@ impl Planner<'_, '_> {
             .filter(|n| n.op.uses_state_store())
             .map(|n| n.name.to_string())
             .collect();
-        if !stateful.is_empty() && spec.state_dir.is_none() {
+        let state_dir = spec
+            .state_dir
+            .clone()
+            .or_else(|| spec.checkpoint.as_ref().map(|c| c.dir.join("state")));
+        let checkpoint = self.checkpoint(&spec);
+        if !stateful.is_empty() && state_dir.is_none() {
             self.error(
                 spec.line,
                 "job",
@@ -484,10 +507,69 @@ impl Planner<'_, '_> {
             nodes,
             sinks,
             warnings,
-            state_dir: (!stateful.is_empty()).then_some(spec.state_dir).flatten(),
+            state_dir: (!stateful.is_empty()).then_some(state_dir).flatten(),
             max_state_bytes: spec.max_state_bytes,
             final_batch,
+            checkpoint,
         }
+    }
+
+    /// The checkpoint setting, checked: an interval that is a multiple of the batch interval,
+    /// and a checkpoint wherever a source needs a write-ahead log.
+    fn checkpoint(&mut self, spec: &JobSpec) -> Option<PlannedCheckpoint> {
+        let interval = spec.batch_interval.as_millis().max(1) as u64;
+        if spec.checkpoint.is_none() {
+            for source in &spec.sources {
+                if matches!(source.kind, SourceKind::Http { .. }) {
+                    self.error(
+                        source.line,
+                        &format!("source '{}'", source.name),
+                        "an http source answers only once records are in its write-ahead log, which lives in the job's checkpoint folder".into(),
+                        Some("set checkpoint = \"checkpoint\" in [job] (or pass --checkpoint DIR)".into()),
+                    );
+                }
+            }
+        }
+        let c = spec.checkpoint.as_ref()?;
+        let every = c
+            .interval
+            .map_or(interval * DEFAULT_CHECKPOINT_BATCHES, |d| {
+                d.as_millis() as u64
+            });
+        if every == 0 || !every.is_multiple_of(interval) {
+            let below = (every / interval).max(1) * interval;
+            self.error(
+                spec.line,
+                "job",
+                format!(
+                    "checkpoint_interval = {} is not a multiple of the batch interval ({})",
+                    humantime::format_duration(std::time::Duration::from_millis(every)),
+                    humantime::format_duration(spec.batch_interval)
+                ),
+                Some(format!(
+                    "use {} or {}",
+                    humantime::format_duration(std::time::Duration::from_millis(below)),
+                    humantime::format_duration(std::time::Duration::from_millis(below + interval))
+                )),
+            );
+        }
+        if c.keep == 0 {
+            self.error(
+                spec.line,
+                "job",
+                "keep_checkpoints = 0 would delete every data checkpoint".into(),
+                Some(format!(
+                    "leave it out for the default, {DEFAULT_KEEP_CHECKPOINTS}"
+                )),
+            );
+        }
+        Some(PlannedCheckpoint {
+            dir: c.dir.clone(),
+            interval_batches: (every / interval).max(1),
+            keep: c.keep.max(1),
+            wal_sync: c.wal_sync,
+            accept_wal_loss: c.accept_wal_loss,
+        })
     }
 
     fn check_job(&mut self, spec: &JobSpec) {

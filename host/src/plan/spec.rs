@@ -33,6 +33,9 @@ pub struct JobSpec {
     /// The most state the job may hold, in bytes; past it the job fails with a clear error
     /// instead of growing until the machine runs out of memory or disk. Default 1 GiB.
     pub max_state_bytes: u64,
+    /// Where the job checkpoints, so a restart picks it up where it stopped; without one, a
+    /// restart starts afresh (state in `state_dir` aside).
+    pub checkpoint: Option<CheckpointSpec>,
     /// Where sources, streams and sinks were declared; `None` for jobs built in Rust.
     pub line: Option<usize>,
     /// Inputs.
@@ -55,6 +58,7 @@ impl JobSpec {
             tenant: "local".into(),
             state_dir: None,
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            checkpoint: None,
             line: None,
             sources: Vec::new(),
             streams: Vec::new(),
@@ -62,6 +66,46 @@ impl JobSpec {
         }
     }
 }
+
+/// How a job checkpoints (Spark's `ssc.checkpoint(dir)` and `checkpointInterval`).
+#[derive(Debug, Clone)]
+pub struct CheckpointSpec {
+    /// The checkpoint folder: metadata, data checkpoints, write-ahead logs, and the state
+    /// unless `state_dir` says otherwise.
+    pub dir: PathBuf,
+    /// How often the state is copied into a data checkpoint: a multiple of the batch interval.
+    /// Default: 10 batch intervals.
+    pub interval: Option<Duration>,
+    /// How many data checkpoints are kept. Default 3.
+    pub keep: usize,
+    /// When receivers force their write-ahead logs to disk. Default: every block.
+    pub wal_sync: crate::wal::WalSync,
+    /// Keep what is before damage in a write-ahead log and go on without the rest, instead of
+    /// refusing to start (`--accept-wal-loss`).
+    pub accept_wal_loss: bool,
+}
+
+impl CheckpointSpec {
+    /// A checkpoint in `dir` with the defaults.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            interval: None,
+            keep: DEFAULT_KEEP_CHECKPOINTS,
+            wal_sync: crate::wal::WalSync::EveryBlock,
+            accept_wal_loss: false,
+        }
+    }
+}
+
+/// The default of an http source's `max_request_bytes`: 16 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 << 20;
+
+/// Data checkpoints kept by default.
+pub const DEFAULT_KEEP_CHECKPOINTS: usize = 3;
+
+/// Batch intervals between data checkpoints by default.
+pub const DEFAULT_CHECKPOINT_BATCHES: u64 = 10;
 
 /// The default of [`JobSpec::max_state_bytes`]: 1 GiB.
 pub const DEFAULT_MAX_STATE_BYTES: u64 = 1 << 30;
@@ -117,6 +161,14 @@ pub enum SourceKind {
         start: Start,
         /// At most this many files per batch (Structured Streaming's `maxFilesPerTrigger`).
         max_files_per_batch: Option<usize>,
+    },
+    /// A reliable receiver: `POST /ingest/<source>` on `address` with newline-separated records
+    /// in the body; answered 200 only once the records are in the write-ahead log.
+    Http {
+        /// `host:port` to listen on.
+        address: String,
+        /// The largest request body accepted. Default 16 MiB.
+        max_request_bytes: u64,
     },
     /// Batches pushed by the program through a [`QueueSender`](crate::sources::QueueSender)
     /// (Spark's `queueStream`, one queued batch per micro-batch).

@@ -2,7 +2,9 @@
 //! `prefix-<batch time ms>[.suffix]` holding `part-00000 …` (one file per partition) and an
 //! empty `_SUCCESS`. It is written under a hidden temporary name beside it and renamed into place
 //! when whole, so a reader sees the whole batch or nothing. Writing a batch again (after a
-//! restart) replaces it: the sink is idempotent per batch time.
+//! restart) replaces it, and removes what a killed run left half-written: the sink is
+//! idempotent per batch time. With a checkpoint, a batch run again after a crash keeps its id
+//! and time, so the sink is exactly-once.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,8 +44,17 @@ pub fn write(
         let path = path.to_path_buf();
         move |source| SinkError::Write { path, source }
     };
-    if temp.exists() {
-        std::fs::remove_dir_all(&temp).map_err(fail(&temp))?;
+    // A run killed while writing this batch left its temporary folder (named for its pid):
+    // the batch is being written again, so it goes.
+    let stale = format!(".{file_name}.tmp-");
+    if let Some(parent) = target.parent()
+        && let Ok(entries) = std::fs::read_dir(parent)
+    {
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with(&stale) {
+                std::fs::remove_dir_all(entry.path()).map_err(fail(&entry.path()))?;
+            }
+        }
     }
     std::fs::create_dir_all(&temp).map_err(fail(&temp))?;
     let mut undecodable = 0u64;

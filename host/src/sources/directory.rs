@@ -53,6 +53,11 @@ impl DirectorySource {
         source
     }
 
+    /// Never read these again: a checkpoint says earlier batches read them.
+    pub fn restore(&mut self, files: &[String]) {
+        self.done.extend(files.iter().map(PathBuf::from));
+    }
+
     /// Regular files with names that are not hidden or temporary, with size and mtime.
     fn list(&mut self) -> Vec<(PathBuf, (u64, SystemTime))> {
         let entries = match std::fs::read_dir(&self.path) {

@@ -4,14 +4,21 @@
 //! - [`socket`]: Spark's `socketTextStream`, a receiver task that reconnects when the peer goes
 //!   away;
 //! - [`directory`]: Spark's `textFileStream`, each new file read once, never half-written;
+//! - [`http`]: a reliable receiver, `POST /ingest/<source>`, answered once the records are in
+//!   the write-ahead log;
 //! - [`queue`]: batches pushed by a program (Spark's `queueStream`), for the Rust API and tests.
+//!
+//! Receivers (socket, http) buffer what they take in [`received::Received`], which writes each
+//! block to the source's write-ahead log first when the job checkpoints.
 //!
 //! A line that is not UTF-8 is not a record: it is counted (`invalid_lines` in the batch's stats
 //! and `sluice_source_invalid_lines_total`) and logged with where it came from, and the job goes
 //! on.
 
 pub mod directory;
+pub mod http;
 pub mod queue;
+pub mod received;
 pub mod socket;
 
 use std::path::PathBuf;
@@ -30,6 +37,8 @@ pub enum SourceInput {
         records: Batch,
         /// Lines refused since the last batch.
         invalid_lines: u64,
+        /// The write-ahead log range the records came from, when the source logs.
+        wal: Option<(u64, u64)>,
     },
     /// Files to read as part of the batch (the batch reads them, in parallel).
     Files(Vec<PathBuf>),
@@ -58,6 +67,16 @@ pub trait Source: Send {
     fn status(&mut self) -> SourceStatus;
     /// Stop receiving (a graceful stop): what was received stays to be taken.
     fn stop(&mut self);
+    /// The records of write-ahead log range `from..to` again, for a batch being re-run after a
+    /// crash. Only receivers with a log have any.
+    fn replay(&mut self, from: u64, to: u64) -> Result<SourceInput, crate::wal::WalError> {
+        Err(crate::wal::WalError::Missing {
+            dir: PathBuf::from(self.name()),
+            from,
+            to,
+            what: "the source keeps no write-ahead log".into(),
+        })
+    }
 }
 
 /// What a source needs from the job that runs it.

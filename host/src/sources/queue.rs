@@ -87,6 +87,7 @@ impl Source for QueueSource {
         SourceInput::Records {
             records,
             invalid_lines: 0,
+            wal: None,
         }
     }
 

@@ -1,43 +1,39 @@
 //! Spark's `socketTextStream`: a receiver task connects to `host:port` and reads lines until
 //! the peer goes away, then reconnects after `reconnect_delay` (with `--until-idle`, the end of
-//! the first connection ends the source). Unreliable in Spark's sense: lines received but not
-//! yet in a finished batch are lost if the host dies (the write-ahead log of a later issue
-//! closes that gap).
+//! the first connection ends the source). When the job checkpoints, every block of lines read
+//! goes to the source's write-ahead log before it is buffered, so what was read survives a
+//! crash. Still unreliable in Spark's sense: the peer is never told what is safe, so lines it
+//! sent that were not yet read (in socket buffers, in flight) are lost when the host dies. Use
+//! the `http` source when the sender must know.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{Source, SourceContext, SourceInput, SourceStatus, now_ms, push_lines};
-use crate::batch::Batch;
-
-#[derive(Default)]
-struct Buffer {
-    records: Option<Batch>,
-    invalid_lines: u64,
-}
+use super::received::Received;
+use super::{Source, SourceContext, SourceInput, SourceStatus, now_ms};
 
 /// A socket receiver and what it has buffered.
 pub struct SocketSource {
     name: String,
-    buffer: Arc<Mutex<Buffer>>,
+    buffer: Received,
     finished: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SocketSource {
-    /// Start receiving from `host:port`.
+    /// Start receiving from `host:port` into `buffer`.
     pub fn start(
         name: &str,
         host: &str,
         port: u16,
         reconnect_delay: Duration,
+        buffer: Received,
         ctx: &SourceContext,
     ) -> Self {
-        let buffer = Arc::new(Mutex::new(Buffer::default()));
         let finished = Arc::new(AtomicBool::new(false));
         let receiver = Receiver {
             source: name.to_string(),
@@ -61,7 +57,7 @@ struct Receiver {
     source: String,
     address: String,
     reconnect_delay: Duration,
-    buffer: Arc<Mutex<Buffer>>,
+    buffer: Received,
     finished: Arc<AtomicBool>,
     ctx: SourceContext,
 }
@@ -110,21 +106,18 @@ impl Receiver {
             let n = stream.read(&mut chunk).await?;
             let last = n == 0;
             pending.extend_from_slice(&chunk[..n]);
-            let mut invalid = Vec::new();
             let first = lines;
-            let full = {
-                let mut guard = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
-                let buffer = &mut *guard;
-                let records = buffer.records.get_or_insert_with(|| Batch::empty(false));
-                let before = records.len() as u64;
-                let used = push_lines(&pending, last, records, now_ms(), &mut invalid);
-                pending.drain(..used);
-                lines += records.len() as u64 - before + invalid.len() as u64;
-                buffer.invalid_lines += invalid.len() as u64;
-                self.ctx
-                    .max_batch_records
-                    .is_some_and(|max| records.len() >= max)
-            };
+            let pushed = self
+                .buffer
+                .push(&pending, last, now_ms())
+                .map_err(std::io::Error::other)?;
+            pending.drain(..pushed.used);
+            let invalid = pushed.invalid;
+            lines += (pushed.added + invalid.len()) as u64;
+            let full = self
+                .ctx
+                .max_batch_records
+                .is_some_and(|max| pushed.buffered >= max);
             for i in &invalid {
                 tracing::warn!(job = %self.ctx.job, source = %self.source, "line {} from {} is not UTF-8: skipped and counted", first + i + 1, self.address);
             }
@@ -144,31 +137,20 @@ impl Source for SocketSource {
     }
 
     fn take(&mut self, max_records: Option<usize>) -> SourceInput {
-        let mut buffer = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
-        let records = match (&mut buffer.records, max_records) {
-            (Some(all), Some(max)) => all.take_front(max),
-            (Some(_), None) => buffer.records.take().unwrap_or_else(|| Batch::empty(false)),
-            (None, _) => Batch::empty(false),
-        };
-        SourceInput::Records {
-            records,
-            invalid_lines: std::mem::take(&mut buffer.invalid_lines),
-        }
+        self.buffer.take(max_records)
     }
 
     fn status(&mut self) -> SourceStatus {
-        let buffered = self
-            .buffer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .records
-            .as_ref()
-            .map_or(0, Batch::len);
+        let buffered = self.buffer.buffered();
         SourceStatus {
             buffered,
             backlog: false,
             exhausted: self.finished.load(Ordering::Acquire) && buffered == 0,
         }
+    }
+
+    fn replay(&mut self, from: u64, to: u64) -> Result<SourceInput, crate::wal::WalError> {
+        self.buffer.replay(from, to)
     }
 
     fn stop(&mut self) {

@@ -234,6 +234,25 @@ impl StateStore {
             .map_err(|source| self.meta_error("commit", source))
     }
 
+    /// Copy the committed state into `path` as a RocksDB checkpoint (table files hard-linked,
+    /// so it is cheap); `path` is replaced if it exists.
+    pub fn checkpoint(&self, path: &Path) -> Result<(), StateError> {
+        let fail = |message: String| StateError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if path.exists() {
+            std::fs::remove_dir_all(path)
+                .map_err(|e| fail(format!("cannot replace an older copy: {e}")))?;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+        }
+        rocksdb::checkpoint::Checkpoint::new(&*self.db)
+            .and_then(|c| c.create_checkpoint(path))
+            .map_err(|source| self.meta_error("checkpoint", source))
+    }
+
     /// Flush memtables to disk (on a graceful stop), so a restart reads no log.
     pub fn flush(&self) -> Result<(), StateError> {
         self.db

@@ -1,0 +1,277 @@
+//! What a metadata checkpoint says: enough to pick a job up where it stopped (Spark's
+//! `Checkpoint`: the plan, the batches generated but not finished, the source positions).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{NodeOp, Plan, Reducer, Updater, WindowKind};
+
+/// The format of metadata files this version writes and reads.
+pub const VERSION: u32 = 1;
+
+/// The whole of a metadata checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// [`VERSION`].
+    pub version: u32,
+    /// The job's name.
+    pub job: String,
+    /// SHA-256 of the plan's description: changes when any stream or sink changes.
+    pub plan_fingerprint: String,
+    /// The operators whose state outlives a batch, as the plan had them.
+    pub stateful: Vec<StatefulOp>,
+    /// Content hashes (SHA-256) of the components the job uses, by component name.
+    pub udfs: BTreeMap<String, String>,
+    /// The id the next sealed batch gets.
+    pub next_batch: u64,
+    /// The time of the last sealed batch.
+    pub last_time: Option<i64>,
+    /// The last batch whose sinks ran and whose state was committed.
+    pub finished: Option<u64>,
+    /// Where each source stands, by source name.
+    pub sources: BTreeMap<String, SourcePosition>,
+    /// Sealed batches not covered by the newest data checkpoint (the unfinished ones among
+    /// them): what recovery re-runs, with exactly the input they had.
+    pub batches: Vec<BatchRecord>,
+    /// The batch the newest data checkpoint holds the state of.
+    pub data_checkpoint: Option<u64>,
+    /// Event-time watermarks (largest event time seen) by stream, as of `finished`.
+    #[serde(default)]
+    pub watermarks: BTreeMap<String, i64>,
+}
+
+/// Where a source stands.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePosition {
+    /// A directory source: every file it has put in a batch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// A receiver: the write-ahead log offset up to which records are in sealed batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_sealed: Option<u64>,
+}
+
+/// A sealed batch and its input.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRecord {
+    /// Its id.
+    pub id: u64,
+    /// Its time.
+    pub time: i64,
+    /// Per source of the plan, in order.
+    pub inputs: Vec<RecordedInput>,
+}
+
+/// One source's input to a sealed batch, as recovery finds it again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RecordedInput {
+    /// These files, read again.
+    Files {
+        /// Their paths.
+        files: Vec<String>,
+    },
+    /// The records of this range of the source's write-ahead log.
+    Wal {
+        /// First offset.
+        from: u64,
+        /// End offset.
+        to: u64,
+    },
+    /// Records from a source without a log (a queue): cannot be read again.
+    Unlogged {
+        /// How many there were.
+        records: u64,
+    },
+}
+
+/// A stateful operator as a checkpoint remembers it, to tell whether a changed plan can still
+/// read its state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StatefulOp {
+    /// The stream.
+    pub stream: String,
+    /// Its operator (`update_state_by_key`, …).
+    pub op: String,
+    /// How its keys read.
+    pub key_codec: String,
+    /// How its values read.
+    pub value_codec: String,
+    /// What else its state's layout depends on (window length and slide, builtin reducer).
+    pub layout: String,
+    /// The UDF that computes it, if any (`component#function`): a new version is accepted.
+    pub udf: Option<String>,
+}
+
+impl StatefulOp {
+    /// The stateful operators of a plan.
+    pub fn of(plan: &Plan) -> Vec<StatefulOp> {
+        plan.nodes
+            .iter()
+            .filter_map(|n| {
+                let (layout, udf) = match &n.op {
+                    NodeOp::Window(w) => {
+                        let (what, udf) = match &w.kind {
+                            WindowKind::ReduceByKeyInverse { reducer, .. } => {
+                                ("inverse", reducer_udf(reducer))
+                            }
+                            WindowKind::Reduce(r) | WindowKind::ReduceByKey(r) => {
+                                ("buffered", reducer_udf(r))
+                            }
+                            _ => ("buffered", (None, String::new())),
+                        };
+                        (
+                            format!(
+                                "window {} ms every {} ms, {what}{}",
+                                w.length, w.slide, udf.1
+                            ),
+                            udf.0,
+                        )
+                    }
+                    NodeOp::UpdateState(s) => {
+                        let (udf, builtin) = match &s.updater {
+                            Updater::Udf(f) => (Some(f.spec()), String::new()),
+                            Updater::Builtin(b) => (None, format!("builtin {b:?}")),
+                        };
+                        let kind = if s.map_with_state {
+                            "map_with_state"
+                        } else {
+                            "update_state_by_key"
+                        };
+                        (format!("{kind} {builtin}").trim().to_string(), udf)
+                    }
+                    NodeOp::EventTimeWindow(e) => {
+                        let (udf, builtin) = reducer_udf(&e.reducer);
+                        (
+                            format!(
+                                "event-time window {} ms every {} ms{builtin}",
+                                e.length, e.slide
+                            ),
+                            udf,
+                        )
+                    }
+                    _ => return None,
+                };
+                Some(StatefulOp {
+                    stream: n.name.to_string(),
+                    op: n.op_name.to_string(),
+                    key_codec: format!("{:?}", n.key_codec).to_lowercase(),
+                    value_codec: format!("{:?}", n.value_codec).to_lowercase(),
+                    layout,
+                    udf,
+                })
+            })
+            .collect()
+    }
+}
+
+fn reducer_udf(r: &Reducer) -> (Option<String>, String) {
+    match r {
+        Reducer::Udf(f) => (Some(f.spec()), String::new()),
+        Reducer::Builtin(b) => (None, format!(", builtin {b:?}")),
+    }
+}
+
+/// The components a plan calls, by name, with their content hashes.
+pub fn udf_versions(plan: &Plan) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut add = |f: &crate::udf::UdfFunction| {
+        out.insert(
+            f.component().name().to_string(),
+            f.component().hash().to_string(),
+        );
+    };
+    for n in &plan.nodes {
+        match &n.op {
+            NodeOp::PerPartition(f) | NodeOp::WholeBatch(f) => add(f),
+            NodeOp::Reduce(Reducer::Udf(f)) | NodeOp::ReduceByKey(Reducer::Udf(f)) => add(f),
+            NodeOp::Window(w) => match &w.kind {
+                WindowKind::Reduce(Reducer::Udf(f)) | WindowKind::ReduceByKey(Reducer::Udf(f)) => {
+                    add(f)
+                }
+                WindowKind::ReduceByKeyInverse { reducer, filter } => {
+                    if let Reducer::Udf(f) = reducer {
+                        add(f);
+                    }
+                    if let Some(f) = filter {
+                        add(f);
+                    }
+                }
+                _ => {}
+            },
+            NodeOp::UpdateState(s) => {
+                if let Updater::Udf(f) = &s.updater {
+                    add(f);
+                }
+            }
+            NodeOp::EventTimeWindow(e) => {
+                if let Reducer::Udf(f) = &e.reducer {
+                    add(f);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (_, sink) in &plan.sinks {
+        if let crate::plan::PlannedSink::Udf(f) = sink {
+            add(f);
+        }
+    }
+    out
+}
+
+/// SHA-256 of a description of every stream and sink of the plan.
+pub fn fingerprint(plan: &Plan) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(format!(
+        "interval {:?} partitions {}\n",
+        plan.batch_interval, plan.partitions
+    ));
+    for s in &plan.sources {
+        hash.update(format!("source {} {:?}\n", s.name, source_kind(&s.kind)));
+    }
+    for n in &plan.nodes {
+        let inputs: Vec<&str> = n.inputs.iter().map(|&i| &*plan.nodes[i].name).collect();
+        hash.update(format!(
+            "stream {} {} {inputs:?} {:?} {:?} {}\n",
+            n.name, n.op_name, n.key_codec, n.value_codec, n.slide
+        ));
+    }
+    for op in StatefulOp::of(plan) {
+        hash.update(format!("{op:?}\n"));
+    }
+    for (node, sink) in &plan.sinks {
+        hash.update(format!(
+            "sink {} {}\n",
+            plan.nodes[*node].name,
+            sink_kind(sink)
+        ));
+    }
+    hex::encode(hash.finalize())
+}
+
+fn source_kind(kind: &crate::plan::SourceKind) -> &'static str {
+    match kind {
+        crate::plan::SourceKind::Socket { .. } => "socket",
+        crate::plan::SourceKind::Directory { .. } => "directory",
+        crate::plan::SourceKind::Http { .. } => "http",
+        crate::plan::SourceKind::Queue(_) => "queue",
+    }
+}
+
+fn sink_kind(sink: &crate::plan::PlannedSink) -> String {
+    match sink {
+        crate::plan::PlannedSink::Print { num } => format!("print {num}"),
+        crate::plan::PlannedSink::TextFiles { prefix, suffix, .. } => {
+            format!("text_files {} {suffix:?}", prefix.display())
+        }
+        crate::plan::PlannedSink::Udf(f) => format!("udf {}", f.spec()),
+        crate::plan::PlannedSink::Native(_) => "native".into(),
+    }
+}

@@ -1,0 +1,512 @@
+//! Checkpoints: what lets `host run` pick a job up where it stopped (Spark's `getOrCreate`).
+//!
+//! A job's checkpoint folder holds
+//! - `metadata/metadata-<seq>.ckpt`: a **metadata checkpoint**, written when batches are sealed
+//!   and when one finishes: the plan's fingerprint and stateful operators, UDF versions, source
+//!   positions, the sealed batches not yet covered by a data checkpoint (with their inputs),
+//!   watermarks. Each file is written to a temporary name, fsynced and renamed, and starts with
+//!   a header carrying its length and CRC-32; a torn or damaged file is skipped, with a log
+//!   line, for the previous good one. The last [`KEEP_METADATA`] are kept.
+//! - `data/batch-<id>/`: a **data checkpoint**, a RocksDB checkpoint of the job's state
+//!   (hard links, cheap) after batch `id`, every `checkpoint_interval`; the last
+//!   `keep_checkpoints` are kept. Recovery restores from it when the live state is lost.
+//! - `wal/<source>/`: the write-ahead logs of receiver sources ([`crate::wal`]), trimmed when a
+//!   data checkpoint covers them.
+//! - `state/`: the live state, unless the job names another `state_dir`.
+
+pub mod metadata;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+pub use metadata::{BatchRecord, Metadata, RecordedInput, SourcePosition, StatefulOp};
+
+use crate::plan::Plan;
+use crate::wal::{Wal, WalError};
+
+/// How many metadata files are kept.
+pub const KEEP_METADATA: usize = 10;
+
+const MAGIC: &str = "sluice-checkpoint";
+
+/// What went wrong with a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file or folder could not be read or written.
+    #[error("checkpoint {path}: {what}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Metadata files exist but none reads back.
+    #[error(
+        "checkpoint {dir}: none of the {count} metadata files can be read (the newest: {why}); move the folder aside to start the job afresh"
+    )]
+    Unreadable {
+        /// The metadata folder.
+        dir: PathBuf,
+        /// How many files there were.
+        count: usize,
+        /// What was wrong with the newest.
+        why: String,
+    },
+    /// The checkpoint belongs to another job.
+    #[error(
+        "checkpoint {dir} belongs to job '{found}', not '{job}'; give each job its own checkpoint folder"
+    )]
+    OtherJob {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// Its job.
+        found: String,
+        /// This job.
+        job: String,
+    },
+    /// The plan changed in a way its checkpointed state cannot follow.
+    #[error(
+        "the job changed incompatibly since checkpoint {dir}: stateful operator '{stream}' {what}. Its state cannot be carried over: restore the operator as it was, or start afresh with a new checkpoint folder"
+    )]
+    Incompatible {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// The stream.
+        stream: String,
+        /// What changed.
+        what: String,
+    },
+    /// The state could not be checkpointed or restored.
+    #[error("checkpoint {path}: {message}")]
+    State {
+        /// Where.
+        path: PathBuf,
+        /// What happened.
+        message: String,
+    },
+    /// A write-ahead log could not be opened, read or trimmed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> CheckpointError {
+    let path = path.to_path_buf();
+    move |source| CheckpointError::Io { path, what, source }
+}
+
+/// A job's checkpoint folder.
+#[derive(Debug)]
+pub struct CheckpointDir {
+    dir: PathBuf,
+    seq: u64,
+}
+
+impl CheckpointDir {
+    /// Open (or create) `dir` and read its newest good metadata, if any.
+    pub fn open(dir: &Path) -> Result<(CheckpointDir, Option<Metadata>), CheckpointError> {
+        let meta_dir = dir.join("metadata");
+        std::fs::create_dir_all(&meta_dir).map_err(io(&meta_dir, "create the folder"))?;
+        std::fs::create_dir_all(dir.join("data")).map_err(io(dir, "create the data folder"))?;
+        let mut files = numbered(&meta_dir, "metadata-", ".ckpt")?;
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let seq = files.first().map_or(0, |f| f.0);
+        let mut newest_problem = None;
+        for (n, path) in &files {
+            match read_metadata(path) {
+                Ok(meta) => {
+                    if let Some(why) = &newest_problem {
+                        tracing::warn!(checkpoint = %dir.display(), "newer metadata is damaged ({why}); recovering from {} (metadata {n}) instead", path.display());
+                    }
+                    return Ok((
+                        CheckpointDir {
+                            dir: dir.to_path_buf(),
+                            seq,
+                        },
+                        Some(meta),
+                    ));
+                }
+                Err(why) => {
+                    tracing::warn!(checkpoint = %dir.display(), "metadata file {} cannot be used: {why}", path.display());
+                    newest_problem.get_or_insert(format!("{}: {why}", path.display()));
+                }
+            }
+        }
+        if let Some(why) = newest_problem {
+            return Err(CheckpointError::Unreadable {
+                dir: meta_dir,
+                count: files.len(),
+                why,
+            });
+        }
+        Ok((
+            CheckpointDir {
+                dir: dir.to_path_buf(),
+                seq,
+            },
+            None,
+        ))
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where source `name`'s write-ahead log lives.
+    pub fn wal_dir(&self, source: &str) -> PathBuf {
+        self.dir.join("wal").join(source)
+    }
+
+    /// Where the data checkpoint of batch `id` lives.
+    pub fn data_path(&self, id: u64) -> PathBuf {
+        self.dir.join("data").join(format!("batch-{id:020}"))
+    }
+
+    /// The data checkpoints there are, newest first.
+    pub fn data_checkpoints(&self) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+        let mut all = numbered(&self.dir.join("data"), "batch-", "")?;
+        all.sort_by_key(|f| std::cmp::Reverse(f.0));
+        Ok(all)
+    }
+
+    /// Write `meta` atomically as the newest metadata file and drop the oldest beyond
+    /// [`KEEP_METADATA`].
+    pub fn write(&mut self, meta: &Metadata) -> Result<(), CheckpointError> {
+        self.seq += 1;
+        let meta_dir = self.dir.join("metadata");
+        let path = meta_dir.join(format!("metadata-{:020}.ckpt", self.seq));
+        let body = serde_json::to_vec_pretty(meta).map_err(|e| CheckpointError::State {
+            path: path.clone(),
+            message: format!("cannot encode the metadata: {e}"),
+        })?;
+        let mut data = format!(
+            "{MAGIC} v{} len={} crc32={:08x}\n",
+            metadata::VERSION,
+            body.len(),
+            crc32fast::hash(&body)
+        )
+        .into_bytes();
+        data.extend_from_slice(&body);
+        write_atomic(&path, &data)?;
+        let mut files = numbered(&meta_dir, "metadata-", ".ckpt")?;
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (_, old) in files.iter().skip(KEEP_METADATA) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    /// Delete all but the newest `keep` data checkpoints.
+    pub fn prune_data(&self, keep: usize) -> Result<(), CheckpointError> {
+        for (_, old) in self.data_checkpoints()?.iter().skip(keep.max(1)) {
+            std::fs::remove_dir_all(old).map_err(io(old, "delete an old data checkpoint"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Files (or folders) in `dir` named `<prefix><number><suffix>`, with their numbers.
+fn numbered(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+    let entries = std::fs::read_dir(dir).map_err(io(dir, "list"))?;
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name();
+            let n = name
+                .to_str()?
+                .strip_prefix(prefix)?
+                .strip_suffix(suffix)?
+                .parse::<u64>()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect())
+}
+
+/// Write `data` to `path` so a reader sees all of it or the old file: temporary file, fsync,
+/// rename, fsync of the folder.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&temp).map_err(io(&temp, "create"))?;
+    file.write_all(data).map_err(io(&temp, "write"))?;
+    file.sync_all().map_err(io(&temp, "fsync"))?;
+    std::fs::rename(&temp, path).map_err(io(path, "rename into place"))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "fsync the folder"))
+}
+
+/// Read a metadata file, checking its header, length and checksum.
+fn read_metadata(path: &Path) -> Result<Metadata, String> {
+    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+    let newline = data
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no header line")?;
+    let header = std::str::from_utf8(&data[..newline]).map_err(|_| "a header that is not text")?;
+    let mut parts = header.split(' ');
+    if parts.next() != Some(MAGIC) {
+        return Err(format!("not a Sluice checkpoint (header '{header}')"));
+    }
+    let version = parts.next().unwrap_or("");
+    if version != format!("v{}", metadata::VERSION) {
+        return Err(format!(
+            "written by another version of the format ({version}, this host reads v{})",
+            metadata::VERSION
+        ));
+    }
+    let field = |name: &str| -> Option<&str> {
+        header
+            .split(' ')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+    };
+    let len: usize = field("len")
+        .and_then(|v| v.parse().ok())
+        .ok_or("no length in the header")?;
+    let crc = field("crc32")
+        .and_then(|v| u32::from_str_radix(v, 16).ok())
+        .ok_or("no checksum in the header")?;
+    let body = &data[newline + 1..];
+    if body.len() != len {
+        return Err(format!(
+            "torn: {} bytes where the header says {len}",
+            body.len()
+        ));
+    }
+    if crc32fast::hash(body) != crc {
+        return Err("checksum mismatch: the file is damaged".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("cannot be decoded: {e}"))
+}
+
+/// Check that `plan` can carry on from the state `old` describes; returns notes worth
+/// logging (UDFs with new versions, a changed plan).
+pub fn check_compatible(
+    dir: &Path,
+    old: &Metadata,
+    plan: &Plan,
+) -> Result<Vec<String>, CheckpointError> {
+    if old.job != *plan.name {
+        return Err(CheckpointError::OtherJob {
+            dir: dir.to_path_buf(),
+            found: old.job.clone(),
+            job: plan.name.to_string(),
+        });
+    }
+    let now = StatefulOp::of(plan);
+    for before in &old.stateful {
+        let incompatible = |what: String| CheckpointError::Incompatible {
+            dir: dir.to_path_buf(),
+            stream: before.stream.clone(),
+            what,
+        };
+        let Some(after) = now.iter().find(|o| o.stream == before.stream) else {
+            return Err(incompatible(format!(
+                "({}) is no longer in the job (removed or renamed)",
+                before.op
+            )));
+        };
+        if after.op != before.op {
+            return Err(incompatible(format!(
+                "was {} and is now {}",
+                before.op, after.op
+            )));
+        }
+        if after.key_codec != before.key_codec {
+            return Err(incompatible(format!(
+                "had keys read as {} and now as {}",
+                before.key_codec, after.key_codec
+            )));
+        }
+        if after.value_codec != before.value_codec {
+            return Err(incompatible(format!(
+                "had values read as {} and now as {}",
+                before.value_codec, after.value_codec
+            )));
+        }
+        if after.layout != before.layout {
+            return Err(incompatible(format!(
+                "was '{}' and is now '{}'",
+                before.layout, after.layout
+            )));
+        }
+    }
+    let mut notes = Vec::new();
+    let udfs = metadata::udf_versions(plan);
+    for (name, hash) in &udfs {
+        match old.udfs.get(name) {
+            Some(h) if h != hash => notes.push(format!(
+                "component '{name}' has a new version ({} → {}): batches from now on use it",
+                &h[..h.len().min(12)],
+                &hash[..hash.len().min(12)]
+            )),
+            _ => {}
+        }
+    }
+    if old.plan_fingerprint != metadata::fingerprint(plan) {
+        notes.push(
+            "the job's streams or sinks changed since the checkpoint; its state carries over"
+                .into(),
+        );
+    }
+    Ok(notes)
+}
+
+/// The live checkpoint of a running job, shared by the scheduler (which seals batches) and the
+/// executor (which finishes them and takes data checkpoints).
+#[derive(Debug)]
+pub struct CheckpointLog {
+    inner: Mutex<Inner>,
+    /// The plan's source names, in order (recorded inputs are in this order).
+    sources: Vec<String>,
+    wals: BTreeMap<String, Arc<Mutex<Wal>>>,
+    /// A data checkpoint every this many batches.
+    pub interval_batches: u64,
+    /// Data checkpoints kept.
+    pub keep: usize,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: CheckpointDir,
+    meta: Metadata,
+}
+
+impl CheckpointLog {
+    /// A log continuing from `meta`, with the write-ahead logs of the job's receivers.
+    pub fn new(
+        dir: CheckpointDir,
+        meta: Metadata,
+        sources: Vec<String>,
+        wals: BTreeMap<String, Arc<Mutex<Wal>>>,
+        interval_batches: u64,
+        keep: usize,
+    ) -> Self {
+        Self {
+            inner: Mutex::new(Inner { dir, meta }),
+            sources,
+            wals,
+            interval_batches: interval_batches.max(1),
+            keep,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The metadata as it stands.
+    pub fn metadata(&self) -> Metadata {
+        self.lock().meta.clone()
+    }
+
+    /// The checkpoint folder.
+    pub fn dir(&self) -> PathBuf {
+        self.lock().dir.path().to_path_buf()
+    }
+
+    /// Record sealed batches, durably, before any of them runs.
+    pub fn sealed(
+        &self,
+        batches: Vec<BatchRecord>,
+        next_batch: u64,
+        last_time: i64,
+    ) -> Result<(), CheckpointError> {
+        let mut inner = self.lock();
+        let Inner { dir, meta } = &mut *inner;
+        for b in &batches {
+            for (name, input) in self.sources.iter().zip(&b.inputs) {
+                let position = meta.sources.entry(name.clone()).or_default();
+                match input {
+                    RecordedInput::Files { files } => position.files.extend(files.iter().cloned()),
+                    RecordedInput::Wal { to, .. } => position.wal_sealed = Some(*to),
+                    RecordedInput::Unlogged { .. } => {}
+                }
+            }
+        }
+        meta.batches.extend(batches);
+        meta.next_batch = next_batch;
+        meta.last_time = Some(last_time);
+        dir.write(meta)
+    }
+
+    /// Record that batch `id` is done (sinks written, state committed).
+    pub fn finished(
+        &self,
+        id: u64,
+        watermarks: BTreeMap<String, i64>,
+    ) -> Result<(), CheckpointError> {
+        let mut inner = self.lock();
+        let Inner { dir, meta } = &mut *inner;
+        meta.finished = Some(meta.finished.map_or(id, |f| f.max(id)));
+        meta.watermarks.extend(watermarks);
+        dir.write(meta)
+    }
+
+    /// Whether batch `id` is due a data checkpoint.
+    pub fn due(&self, id: u64) -> bool {
+        id.is_multiple_of(self.interval_batches)
+    }
+
+    /// Where a data checkpoint of batch `id` goes.
+    pub fn data_path(&self, id: u64) -> PathBuf {
+        self.lock().dir.data_path(id)
+    }
+
+    /// Record that the state after batch `id` is in a data checkpoint (or that the job has no
+    /// state, so a finished batch needs nothing more): batches up to it are dropped from the
+    /// metadata, write-ahead log segments only they needed are deleted, old data checkpoints
+    /// pruned.
+    pub fn covered(&self, id: u64) -> Result<(), CheckpointError> {
+        let needed = {
+            let mut inner = self.lock();
+            let Inner { dir, meta } = &mut *inner;
+            meta.data_checkpoint = Some(id);
+            meta.batches.retain(|b| b.id > id);
+            dir.write(meta)?;
+            dir.prune_data(self.keep)?;
+            // Per source, the first log offset that a retained batch or the next batch needs.
+            let mut needed: BTreeMap<&str, u64> = BTreeMap::new();
+            for (name, position) in &meta.sources {
+                if let Some(sealed) = position.wal_sealed {
+                    needed.insert(name, sealed);
+                }
+            }
+            for b in &meta.batches {
+                for (name, input) in self.sources.iter().zip(&b.inputs) {
+                    if let RecordedInput::Wal { from, .. } = input {
+                        let n = needed.entry(name).or_insert(*from);
+                        *n = (*n).min(*from);
+                    }
+                }
+            }
+            needed
+                .into_iter()
+                .map(|(n, o)| (n.to_string(), o))
+                .collect::<Vec<_>>()
+        };
+        for (name, offset) in needed {
+            if let Some(wal) = self.wals.get(&name) {
+                let mut wal = wal.lock().unwrap_or_else(PoisonError::into_inner);
+                let deleted = wal.delete_before(offset)?;
+                if deleted > 0 {
+                    tracing::debug!(source = %name, "{deleted} write-ahead log segments covered by the checkpoint of batch {id} deleted");
+                }
+            }
+        }
+        Ok(())
+    }
+}

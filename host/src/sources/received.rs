@@ -1,0 +1,249 @@
+//! What a receiver (socket, HTTP) has taken in and not yet handed to a batch, and, when the job
+//! checkpoints, its write-ahead log: a block goes to the log first, then into the buffer, under
+//! one lock, so the log range a batch takes holds exactly the batch's records.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::{SourceInput, push_lines};
+use crate::batch::Batch;
+use crate::wal::{Wal, WalError};
+
+/// What [`Received::push`] took.
+#[derive(Debug)]
+pub struct Pushed {
+    /// Bytes of the data used (complete lines).
+    pub used: usize,
+    /// Records added.
+    pub added: usize,
+    /// Records now waiting for a batch.
+    pub buffered: usize,
+    /// 0-based indexes of lines that were not UTF-8 (skipped and counted).
+    pub invalid: Vec<u64>,
+}
+
+/// A receiver's buffer, shared by its task and the scheduler.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    records: Option<Batch>,
+    invalid_lines: u64,
+    wal: Option<Arc<Mutex<Wal>>>,
+    /// Logged blocks not yet in a batch: where each ends in the log, and its record count.
+    blocks: VecDeque<(u64, usize)>,
+    /// The log offset up to which blocks are in sealed batches.
+    sealed: u64,
+}
+
+impl Received {
+    /// A buffer whose blocks go to `wal` first; the log's records after `sealed` (received
+    /// before a crash, in no batch yet) are buffered again.
+    pub fn logged(wal: Arc<Mutex<Wal>>, sealed: Option<u64>) -> Result<(Self, usize), WalError> {
+        let (start, pending) = {
+            let log = wal.lock().unwrap_or_else(PoisonError::into_inner);
+            let start = sealed.unwrap_or(log.start()).clamp(log.start(), log.end());
+            (start, log.read(start, log.end())?)
+        };
+        let mut inner = Inner {
+            wal: Some(wal),
+            sealed: start,
+            ..Inner::default()
+        };
+        let mut records = Batch::empty(false);
+        for (payload, block_end) in &pending {
+            let before = records.len();
+            let invalid = decode(payload, &mut records);
+            inner.invalid_lines += invalid;
+            inner.blocks.push_back((*block_end, records.len() - before));
+        }
+        let n = records.len();
+        if n > 0 {
+            inner.records = Some(records);
+        }
+        Ok((
+            Self {
+                inner: Arc::new(Mutex::new(inner)),
+            },
+            n,
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Take in `data`: the complete lines in it (all of it when `last`), logged first when the
+    /// receiver has a log.
+    pub fn push(&self, data: &[u8], last: bool, arrival: i64) -> Result<Pushed, WalError> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut invalid = Vec::new();
+        let Some(wal) = &inner.wal else {
+            let records = inner.records.get_or_insert_with(|| Batch::empty(false));
+            let before = records.len();
+            let used = push_lines(data, last, records, arrival, &mut invalid);
+            inner.invalid_lines += invalid.len() as u64;
+            return Ok(Pushed {
+                used,
+                added: records.len() - before,
+                buffered: records.len(),
+                invalid,
+            });
+        };
+        // Logged: the block goes to the log first; only what the log holds is buffered.
+        let mut fresh = Batch::empty(false);
+        let used = push_lines(data, last, &mut fresh, arrival, &mut invalid);
+        if used > 0 {
+            let mut payload = Vec::with_capacity(used + 8);
+            payload.extend_from_slice(&arrival.to_le_bytes());
+            payload.extend_from_slice(&data[..used]);
+            let end = wal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .append(&payload)?;
+            inner.blocks.push_back((end, fresh.len()));
+        }
+        let records = inner.records.get_or_insert_with(|| Batch::empty(false));
+        records.extend_from(&fresh, 0..fresh.len());
+        inner.invalid_lines += invalid.len() as u64;
+        Ok(Pushed {
+            used,
+            added: fresh.len(),
+            buffered: records.len(),
+            invalid,
+        })
+    }
+
+    /// How many records wait for a batch.
+    pub fn buffered(&self) -> usize {
+        self.lock().records.as_ref().map_or(0, Batch::len)
+    }
+
+    /// The next batch's input: at most `max` records when set (whole logged blocks, at least
+    /// one), with the log range they came from.
+    pub fn take(&self, max: Option<usize>) -> SourceInput {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let available = inner.records.as_ref().map_or(0, Batch::len);
+        let mut count = available;
+        let mut wal = None;
+        if let Some(log) = &inner.wal {
+            // A batch takes whole blocks, so its log range holds exactly its records.
+            let limit = max.unwrap_or(usize::MAX);
+            let (mut n, mut to) = (0usize, inner.sealed);
+            while let Some(&(end, records)) = inner.blocks.front() {
+                if n > 0 && n + records > limit {
+                    break;
+                }
+                n += records;
+                to = end;
+                inner.blocks.pop_front();
+            }
+            count = n;
+            if let Err(e) = log.lock().unwrap_or_else(PoisonError::into_inner).flush() {
+                tracing::error!("{e}");
+            }
+            wal = Some((inner.sealed, to));
+            inner.sealed = to;
+        } else if let Some(max) = max {
+            count = count.min(max);
+        }
+        let records = match &mut inner.records {
+            Some(all) if count < all.len() => all.take_front(count),
+            Some(_) => inner.records.take().unwrap_or_else(|| Batch::empty(false)),
+            None => Batch::empty(false),
+        };
+        SourceInput::Records {
+            records,
+            invalid_lines: std::mem::take(&mut inner.invalid_lines),
+            wal,
+        }
+    }
+
+    /// The records of log range `from..to`, read again for a batch being re-run.
+    pub fn replay(&self, from: u64, to: u64) -> Result<SourceInput, WalError> {
+        let inner = self.lock();
+        let mut records = Batch::empty(false);
+        let mut invalid_lines = 0;
+        if let Some(wal) = &inner.wal {
+            let log = wal.lock().unwrap_or_else(PoisonError::into_inner);
+            for (payload, _) in log.read(from, to)? {
+                invalid_lines += decode(&payload, &mut records);
+            }
+        }
+        Ok(SourceInput::Records {
+            records,
+            invalid_lines,
+            wal: Some((from, to)),
+        })
+    }
+}
+
+/// A logged block back into records: `[arrival ms i64 LE][lines]`. Returns lines skipped.
+fn decode(payload: &[u8], records: &mut Batch) -> u64 {
+    let Some((time, lines)) = payload.split_first_chunk::<8>() else {
+        return 0;
+    };
+    let mut invalid = Vec::new();
+    push_lines(
+        lines,
+        true,
+        records,
+        i64::from_le_bytes(*time),
+        &mut invalid,
+    );
+    invalid.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::WalSync;
+
+    fn values(input: &SourceInput) -> (Vec<String>, Option<(u64, u64)>) {
+        match input {
+            SourceInput::Records { records, wal, .. } => (
+                records
+                    .values
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect(),
+                *wal,
+            ),
+            SourceInput::Files(_) => panic!("files"),
+        }
+    }
+
+    #[test]
+    fn batches_take_whole_logged_blocks_and_unsealed_ones_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Mutex::new(
+            Wal::open(dir.path(), WalSync::EveryBlock, false).unwrap(),
+        ));
+        let (received, n) = Received::logged(wal.clone(), None).unwrap();
+        assert_eq!(n, 0);
+        received.push(b"a\nb\n", false, 1).unwrap();
+        received.push(b"c\n", false, 2).unwrap();
+        received.push(b"d\ne\n", false, 3).unwrap();
+        let first = received.take(Some(3));
+        let (v, range) = values(&first);
+        assert_eq!(v, ["a", "b", "c"], "two whole blocks fit in 3");
+        let (from, to) = range.unwrap();
+        assert_eq!(from, 0);
+        assert_eq!(
+            values(&received.replay(from, to).unwrap()).0,
+            ["a", "b", "c"]
+        );
+        drop(received);
+        // After a crash: what is past the sealed range is buffered again, with its times.
+        let (again, n) = Received::logged(wal, Some(to)).unwrap();
+        assert_eq!(n, 2);
+        let (v, range) = values(&again.take(None));
+        assert_eq!(v, ["d", "e"]);
+        assert_eq!(range.unwrap().0, to);
+    }
+}
