@@ -215,12 +215,15 @@ impl Executor {
         }
         if let Some(log) = &self.log {
             let meta = log.metadata();
-            if let Some(finished) = meta.finished
-                && meta.data_checkpoint.is_none_or(|c| c < finished)
-            {
-                match self.data_checkpoint(log, finished) {
+            if let Some(finished) = meta.finished {
+                let current = meta.data_checkpoint.is_some_and(|c| c >= finished);
+                match if current {
+                    Ok(())
+                } else {
+                    self.data_checkpoint(log, finished)
+                } {
                     Ok(()) => {
-                        tracing::info!(job = %self.plan.name, "checkpoint written at batch {finished}")
+                        tracing::info!(job = %self.plan.name, "checkpoint written at batch {finished}: a restart goes on from there")
                     }
                     Err(e) => tracing::error!(job = %self.plan.name, "{e}"),
                 }
