@@ -3,6 +3,7 @@
 //! noisy). W1 is stateless; W3 (event-time windows) and W4 (running totals) keep state in
 //! RocksDB, and run twice: with the host's builtin reducers and with Wasm UDFs.
 
+mod recovery;
 mod stateful;
 mod w1;
 
@@ -18,9 +19,13 @@ use sluice_host::workloads;
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// The workload: `w1` (filter purchases, project, per-batch count and sum), `w3` (sliding
-    /// event-time windows, count and sum per event type), `w4` (running count and sum per user).
-    #[arg(value_parser = ["w1", "w3", "w4"])]
+    /// event-time windows, count and sum per event type), `w4` (running count and sum per user),
+    /// `recovery` (restart time of a job with `--keys` keys of state).
+    #[arg(value_parser = ["w1", "w3", "w4", "recovery"])]
     pub workload: String,
+    /// Keys of state for `recovery`.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
     /// Number of events N.
     #[arg(long, default_value_t = 2_000_000)]
     pub events: u64,
@@ -43,6 +48,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
     match args.workload.as_str() {
         "w3" => stateful::run_w3(args, runtime),
         "w4" => stateful::run_w4(args, runtime),
+        "recovery" => recovery::run(args, runtime),
         _ => w1::run(args, runtime),
     }
 }
