@@ -138,6 +138,7 @@ impl Job {
             }
             other => other.map_err(start_error)?,
         };
+        let committed = executor.committed();
         let replay = match &recovered {
             Some(r) => {
                 let done = if executor.has_state() {
@@ -187,6 +188,7 @@ impl Job {
                     runtime.handle().clone(),
                     recovered,
                     replay,
+                    committed,
                 )?;
                 runtime.block_on(scheduler.run(reports))
             })
@@ -263,6 +265,7 @@ impl Scheduler {
         runtime: tokio::runtime::Handle,
         recovered: Option<Recovered>,
         replay: Vec<BatchRecord>,
+        committed: Option<u64>,
     ) -> Result<Self, JobError> {
         let early_seal = Arc::new(Notify::new());
         let ctx = SourceContext {
@@ -328,10 +331,14 @@ impl Scheduler {
                 SourceKind::Queue(q) => Box::new(QueueSource::new(&s.name, q.clone())),
             });
         }
+        // Ids go on from the checkpoint, and always past the state's last committed batch
+        // (a job without a checkpoint that keeps state, or metadata that fell back to an older
+        // file): the executor would take a reused id for a batch it already has.
         let (next_id, last_time) = match &recovered {
             Some(r) if r.resumed => (r.meta.next_batch, r.meta.last_time.unwrap_or(i64::MIN)),
             _ => (1, i64::MIN),
         };
+        let next_id = next_id.max(committed.map_or(1, |c| c + 1));
         Ok(Self {
             plan,
             options,

@@ -93,7 +93,7 @@ pub fn open(plan: &Plan) -> Result<Option<Recovered>, CheckpointError> {
                 c.accept_wal_loss,
             )?));
             let sealed = meta.sources.get(&s.name).and_then(|p| p.wal_sealed);
-            let (buffer, pending) = Received::logged(wal.clone(), sealed)?;
+            let (buffer, pending) = Received::logged(wal.clone(), sealed, c.accept_wal_loss)?;
             if pending > 0 {
                 tracing::info!(job = %plan.name, source = %s.name, "{pending} records received before the restart and in no batch yet are back from the write-ahead log");
             }

@@ -37,12 +37,19 @@ struct Inner {
     blocks: VecDeque<(u64, usize)>,
     /// The log offset up to which blocks are in sealed batches.
     sealed: u64,
+    /// The owner accepted losing what a damaged log no longer holds (`--accept-wal-loss`).
+    accept_loss: bool,
 }
 
 impl Received {
     /// A buffer whose blocks go to `wal` first; the log's records after `sealed` (received
     /// before a crash, in no batch yet) are buffered again.
-    pub fn logged(wal: Arc<Mutex<Wal>>, sealed: Option<u64>) -> Result<(Self, usize), WalError> {
+    /// With `accept_loss`, batches re-run after damage get what the log still holds.
+    pub fn logged(
+        wal: Arc<Mutex<Wal>>,
+        sealed: Option<u64>,
+        accept_loss: bool,
+    ) -> Result<(Self, usize), WalError> {
         let (start, pending) = {
             let log = wal.lock().unwrap_or_else(PoisonError::into_inner);
             let start = sealed.unwrap_or(log.start()).clamp(log.start(), log.end());
@@ -51,6 +58,7 @@ impl Received {
         let mut inner = Inner {
             wal: Some(wal),
             sealed: start,
+            accept_loss,
             ..Inner::default()
         };
         let mut records = Batch::empty(false);
@@ -171,6 +179,12 @@ impl Received {
         let mut invalid_lines = 0;
         if let Some(wal) = &inner.wal {
             let log = wal.lock().unwrap_or_else(PoisonError::into_inner);
+            let (from, to) = if inner.accept_loss && to > log.end() {
+                tracing::error!(wal = %log.dir().display(), "--accept-wal-loss: a batch run again needs log offsets {from}..{to}, the log now ends at {}: the records past it are lost", log.end());
+                (from.min(log.end()), log.end())
+            } else {
+                (from, to)
+            };
             for (payload, _) in log.read(from, to)? {
                 invalid_lines += decode(&payload, &mut records);
             }
@@ -224,7 +238,7 @@ mod tests {
         let wal = Arc::new(Mutex::new(
             Wal::open(dir.path(), WalSync::EveryBlock, false).unwrap(),
         ));
-        let (received, n) = Received::logged(wal.clone(), None).unwrap();
+        let (received, n) = Received::logged(wal.clone(), None, false).unwrap();
         assert_eq!(n, 0);
         received.push(b"a\nb\n", false, 1).unwrap();
         received.push(b"c\n", false, 2).unwrap();
@@ -240,7 +254,7 @@ mod tests {
         );
         drop(received);
         // After a crash: what is past the sealed range is buffered again, with its times.
-        let (again, n) = Received::logged(wal, Some(to)).unwrap();
+        let (again, n) = Received::logged(wal, Some(to), false).unwrap();
         assert_eq!(n, 2);
         let (v, range) = values(&again.take(None));
         assert_eq!(v, ["d", "e"]);
