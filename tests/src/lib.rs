@@ -216,6 +216,30 @@ impl JobDir {
         lines
     }
 
+    /// The lines of the newest whole batch folder (one with `_SUCCESS`) a `text_files` sink
+    /// with `prefix` wrote; empty when there is none.
+    pub fn last_batch_lines(&self, prefix: &str) -> Vec<String> {
+        let Some(last) = self
+            .batch_dirs(prefix)
+            .into_iter()
+            .rfind(|d| d.join("_SUCCESS").exists())
+        else {
+            return Vec::new();
+        };
+        let mut lines = Vec::new();
+        for part in std::fs::read_dir(&last).expect("list a batch folder") {
+            let part = part.expect("a directory entry").path();
+            if part
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+            {
+                let text = std::fs::read_to_string(&part).expect("read a part file");
+                lines.extend(text.lines().map(String::from));
+            }
+        }
+        lines
+    }
+
     /// The batch folders `prefix-<time>…` written so far, oldest first.
     pub fn batch_dirs(&self, prefix: &str) -> Vec<PathBuf> {
         let prefix_path = self.path().join(prefix);

@@ -48,32 +48,17 @@ prefix = "out/totals"
 
 /// `(key,value)` lines of the newest finished batch folder.
 fn last_totals(dir: &JobDir) -> BTreeMap<String, i64> {
-    let Some(last) = dir
-        .batch_dirs("out/totals")
-        .into_iter()
-        .rfind(|d| d.join("_SUCCESS").exists())
-    else {
-        return BTreeMap::new();
-    };
-    let mut totals = BTreeMap::new();
-    for part in std::fs::read_dir(&last).expect("list a batch") {
-        let part = part.expect("an entry").path();
-        if !part
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-        {
-            continue;
-        }
-        for line in std::fs::read_to_string(&part).expect("read").lines() {
+    dir.last_batch_lines("out/totals")
+        .iter()
+        .map(|line| {
             let (k, v) = line
                 .trim_start_matches('(')
                 .trim_end_matches(')')
                 .split_once(',')
                 .expect("(key,value)");
-            totals.insert(k.to_string(), v.parse().expect("a number"));
-        }
-    }
-    totals
+            (k.to_string(), v.parse().expect("a number"))
+        })
+        .collect()
 }
 
 fn sigterm(child: &Child) {

@@ -101,34 +101,18 @@ fn write_input(dir: &JobDir, seed: u64) -> BTreeMap<u64, (u64, u64)> {
 /// `(user, [count, sum])` lines of the newest batch folder: the whole state after the last
 /// batch (`update_state_by_key` writes every key every batch).
 fn final_totals(dir: &JobDir) -> BTreeMap<u64, (u64, u64)> {
-    let last = dir
-        .batch_dirs("out/totals")
-        .into_iter()
-        .rfind(|d| d.join("_SUCCESS").exists())
-        .expect("a finished batch");
+    let lines = dir.last_batch_lines("out/totals");
+    assert!(!lines.is_empty(), "a finished batch");
     let mut totals = BTreeMap::new();
-    for part in std::fs::read_dir(&last).expect("list the batch") {
-        let part = part.expect("an entry").path();
-        if !part
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-        {
-            continue;
-        }
-        for line in std::fs::read_to_string(&part).expect("read a part").lines() {
-            let line = line.trim_start_matches('(').trim_end_matches("])");
-            let (user, rest) = line.split_once(",[").expect("(user,[count,sum])");
-            let (count, sum) = rest.split_once(',').expect("count,sum");
-            let previous = totals.insert(
-                user.parse().expect("a user id"),
-                (count.parse().expect("a count"), sum.parse().expect("a sum")),
-            );
-            assert!(
-                previous.is_none(),
-                "user {user} written twice in {}",
-                last.display()
-            );
-        }
+    for line in lines {
+        let line = line.trim_start_matches('(').trim_end_matches("])");
+        let (user, rest) = line.split_once(",[").expect("(user,[count,sum])");
+        let (count, sum) = rest.split_once(',').expect("count,sum");
+        let previous = totals.insert(
+            user.parse().expect("a user id"),
+            (count.parse().expect("a count"), sum.parse().expect("a sum")),
+        );
+        assert!(previous.is_none(), "user {user} written twice");
     }
     totals
 }

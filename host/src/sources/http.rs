@@ -172,14 +172,9 @@ impl Source for HttpSource {
     }
 
     fn status(&mut self) -> SourceStatus {
-        let buffered = self.buffer.buffered();
-        SourceStatus {
-            buffered,
-            backlog: false,
-            // An endpoint never runs out: `--until-idle` ends a job with one once every other
-            // source is done and nothing is buffered.
-            exhausted: buffered == 0,
-        }
+        // An endpoint never runs out: `--until-idle` ends a job with one once every other
+        // source is done and nothing is buffered.
+        self.buffer.status(true)
     }
 
     fn stop(&mut self) {

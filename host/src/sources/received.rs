@@ -126,6 +126,16 @@ impl Received {
         })
     }
 
+    /// Where the receiver stands; `ended` when its input will not come back.
+    pub fn status(&self, ended: bool) -> super::SourceStatus {
+        let buffered = self.buffered();
+        super::SourceStatus {
+            buffered,
+            backlog: false,
+            exhausted: ended && buffered == 0,
+        }
+    }
+
     /// How many records wait for a batch.
     pub fn buffered(&self) -> usize {
         self.lock().records.as_ref().map_or(0, Batch::len)

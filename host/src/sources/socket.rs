@@ -141,12 +141,7 @@ impl Source for SocketSource {
     }
 
     fn status(&mut self) -> SourceStatus {
-        let buffered = self.buffer.buffered();
-        SourceStatus {
-            buffered,
-            backlog: false,
-            exhausted: self.finished.load(Ordering::Acquire) && buffered == 0,
-        }
+        self.buffer.status(self.finished.load(Ordering::Acquire))
     }
 
     fn replay(&mut self, from: u64, to: u64) -> Result<SourceInput, crate::wal::WalError> {
