@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::{JobDir, describe};
 
-const FILES: usize = 160;
 const LINES: usize = 400;
 const USERS: u64 = 300;
 
@@ -75,10 +74,10 @@ impl Rng {
 }
 
 /// Input files in WORKLOADS.md's clickstream layout, and the totals they must give.
-fn write_input(dir: &JobDir, seed: u64) -> BTreeMap<u64, (u64, u64)> {
+fn write_input(dir: &JobDir, seed: u64, files: usize) -> BTreeMap<u64, (u64, u64)> {
     let mut rng = Rng(seed);
     let mut expected = BTreeMap::new();
-    for f in 0..FILES {
+    for f in 0..files {
         let mut text = String::new();
         for i in 0..LINES {
             let user = rng.below(USERS);
@@ -170,7 +169,9 @@ fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
 
     // The run that never fails.
     let calm = JobDir::new();
-    let expected = write_input(&calm, seed);
+    // Enough input that the job is still busy at the last kill: about ten batches a run.
+    let files = (kills * 10).max(100);
+    let expected = write_input(&calm, seed, files);
     calm.manifest(&manifest(""));
     let out = command(&calm).output().expect("run the job");
     assert!(out.status.success(), "{}", describe(&out));
@@ -178,7 +179,7 @@ fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
 
     // The same input, killed again and again.
     let dir = JobDir::new();
-    write_input(&dir, seed);
+    write_input(&dir, seed, files);
     dir.manifest(&manifest(""));
     let mut rng = Rng(seed ^ 0xDEAD_BEEF);
     let mut killed = 0;
@@ -194,7 +195,7 @@ fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         let started = Instant::now();
         let mut seen = 0;
         let mut exited = None;
-        let startup_delay = Duration::from_millis(rng.below(250));
+        let startup_delay = Duration::from_millis(rng.below(80));
         loop {
             if let Some(status) = child.try_wait().expect("poll the job") {
                 exited = Some(status);
