@@ -510,3 +510,105 @@ impl CheckpointLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::WalSync;
+
+    fn fresh(job: &str) -> Metadata {
+        Metadata {
+            version: metadata::VERSION,
+            job: job.into(),
+            plan_fingerprint: String::new(),
+            stateful: Vec::new(),
+            udfs: BTreeMap::new(),
+            next_batch: 1,
+            last_time: None,
+            finished: None,
+            sources: BTreeMap::new(),
+            batches: Vec::new(),
+            data_checkpoint: None,
+            watermarks: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn metadata_reads_back_and_a_torn_newest_file_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ckpt, found) = CheckpointDir::open(dir.path()).unwrap();
+        assert!(found.is_none());
+        let mut meta = fresh("j");
+        ckpt.write(&meta).unwrap();
+        meta.next_batch = 7;
+        ckpt.write(&meta).unwrap();
+        let newest = dir
+            .path()
+            .join("metadata/metadata-00000000000000000002.ckpt");
+        let (_, found) = CheckpointDir::open(dir.path()).unwrap();
+        assert_eq!(found.unwrap().next_batch, 7);
+        let data = std::fs::read(&newest).unwrap();
+        std::fs::write(&newest, &data[..data.len() - 3]).unwrap();
+        assert!(read_metadata(&newest).unwrap_err().starts_with("torn"));
+        let (mut ckpt, found) = CheckpointDir::open(dir.path()).unwrap();
+        assert_eq!(found.unwrap().next_batch, 1, "the previous good file");
+        for _ in 0..KEEP_METADATA + 3 {
+            ckpt.write(&meta).unwrap();
+        }
+        let kept = std::fs::read_dir(dir.path().join("metadata"))
+            .unwrap()
+            .count();
+        assert_eq!(kept, KEEP_METADATA);
+        std::fs::write(
+            dir.path()
+                .join("metadata/metadata-00000000000000000099.ckpt"),
+            "junk",
+        )
+        .unwrap();
+        let (_, found) = CheckpointDir::open(dir.path()).unwrap();
+        assert_eq!(found.unwrap().next_batch, 7);
+    }
+
+    #[test]
+    fn a_data_checkpoint_drops_covered_batches_and_log_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ckpt, _) = CheckpointDir::open(dir.path()).unwrap();
+        let mut wal = Wal::open_with(&ckpt.wal_dir("r"), WalSync::EveryBlock, false, 100).unwrap();
+        let block = [b'x'; 60];
+        wal.append(&block).unwrap();
+        let first = wal.append(&block).unwrap();
+        let end = wal.append(&block).unwrap();
+        assert_eq!(wal.start(), 0);
+        let wal = Arc::new(Mutex::new(wal));
+        let log = CheckpointLog::new(
+            ckpt,
+            fresh("j"),
+            vec!["r".into()],
+            BTreeMap::from([("r".to_string(), wal.clone())]),
+            2,
+            1,
+        );
+        let batch = |id, from, to| BatchRecord {
+            id,
+            time: id as i64 * 100,
+            inputs: vec![RecordedInput::Wal { from, to }],
+        };
+        log.sealed(vec![batch(1, 0, first)], 2, 100).unwrap();
+        log.finished(1, BTreeMap::new()).unwrap();
+        log.sealed(vec![batch(2, first, end)], 3, 200).unwrap();
+        // Batch 2 is sealed but not covered: the segment it reads stays.
+        log.covered(1).unwrap();
+        let meta = log.metadata();
+        assert_eq!(meta.data_checkpoint, Some(1));
+        assert_eq!(meta.batches, [batch(2, first, end)]);
+        assert_eq!(
+            wal.lock().unwrap().start(),
+            first,
+            "the first segment held only batch 1"
+        );
+        log.finished(2, BTreeMap::new()).unwrap();
+        log.covered(2).unwrap();
+        assert!(log.metadata().batches.is_empty());
+        assert_eq!(log.metadata().sources["r"].wal_sealed, Some(end));
+    }
+}

@@ -110,7 +110,7 @@ impl Wal {
         Self::open_with(dir, sync, accept_loss, SEGMENT_BYTES)
     }
 
-    fn open_with(
+    pub(crate) fn open_with(
         dir: &Path,
         sync: WalSync,
         accept_loss: bool,
