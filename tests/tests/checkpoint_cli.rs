@@ -515,3 +515,52 @@ fn the_ingest_endpoint_refuses_what_it_cannot_take_whole() {
     child.wait_with_output().expect("wait");
     assert_eq!(last_totals(&dir), BTreeMap::from([("z".into(), 7)]));
 }
+
+#[test]
+fn a_window_kept_in_memory_gets_its_partials_back_after_a_restart() {
+    let dir = JobDir::new();
+    dir.manifest(
+        r#"[job]
+name = "windowed"
+batch_interval = "100ms"
+checkpoint = "ckpt"
+
+[[sources]]
+name = "lines"
+kind = "directory"
+path = "in"
+max_files_per_batch = 1
+
+[[streams]]
+name = "pairs"
+op = "map"
+input = "lines"
+udf = "text#key_number"
+value_codec = "number"
+
+[[streams]]
+name = "totals"
+op = "reduce_by_key_and_window"
+input = "pairs"
+builtin = "sum_i64"
+window = "30s"
+
+[[sinks]]
+kind = "text_files"
+input = "totals"
+prefix = "out/totals"
+"#,
+    );
+    dir.file("in/a.txt", "a 1\n");
+    dir.file("in/b.txt", "b 2\n");
+    assert_eq!(
+        directory_totals(&dir),
+        BTreeMap::from([("a".into(), 1), ("b".into(), 2)])
+    );
+    dir.file("in/c.txt", "c 3\na 10\n");
+    assert_eq!(
+        directory_totals(&dir),
+        BTreeMap::from([("a".into(), 11), ("b".into(), 2), ("c".into(), 3)]),
+        "the 30 s window still holds the first run's batches"
+    );
+}

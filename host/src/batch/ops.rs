@@ -75,6 +75,48 @@ impl Batch {
             .collect()
     }
 
+    /// The batch as bytes, for keeping it in the state store: `[keyed u8]` then per record
+    /// `[key len u32][key][value len u32][value][event time i64]`, little-endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.byte_len() + self.len() * 16);
+        out.push(u8::from(self.is_keyed()));
+        for r in self.records() {
+            if let Some(key) = r.key {
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+            }
+            out.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
+            out.extend_from_slice(r.value);
+            out.extend_from_slice(&r.event_time.to_le_bytes());
+        }
+        out
+    }
+
+    /// A batch back from [`to_bytes`](Self::to_bytes); `None` if the bytes are not one.
+    pub fn from_bytes(data: &[u8]) -> Option<Batch> {
+        let (&keyed, mut rest) = data.split_first()?;
+        let mut batch = Batch::empty(keyed == 1);
+        let field = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let item = tail.get(..len)?.to_vec();
+            *rest = &tail[len..];
+            Some(item)
+        };
+        while !rest.is_empty() {
+            let key = if keyed == 1 {
+                Some(field(&mut rest)?)
+            } else {
+                None
+            };
+            let value = field(&mut rest)?;
+            let (time, tail) = rest.split_first_chunk::<8>()?;
+            rest = tail;
+            batch.push(key.as_deref(), &value, i64::from_le_bytes(*time));
+        }
+        Some(batch)
+    }
+
     /// Remove and return the first `n` records (all of them if fewer).
     pub fn take_front(&mut self, n: usize) -> Batch {
         if n >= self.len() {
@@ -154,6 +196,23 @@ mod tests {
             )
         );
         assert_eq!(b.split(9).iter().map(Batch::len).sum::<usize>(), 5);
+    }
+
+    #[test]
+    fn a_batch_goes_to_bytes_and_back() {
+        let mut keyed = Batch::empty(true);
+        keyed.push(Some(b"k"), b"v1", 5);
+        keyed.push(Some(b""), b"", -1);
+        let back = Batch::from_bytes(&keyed.to_bytes()).unwrap();
+        assert_eq!(back.to_bytes(), keyed.to_bytes());
+        assert_eq!(back.len(), 2);
+        let mut plain = Batch::empty(false);
+        plain.push(None, b"x", 9);
+        assert_eq!(
+            Batch::from_bytes(&plain.to_bytes()).unwrap().event_times,
+            [9]
+        );
+        assert!(Batch::from_bytes(&keyed.to_bytes()[..5]).is_none());
     }
 
     #[test]

@@ -153,10 +153,18 @@ impl Executor {
         let mut sizes = vec![0; plan.nodes.len()];
         for (i, node) in plan.nodes.iter().enumerate() {
             memory.push(match (&node.op, &store) {
-                (NodeOp::Window(w), _)
+                (NodeOp::Window(w), store)
                     if !matches!(w.kind, WindowKind::ReduceByKeyInverse { .. }) =>
                 {
-                    Memory::Buffer(WindowBuffer::default())
+                    match store {
+                        // With a checkpoint, the partials are mirrored in the store.
+                        Some(store) if plan.checkpoint.is_some() => {
+                            let buffer = WindowBuffer::load(store.table(&node.name))?;
+                            sizes[i] = buffer.size();
+                            Memory::Buffer(buffer)
+                        }
+                        _ => Memory::Buffer(WindowBuffer::default()),
+                    }
                 }
                 (op, Some(store)) if op.uses_state_store() => {
                     let table = store.table(&node.name);
@@ -463,6 +471,7 @@ impl Executor {
                             buffer,
                             inputs_active.then(|| input(0)),
                             codec(0),
+                            &mut writes,
                             stream,
                         );
                         buffer_sizes.push((index, buffer.size()));

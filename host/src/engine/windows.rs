@@ -8,7 +8,9 @@
 //! the window's value per key in RocksDB instead and updates it each batch: the new batch's
 //! partial reduced in, the partial of the batch that left the window inverse-reduced out. Each
 //! key's record count is kept beside its value, so a key whose records have all left the window
-//! is removed exactly, whatever its value.
+//! is removed exactly, whatever its value. When the job checkpoints, the in-memory partials
+//! are also written to the state store with the batch (`time ++ partition → batch`), so a
+//! restart reads them back.
 
 use std::collections::VecDeque;
 
@@ -22,13 +24,42 @@ use crate::batch::{Batch, Column};
 use crate::plan::{Builtin, Codec, Reducer, WindowKind, WindowSpec};
 use crate::state::{StateTable, StateWrites, time_from_key, time_key};
 
-/// The per-batch partials of a window without inverse, oldest first.
+/// The per-batch partials of a window without inverse, oldest first; mirrored in a state table
+/// when the job checkpoints.
 #[derive(Debug, Default)]
 pub struct WindowBuffer {
     batches: VecDeque<(i64, Vec<Batch>)>,
+    table: Option<StateTable>,
 }
 
 impl WindowBuffer {
+    /// A buffer mirrored in `table`, holding the partials the table has.
+    pub fn load(table: StateTable) -> Result<Self, crate::state::StateError> {
+        let mut batches: VecDeque<(i64, Vec<Batch>)> = VecDeque::new();
+        for (key, value) in table.scan(&[])? {
+            let corrupt = |what: &str| crate::state::StateError::Corrupt {
+                table: table.stream().to_string(),
+                what: what.to_string(),
+            };
+            let time = time_from_key(&key).ok_or_else(|| corrupt("a partial's key"))?;
+            let batch = Batch::from_bytes(&value).ok_or_else(|| corrupt("a partial"))?;
+            match batches.back_mut() {
+                Some((t, parts)) if *t == time => parts.push(batch),
+                _ => batches.push_back((time, vec![batch])),
+            }
+        }
+        Ok(Self {
+            batches,
+            table: Some(table),
+        })
+    }
+
+    fn key(time: i64, partition: usize) -> Vec<u8> {
+        let mut key = time_key(time).to_vec();
+        key.extend_from_slice(&(partition as u32).to_be_bytes());
+        key
+    }
+
     /// Bytes held.
     pub fn size(&self) -> u64 {
         self.batches
@@ -47,6 +78,7 @@ pub fn buffered(
     buffer: &mut WindowBuffer,
     input: Option<&[Batch]>,
     in_codec: Codec,
+    writes: &mut StateWrites,
     stream: &str,
 ) -> Result<Option<Vec<Batch>>, OpError> {
     let t = scope.time;
@@ -67,6 +99,11 @@ pub fn buffered(
                 ));
             }
         };
+        if let Some(table) = &buffer.table {
+            for (j, part) in partial.iter().enumerate() {
+                writes.put(table, &WindowBuffer::key(t, j), part.to_bytes(), None);
+            }
+        }
         buffer.batches.push_back((t, partial));
     }
     while buffer
@@ -74,7 +111,13 @@ pub fn buffered(
         .front()
         .is_some_and(|(time, _)| *time <= t - spec.length)
     {
-        buffer.batches.pop_front();
+        if let Some((time, parts)) = buffer.batches.pop_front()
+            && let Some(table) = &buffer.table
+        {
+            for (j, part) in parts.iter().enumerate() {
+                writes.delete(table, &WindowBuffer::key(time, j), part.byte_len());
+            }
+        }
     }
     if t % spec.slide != 0 {
         return Ok(None);

@@ -206,6 +206,13 @@ pub struct Plan {
     pub checkpoint: Option<PlannedCheckpoint>,
 }
 
+/// Whether a stream's operator keeps entries in the state store: always for state operators,
+/// incremental and event-time windows; with a checkpoint, in-memory windows too (their
+/// per-batch partials, so a restart has them).
+pub fn keeps_state(op: &NodeOp, checkpointed: bool) -> bool {
+    op.uses_state_store() || (checkpointed && matches!(op, NodeOp::Window(_)))
+}
+
 /// A checked checkpoint setting.
 #[derive(Debug, Clone)]
 pub struct PlannedCheckpoint {
@@ -224,10 +231,11 @@ pub struct PlannedCheckpoint {
 impl Plan {
     /// The streams that keep state in the state store, by node index.
     pub fn stateful_nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
+        let checkpointed = self.checkpoint.is_some();
         self.nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.op.uses_state_store())
+            .filter(move |(_, n)| keeps_state(&n.op, checkpointed))
     }
 }
 
@@ -465,7 +473,7 @@ impl Planner<'_, '_> {
         }
         let stateful: Vec<String> = nodes
             .iter()
-            .filter(|n| n.op.uses_state_store())
+            .filter(|n| keeps_state(&n.op, spec.checkpoint.is_some()))
             .map(|n| n.name.to_string())
             .collect();
         let state_dir = spec
