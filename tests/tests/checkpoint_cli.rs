@@ -564,3 +564,31 @@ prefix = "out/totals"
         "the 30 s window still holds the first run's batches"
     );
 }
+
+#[test]
+fn checkpoint_on_the_command_line_takes_the_place_of_the_manifests() {
+    let dir = JobDir::new();
+    directory_job(&dir, "totals", "text");
+    dir.file("in/0.txt", "a 1\n");
+    let elsewhere = dir.path().join("elsewhere");
+    let run = || {
+        let out = dir
+            .command(&[
+                "--until-idle",
+                "--checkpoint",
+                elsewhere.to_str().expect("utf-8"),
+            ])
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", describe(&out));
+    };
+    run();
+    assert!(elsewhere.join("metadata").is_dir() && elsewhere.join("state/CURRENT").exists());
+    assert!(
+        !dir.path().join("ckpt").exists(),
+        "the manifest's folder is not used"
+    );
+    dir.file("in/1.txt", "a 1\n");
+    run();
+    assert_eq!(last_totals(&dir), BTreeMap::from([("a".into(), 2)]));
+}
