@@ -213,3 +213,18 @@ fn run_check_prints_the_plan_without_running() {
         "{help}"
     );
 }
+
+#[test]
+fn every_example_manifest_checks_out() {
+    for manifest in [
+        "examples/wordcount/directory.toml",
+        "examples/wordcount/socket.toml",
+        "examples/clickstream/job.toml",
+        "examples/clickstream/windows.toml",
+        "examples/clickstream/state.toml",
+        "examples/clickstream/ingest.toml",
+    ] {
+        let out = host(&["run", "--check", manifest]).output().unwrap();
+        assert!(out.status.success(), "{manifest}: {}", describe(&out));
+    }
+}

@@ -70,6 +70,8 @@ Examples:
   host run examples/wordcount/socket.toml                      # word count over a socket, until Ctrl-C
   host run --check examples/clickstream/job.toml               # validate the job and its UDFs only
   SLUICE_LOG=debug host run job.toml                           # per-operator timings of every batch
+  host run examples/clickstream/ingest.toml                    # HTTP ingest with a checkpoint:
+                                                               # kill it, run it again, it resumes
 
 Exit status: 0 when the job ends (--until-idle) or is stopped; 1 with every problem listed when
 the manifest or a UDF does not check out, or when a batch fails under on_udf_error = \"fail\".")]
