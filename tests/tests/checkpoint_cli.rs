@@ -592,3 +592,67 @@ fn checkpoint_on_the_command_line_takes_the_place_of_the_manifests() {
     run();
     assert_eq!(last_totals(&dir), BTreeMap::from([("a".into(), 2)]));
 }
+
+#[test]
+fn lines_a_socket_receiver_read_survive_kill_nine_through_its_log() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    // The peer: sends three lines to the first who connects, then keeps connections open.
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut first = true;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            if first {
+                // After the job's first, immediate seal.
+                std::thread::sleep(Duration::from_millis(500));
+                let _ = stream.write_all(b"s 1\ns 2\nt 5\n");
+                first = false;
+            }
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(60));
+                drop(stream);
+            });
+        }
+    });
+    let manifest = |interval: &str| {
+        http_job(0, interval, "").replace(
+            "kind = \"http\"\naddress = \"127.0.0.1:0\"",
+            &format!("kind = \"socket\"\nhost = \"127.0.0.1\"\nport = {port}"),
+        )
+    };
+    let dir = JobDir::new();
+    dir.manifest(&manifest("20s"));
+    let (mut child, log) = spawn_logged(&dir, &[]);
+    let wal = dir.path().join("ckpt/wal/events/00000000000000000000.wal");
+    wait_for("the lines in the log", || {
+        std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0)
+    });
+    assert!(log.lock().expect("log").contains("connected to"));
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    assert!(
+        last_totals(&dir).is_empty(),
+        "nothing was sealed before the kill"
+    );
+
+    dir.manifest(&manifest("100ms"));
+    let (child, log) = spawn_logged(&dir, &[]);
+    wait_for("the logged lines in a batch", || {
+        last_totals(&dir).len() == 2
+    });
+    sigterm(&child);
+    assert_eq!(
+        child.wait_with_output().expect("wait").status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        last_totals(&dir),
+        BTreeMap::from([("s".into(), 3), ("t".into(), 5)])
+    );
+    assert!(
+        log.lock()
+            .expect("log")
+            .contains("back from the write-ahead log")
+    );
+}
