@@ -151,11 +151,6 @@ impl CheckpointDir {
         ))
     }
 
-    /// The folder.
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where source `name`'s write-ahead log lives.
     pub fn wal_dir(&self, source: &str) -> PathBuf {
         self.dir.join("wal").join(source)
@@ -411,11 +406,6 @@ impl CheckpointLog {
     /// The metadata as it stands.
     pub fn metadata(&self) -> Metadata {
         self.lock().meta.clone()
-    }
-
-    /// The checkpoint folder.
-    pub fn dir(&self) -> PathBuf {
-        self.lock().dir.path().to_path_buf()
     }
 
     /// Record sealed batches, durably, before any of them runs.

@@ -15,7 +15,7 @@
 //! moved aside into `lost/`.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -503,35 +503,6 @@ fn cut(dir: &Path, segments: &mut Vec<Segment>, damage: &Damage) -> Result<(), W
         std::fs::rename(&s.path, &to).map_err(io(&s.path, "move aside"))?;
     }
     sync_dir(dir)
-}
-
-/// Read every payload of a log folder without opening it for writing (for tools and tests).
-pub fn read_all(dir: &Path) -> Result<Vec<Vec<u8>>, WalError> {
-    let segments = list_segments(dir)?;
-    let mut out = Vec::new();
-    for segment in segments {
-        let mut data = Vec::new();
-        File::open(&segment.path)
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .map_err(|source| WalError::Io {
-                path: segment.path.clone(),
-                what: "read",
-                source,
-            })?;
-        let mut at = 0;
-        while at < data.len() {
-            let (payload, next) = parse(&data, at).map_err(|what| WalError::Damaged {
-                file: segment.path.clone(),
-                offset: at as u64,
-                log_offset: segment.start + at as u64,
-                what,
-                lost: dir.join("lost"),
-            })?;
-            out.push(payload.to_vec());
-            at = next;
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
