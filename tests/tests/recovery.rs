@@ -269,6 +269,11 @@ fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         );
     }
     assert_eq!(totals, final_totals(&calm), "seed {seed}");
+    // keep_checkpoints = 2: older data checkpoints are pruned.
+    let data = std::fs::read_dir(dir.path().join("ckpt/data"))
+        .expect("list the data checkpoints")
+        .count();
+    assert!((1..=2).contains(&data), "{data} data checkpoints kept");
     let hidden: Vec<_> = std::fs::read_dir(dir.path().join("out"))
         .expect("list out/")
         .filter_map(Result::ok)

@@ -195,10 +195,22 @@ impl CheckpointDir {
         Ok(())
     }
 
-    /// Delete all but the newest `keep` data checkpoints.
+    /// Delete all but the newest `keep` data checkpoints, and what a run killed while making
+    /// one left half-done (RocksDB builds a checkpoint in `<name>.tmp`, then renames it).
     pub fn prune_data(&self, keep: usize) -> Result<(), CheckpointError> {
         for (_, old) in self.data_checkpoints()?.iter().skip(keep.max(1)) {
             std::fs::remove_dir_all(old).map_err(io(old, "delete an old data checkpoint"))?;
+        }
+        let data = self.dir.join("data");
+        for entry in std::fs::read_dir(&data)
+            .map_err(io(&data, "list"))?
+            .filter_map(Result::ok)
+        {
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                let path = entry.path();
+                std::fs::remove_dir_all(&path)
+                    .map_err(io(&path, "delete a half-made data checkpoint"))?;
+            }
         }
         Ok(())
     }

@@ -241,9 +241,14 @@ impl StateStore {
             path: path.to_path_buf(),
             message,
         };
-        if path.exists() {
-            std::fs::remove_dir_all(path)
-                .map_err(|e| fail(format!("cannot replace an older copy: {e}")))?;
+        // An older copy of the same batch, or one a killed run left half-made in `<path>.tmp`.
+        let mut half_made = path.as_os_str().to_owned();
+        half_made.push(".tmp");
+        for old in [path, Path::new(&half_made)] {
+            if old.exists() {
+                std::fs::remove_dir_all(old)
+                    .map_err(|e| fail(format!("cannot replace an older copy: {e}")))?;
+            }
         }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
