@@ -199,19 +199,11 @@ impl JobDir {
 
     /// Every line of every batch a `text_files` sink with `prefix` wrote, sorted.
     pub fn output_lines(&self, prefix: &str) -> Vec<String> {
-        let mut lines = Vec::new();
-        for dir in self.batch_dirs(prefix) {
-            for part in std::fs::read_dir(&dir).expect("list a batch folder") {
-                let part = part.expect("a directory entry").path();
-                if part
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-                {
-                    let text = std::fs::read_to_string(&part).expect("read a part file");
-                    lines.extend(text.lines().map(String::from));
-                }
-            }
-        }
+        let mut lines: Vec<String> = self
+            .batch_dirs(prefix)
+            .iter()
+            .flat_map(|dir| part_lines(dir))
+            .collect();
         lines.sort();
         lines
     }
@@ -219,25 +211,10 @@ impl JobDir {
     /// The lines of the newest whole batch folder (one with `_SUCCESS`) a `text_files` sink
     /// with `prefix` wrote; empty when there is none.
     pub fn last_batch_lines(&self, prefix: &str) -> Vec<String> {
-        let Some(last) = self
-            .batch_dirs(prefix)
+        self.batch_dirs(prefix)
             .into_iter()
             .rfind(|d| d.join("_SUCCESS").exists())
-        else {
-            return Vec::new();
-        };
-        let mut lines = Vec::new();
-        for part in std::fs::read_dir(&last).expect("list a batch folder") {
-            let part = part.expect("a directory entry").path();
-            if part
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-            {
-                let text = std::fs::read_to_string(&part).expect("read a part file");
-                lines.extend(text.lines().map(String::from));
-            }
-        }
-        lines
+            .map_or_else(Vec::new, |dir| part_lines(&dir))
     }
 
     /// The batch folders `prefix-<time>…` written so far, oldest first.
@@ -266,6 +243,29 @@ impl JobDir {
         dirs.sort();
         dirs
     }
+}
+
+/// The lines of a batch folder's `part-*` files, in file order.
+fn part_lines(dir: &Path) -> Vec<String> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list a batch folder")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+        })
+        .collect();
+    parts.sort();
+    parts
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("read a part file")
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Text of an output, for assertion messages.

@@ -42,6 +42,26 @@ pub struct Metadata {
     pub watermarks: BTreeMap<String, i64>,
 }
 
+impl Metadata {
+    /// The metadata of a job that has not run a batch yet.
+    pub fn fresh(job: &str) -> Self {
+        Self {
+            version: VERSION,
+            job: job.to_string(),
+            plan_fingerprint: String::new(),
+            stateful: Vec::new(),
+            udfs: BTreeMap::new(),
+            next_batch: 1,
+            last_time: None,
+            finished: None,
+            sources: BTreeMap::new(),
+            batches: Vec::new(),
+            data_checkpoint: None,
+            watermarks: BTreeMap::new(),
+        }
+    }
+}
+
 /// Where a source stands.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -518,29 +518,12 @@ mod tests {
     use super::*;
     use crate::wal::WalSync;
 
-    fn fresh(job: &str) -> Metadata {
-        Metadata {
-            version: metadata::VERSION,
-            job: job.into(),
-            plan_fingerprint: String::new(),
-            stateful: Vec::new(),
-            udfs: BTreeMap::new(),
-            next_batch: 1,
-            last_time: None,
-            finished: None,
-            sources: BTreeMap::new(),
-            batches: Vec::new(),
-            data_checkpoint: None,
-            watermarks: BTreeMap::new(),
-        }
-    }
-
     #[test]
     fn metadata_reads_back_and_a_torn_newest_file_falls_back() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ckpt, found) = CheckpointDir::open(dir.path()).unwrap();
         assert!(found.is_none());
-        let mut meta = fresh("j");
+        let mut meta = Metadata::fresh("j");
         ckpt.write(&meta).unwrap();
         meta.next_batch = 7;
         ckpt.write(&meta).unwrap();
@@ -584,7 +567,7 @@ mod tests {
         let wal = Arc::new(Mutex::new(wal));
         let log = CheckpointLog::new(
             ckpt,
-            fresh("j"),
+            Metadata::fresh("j"),
             vec!["r".into()],
             BTreeMap::from([("r".to_string(), wal.clone())]),
             2,

@@ -64,18 +64,10 @@ pub fn open(plan: &Plan) -> Result<Option<Recovered>, CheckpointError> {
             meta
         }
         None => Metadata {
-            version: metadata::VERSION,
-            job: plan.name.to_string(),
             plan_fingerprint: metadata::fingerprint(plan),
             stateful: StatefulOp::of(plan),
             udfs: metadata::udf_versions(plan),
-            next_batch: 1,
-            last_time: None,
-            finished: None,
-            sources: BTreeMap::new(),
-            batches: Vec::new(),
-            data_checkpoint: None,
-            watermarks: BTreeMap::new(),
+            ..Metadata::fresh(&plan.name)
         },
     };
     if let (Some(state_dir), Some(batch)) = (&plan.state_dir, meta.data_checkpoint)
