@@ -105,3 +105,46 @@ fn a_job_stops_gracefully_and_keeps_its_batch_reports() {
     assert!(summary.stopped);
     assert_eq!(summary.records_in, 3);
 }
+
+#[test]
+fn a_checkpointed_context_resumes_with_ids_going_on_and_files_read_once() {
+    use sluice_host::engine::StateSpec;
+    use sluice_host::plan::{Builtin, CheckpointSpec, Start};
+    let dir = sluice_tests::JobDir::new();
+    dir.file("in/0.txt", "a 1\nb 2\n");
+    let run = || {
+        let ctx = ctx("api-checkpointed").checkpoint(CheckpointSpec::new(dir.path().join("ckpt")));
+        let totals = ctx
+            .directory_stream("lines", dir.path().join("in"), Start::Earliest, Some(1))
+            .map("text#key_number")
+            .codecs(Codec::Text, Codec::Number)
+            .update_state_by_key(Builtin::SumI64, StateSpec::default());
+        let seen = record_batches(&totals);
+        ctx.run_until_idle().expect("the job runs");
+        let seen = seen.lock().unwrap().clone();
+        seen
+    };
+    let first = run();
+    let last = first.last().expect("a batch");
+    dir.file("in/1.txt", "a 10\n");
+    let second = run();
+    assert!(
+        second.iter().all(|b| b.id > last.id && b.time > last.time),
+        "ids and times go on from the checkpoint: {second:?}"
+    );
+    let totals: BTreeMap<String, String> = second
+        .last()
+        .expect("a batch")
+        .records
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(
+        totals,
+        BTreeMap::from([("a".into(), "11".into()), ("b".into(), "2".into())])
+    );
+    assert!(
+        dir.path().join("ckpt/state/CURRENT").exists(),
+        "state inside the checkpoint"
+    );
+}
