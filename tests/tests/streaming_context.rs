@@ -121,8 +121,7 @@ fn a_checkpointed_context_resumes_with_ids_going_on_and_files_read_once() {
             .update_state_by_key(Builtin::SumI64, StateSpec::default());
         let seen = record_batches(&totals);
         ctx.run_until_idle().expect("the job runs");
-        let seen = seen.lock().unwrap().clone();
-        seen
+        seen.lock().unwrap().clone()
     };
     let first = run();
     let last = first.last().expect("a batch");
