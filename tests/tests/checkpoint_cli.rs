@@ -24,23 +24,33 @@ checkpoint = "ckpt"
 name = "events"
 kind = "http"
 address = "127.0.0.1:{port}"
+{}"#,
+        totals_pipeline("events", "text", "totals")
+    )
+}
 
+/// `input` lines "key n" → `pairs` (keys read as `key_codec`) → running sum per key in stream
+/// `totals` → text files under `out/totals`.
+fn totals_pipeline(input: &str, key_codec: &str, totals: &str) -> String {
+    format!(
+        r#"
 [[streams]]
 name = "pairs"
 op = "map"
-input = "events"
+input = "{input}"
 udf = "text#key_number"
+key_codec = "{key_codec}"
 value_codec = "number"
 
 [[streams]]
-name = "totals"
+name = "{totals}"
 op = "update_state_by_key"
 input = "pairs"
 builtin = "sum_i64"
 
 [[sinks]]
 kind = "text_files"
-input = "totals"
+input = "{totals}"
 prefix = "out/totals"
 "#
     )
@@ -146,7 +156,7 @@ fn every_acknowledged_post_counts_exactly_once_across_kill_nine_and_sigterm_exit
     std::thread::sleep(Duration::from_millis(500));
     posting.store(false, Ordering::Release);
     poster.join().expect("the poster");
-    std::thread::sleep(Duration::from_millis(400));
+    // What is buffered goes into a last batch on SIGTERM.
     sigterm(&child);
     let out = child.wait_with_output().expect("wait for the job");
     let log = log.lock().expect("log").clone();
@@ -178,7 +188,9 @@ fn three_posts_in_the_log_only(dir: &JobDir, port: u16) -> Vec<u64> {
     let (mut child, log) = spawn_logged(dir, &[]);
     wait_listening(&log);
     // The first tick seals at once; the next is 20 s away.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the first, empty batch", || {
+        log.lock().expect("log").contains("batch done")
+    });
     for key in ["a", "b", "c"] {
         let (status, body) = post(
             port,
@@ -314,26 +326,8 @@ name = "lines"
 kind = "directory"
 path = "in"
 max_files_per_batch = 1
-
-[[streams]]
-name = "pairs"
-op = "map"
-input = "lines"
-udf = "text#key_number"
-key_codec = "{key_codec}"
-value_codec = "number"
-
-[[streams]]
-name = "{totals_stream}"
-op = "update_state_by_key"
-input = "pairs"
-builtin = "sum_i64"
-
-[[sinks]]
-kind = "text_files"
-input = "{totals_stream}"
-prefix = "out/totals"
-"#
+{}"#,
+        totals_pipeline("lines", key_codec, totals_stream)
     ));
 }
 
@@ -597,15 +591,16 @@ fn checkpoint_on_the_command_line_takes_the_place_of_the_manifests() {
 fn lines_a_socket_receiver_read_survive_kill_nine_through_its_log() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let port = listener.local_addr().expect("its address").port();
-    // The peer: sends three lines to the first who connects, then keeps connections open.
+    // The peer: sends three lines to the first who connects once told to, then keeps
+    // connections open.
+    let (send, go) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         use std::io::Write;
         let mut first = true;
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { break };
             if first {
-                // After the job's first, immediate seal.
-                std::thread::sleep(Duration::from_millis(500));
+                let _ = go.recv();
                 let _ = stream.write_all(b"s 1\ns 2\nt 5\n");
                 first = false;
             }
@@ -624,6 +619,11 @@ fn lines_a_socket_receiver_read_survive_kill_nine_through_its_log() {
     let dir = JobDir::new();
     dir.manifest(&manifest("20s"));
     let (mut child, log) = spawn_logged(&dir, &[]);
+    // Lines sent after the job's first, immediate seal wait 20 s for the next.
+    wait_for("the first, empty batch", || {
+        log.lock().expect("log").contains("batch done")
+    });
+    send.send(()).expect("the peer");
     let wal = dir.path().join("ckpt/wal/events/00000000000000000000.wal");
     wait_for("the lines in the log", || {
         std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0)
