@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 use super::bindings;
 use super::component::{Role, UdfComponent};
@@ -32,6 +34,10 @@ const TABLES_PER_COMPONENT: u32 = 4;
 
 /// How often the epoch advances; CPU deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Set to `1` to have the engine write a perf map of compiled guest code, so `perf record` /
+/// `perf report` name the guest's functions instead of bare JIT addresses.
+pub const PERFMAP_ENV: &str = "SLUICE_WASM_PERFMAP";
 
 /// The imports a component may have: what `wit/udf.wit` gives every world.
 const PROVIDED_IMPORTS: [&str; 3] = [
@@ -110,6 +116,10 @@ impl UdfRuntime {
             .concurrency_support(false)
             .wasm_component_model(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
+            // Names guest functions in `perf report` (written to /tmp/perf-<pid>.map).
+            wasm.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| RuntimeError(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         bindings::transform::Transform::add_to_linker::<HostState, HasSelf<HostState>>(

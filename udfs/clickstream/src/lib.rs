@@ -51,16 +51,50 @@ pub fn parse_cents(text: &str) -> Result<i64, String> {
         .ok_or_else(bad)
 }
 
-/// Parse one CSV line into `(event time, event)`.
-pub fn parse_line(line: &str) -> Result<(i64, Event), String> {
-    let mut fields = line.trim_end_matches(['\r', '\n']).split(',');
-    let (Some(time), Some(user), Some(kind), Some(amount), None) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-    ) else {
+/// One CSV line's fields, borrowed from the line: what every projection starts from, so that a
+/// projection that drops the event type does not allocate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields<'a> {
+    /// Event time in epoch milliseconds.
+    pub event_time: i64,
+    /// Who did it.
+    pub user_id: u32,
+    /// `view`, `click` or `purchase`.
+    pub event_type: &'a str,
+    /// The amount in cents.
+    pub amount_cents: i64,
+}
+
+/// Split a line into exactly four comma-separated fields. Commas are ASCII, so cutting the
+/// bytes at them keeps every piece valid UTF-8; a byte loop is ~2× cheaper in the guest than
+/// `str::split(',')`, whose searcher was the top guest function of W4 under `perf`.
+fn four_fields(line: &str) -> Option<[&str; 4]> {
+    let bytes = line.as_bytes();
+    let mut cuts = [0usize; 3];
+    let mut found = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b',' {
+            if found == 3 {
+                return None;
+            }
+            cuts[found] = i;
+            found += 1;
+        }
+    }
+    if found != 3 {
+        return None;
+    }
+    Some([
+        line.get(..cuts[0])?,
+        line.get(cuts[0] + 1..cuts[1])?,
+        line.get(cuts[1] + 1..cuts[2])?,
+        line.get(cuts[2] + 1..)?,
+    ])
+}
+
+/// Parse one CSV line into its fields, or say what is wrong with it.
+pub fn parse_fields(line: &str) -> Result<Fields<'_>, String> {
+    let Some([time, user, kind, amount]) = four_fields(line.trim_end_matches(['\r', '\n'])) else {
         return Err(format!(
             "expected 4 comma-separated fields `event_time_ms,user_id,event_type,amount`, got {line:?}"
         ));
@@ -77,12 +111,23 @@ pub fn parse_line(line: &str) -> Result<(i64, Event), String> {
         ));
     }
     let amount_cents = parse_cents(amount)?;
-    Ok((
+    Ok(Fields {
         event_time,
+        user_id,
+        event_type: kind,
+        amount_cents,
+    })
+}
+
+/// Parse one CSV line into `(event time, event)`.
+pub fn parse_line(line: &str) -> Result<(i64, Event), String> {
+    let f = parse_fields(line)?;
+    Ok((
+        f.event_time,
         Event {
-            user_id,
-            event_type: kind.to_string(),
-            amount_cents,
+            user_id: f.user_id,
+            event_type: f.event_type.to_string(),
+            amount_cents: f.amount_cents,
         },
     ))
 }
@@ -142,10 +187,10 @@ pub fn is_purchase_line(line: &str) -> bool {
 /// A CSV line → `(user_id, amount in cents)` with the line's event time: W1's projection.
 /// A malformed line fails the batch, naming it.
 pub fn user_amount(line: &str) -> Result<Timed<(u32, i64)>, String> {
-    let (event_time, event) = parse_line(line)?;
+    let f = parse_fields(line)?;
     Ok(Timed {
-        event_time,
-        record: (event.user_id, event.amount_cents),
+        event_time: f.event_time,
+        record: (f.user_id, f.amount_cents),
     })
 }
 
@@ -234,6 +279,12 @@ mod tests {
                 .unwrap_err()
                 .contains("4 comma-separated")
         );
+        assert!(
+            parse_line("1,2,view,0,9")
+                .unwrap_err()
+                .contains("4 comma-separated")
+        );
+        assert_eq!(parse_line("1,2,view,0\r\n").map(|(t, _)| t), Ok(1));
         assert!(
             parse_line("x,2,view,0")
                 .unwrap_err()
