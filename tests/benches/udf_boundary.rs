@@ -8,6 +8,8 @@
 //! Also: the fixed cost of one call and of one instantiation.
 //!
 //! Run: `cargo bench -p sluice-tests --bench udf_boundary` (figures in the README).
+//! `SLUICE_BENCH_OTHER_TEXT=other/text.wasm` also runs another build of `text#uppercase`, so
+//! a change to the SDK is measured before/after in one run.
 
 use std::time::Duration;
 
@@ -118,6 +120,21 @@ fn boundary(c: &mut Criterion) {
                 parts
                     .iter()
                     .map(|p| upper.transform(&ctx, p).expect("call").len())
+                    .sum::<usize>()
+            })
+        });
+    }
+    // A/B of two builds in one run (the machine is too noisy to compare separate runs):
+    // SLUICE_BENCH_OTHER_TEXT=/path/to/other/text.wasm adds `wasm_other_batch_1024`.
+    if let Some(other) = std::env::var_os("SLUICE_BENCH_OTHER_TEXT") {
+        let other = load(&runtime, std::path::Path::new(&other));
+        let other_upper = other.function("uppercase").expect("other text#uppercase");
+        let parts = batches(&data, 1024);
+        group.bench_function("wasm_other_batch_1024", |b| {
+            b.iter(|| {
+                parts
+                    .iter()
+                    .map(|p| other_upper.transform(&ctx, p).expect("call").len())
                     .sum::<usize>()
             })
         });
