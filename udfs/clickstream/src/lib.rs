@@ -196,24 +196,24 @@ pub fn user_amount(line: &str) -> Result<Timed<(u32, i64)>, String> {
 
 /// A CSV line → `(event_type, amount in cents)` with the line's event time: workload W3's
 /// projection for the host's builtin `count_and_sum`.
-pub fn type_amount(line: &str) -> Result<Timed<(String, i64)>, String> {
-    let (event_time, event) = parse_line(line)?;
+pub fn type_amount(line: &str) -> Result<Timed<(&str, i64)>, String> {
+    let f = parse_fields(line)?;
     Ok(Timed {
-        event_time,
-        record: (event.event_type, event.amount_cents),
+        event_time: f.event_time,
+        record: (f.event_type, f.amount_cents),
     })
 }
 
-/// `(event_type, [count, amount in cents])`.
-pub type TypeCountAmount = (String, Json<(i64, i64)>);
+/// `(event_type, [count, amount in cents])`, the type borrowed from the line.
+pub type TypeCountAmount<'a> = (&'a str, Json<(i64, i64)>);
 
 /// A CSV line → `(event_type, [1, amount in cents])`: W3's projection for the reducer UDF
 /// `aggregates#count_and_sum`, which adds such pairs.
-pub fn type_count_amount(line: &str) -> Result<Timed<TypeCountAmount>, String> {
-    let (event_time, event) = parse_line(line)?;
+pub fn type_count_amount(line: &str) -> Result<Timed<TypeCountAmount<'_>>, String> {
+    let f = parse_fields(line)?;
     Ok(Timed {
-        event_time,
-        record: (event.event_type, Json((1, event.amount_cents))),
+        event_time: f.event_time,
+        record: (f.event_type, Json((1, f.amount_cents))),
     })
 }
 
