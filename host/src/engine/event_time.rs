@@ -13,7 +13,6 @@ use rustc_hash::FxHashMap;
 
 use super::executor::BatchScope;
 use super::operators::OpError;
-use super::reducer::Acc;
 use crate::batch::key_hash;
 use crate::batch::{Batch, Column};
 use crate::plan::{Codec, EventWindow, OutputMode, Reducer};
@@ -143,8 +142,31 @@ fn window_starts(t: i64, length: i64, slide: i64) -> impl Iterator<Item = i64> {
         .take_while(move |s| s.saturating_add(length) > t)
 }
 
+/// The width of the panes a window is made of: window starts (multiples of `slide`) and ends
+/// (`start + length`) all fall on multiples of `gcd(length, slide)`, so every record of one
+/// pane belongs to exactly the same windows.
+fn pane_width(length: i64, slide: i64) -> i64 {
+    let (mut a, mut b) = (length.abs(), slide.abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
+}
+
+/// `time_key(start) ++ key`: how a (window or pane, key) group is named.
+fn group_key(out: &mut Vec<u8>, start: i64, key: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&time_key(start));
+    out.extend_from_slice(key);
+}
+
 /// One input partition: records into windows, reduced per (window, key). Returns the windows,
 /// the largest event time kept and how many records were late.
+///
+/// Records are reduced per (pane, key) first and the pane partials then per (window, key)
+/// (pane-based slicing): with a 30 s window sliding by 10 s, each record is reduced once
+/// instead of three times. Reducers are associative and commutative (as Spark requires of a
+/// window's reduce function), so the result is the same.
 fn aggregate(
     scope: &BatchScope<'_>,
     w: &EventWindow,
@@ -154,69 +176,52 @@ fn aggregate(
 ) -> Result<(Partial, i64, u64), OpError> {
     let mut late = 0u64;
     let mut max = i64::MIN;
+    let pane = pane_width(w.length, w.slide);
     let mut gk = Vec::with_capacity(64);
     let key_of = |i: usize| p.keys.as_ref().and_then(|k| k.get(i)).unwrap_or_default();
-    match &w.reducer {
-        Reducer::Builtin(b) => {
-            let mut accs: FxHashMap<Vec<u8>, Acc> = FxHashMap::default();
-            for (i, &t) in p.event_times.iter().enumerate() {
-                if t < drop_before {
-                    late += 1;
-                    continue;
-                }
-                max = max.max(t);
-                let value = b.lift(p.values.get(i).unwrap_or_default())?;
-                for s in window_starts(t, w.length, w.slide) {
-                    gk.clear();
-                    gk.extend_from_slice(&time_key(s));
-                    gk.extend_from_slice(key_of(i));
-                    match accs.get_mut(gk.as_slice()) {
-                        Some(acc) => acc.add(value),
-                        None => {
-                            accs.insert(gk.clone(), value);
-                        }
-                    }
-                }
+    // Each kept record's pane, in input order; the panes' groups in order of first appearance.
+    let mut index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+    let mut panes: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut members: Vec<Vec<u32>> = Vec::new();
+    for (i, &t) in p.event_times.iter().enumerate() {
+        if t < drop_before {
+            late += 1;
+            continue;
+        }
+        max = max.max(t);
+        let start = t.div_euclid(pane) * pane;
+        group_key(&mut gk, start, key_of(i));
+        let g = match index.get(gk.as_slice()) {
+            Some(&g) => g,
+            None => {
+                index.insert(gk.clone(), panes.len());
+                panes.push((start, gk.clone()));
+                members.push(Vec::new());
+                panes.len() - 1
             }
-            let mut out = Vec::with_capacity(accs.len());
-            for (k, acc) in accs {
+        };
+        members[g].push(i as u32);
+    }
+    if panes.is_empty() {
+        return Ok((Vec::new(), max, late));
+    }
+    let pane_accs: Vec<Vec<u8>> = match &w.reducer {
+        Reducer::Builtin(b) => {
+            let mut out = Vec::with_capacity(panes.len());
+            for m in &members {
+                let mut acc = b.zero();
+                for &i in m {
+                    acc.add(b.lift(p.values.get(i as usize).unwrap_or_default())?);
+                }
                 let mut v = Vec::new();
                 acc.encode(&mut v);
-                out.push((k, v));
+                out.push(v);
             }
-            Ok((out, max, late))
+            out
         }
         Reducer::Udf(_) => {
-            let mut index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
-            let mut members: Vec<Vec<u32>> = Vec::new();
-            let mut keys: Vec<Vec<u8>> = Vec::new();
-            for (i, &t) in p.event_times.iter().enumerate() {
-                if t < drop_before {
-                    late += 1;
-                    continue;
-                }
-                max = max.max(t);
-                for s in window_starts(t, w.length, w.slide) {
-                    gk.clear();
-                    gk.extend_from_slice(&time_key(s));
-                    gk.extend_from_slice(key_of(i));
-                    let g = match index.get(gk.as_slice()) {
-                        Some(&g) => g,
-                        None => {
-                            index.insert(gk.clone(), keys.len());
-                            keys.push(gk.clone());
-                            members.push(Vec::new());
-                            keys.len() - 1
-                        }
-                    };
-                    members[g].push(i as u32);
-                }
-            }
-            if keys.is_empty() {
-                return Ok((Vec::new(), max, late));
-            }
             let mut values = Column::with_capacity(p.len(), p.values.data.len());
-            let mut ends = Vec::with_capacity(keys.len());
+            let mut ends = Vec::with_capacity(panes.len());
             for m in &members {
                 for &i in m {
                     values.push(p.values.get(i as usize).unwrap_or_default());
@@ -226,15 +231,50 @@ fn aggregate(
             let reduced = w
                 .reducer
                 .reduce(&scope.context(partition), &values, &ends, true)?;
-            Ok((
-                keys.into_iter()
-                    .zip(reduced.iter().map(<[u8]>::to_vec))
-                    .collect(),
-                max,
-                late,
-            ))
+            reduced.iter().map(<[u8]>::to_vec).collect()
+        }
+    };
+    // Every pane's partial into each window that holds the pane.
+    let mut window_index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+    let mut windows: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+    for (g, (start, pane_key)) in panes.iter().enumerate() {
+        let key = pane_key.get(8..).unwrap_or_default();
+        for s in window_starts(*start, w.length, w.slide) {
+            group_key(&mut gk, s, key);
+            let wg = match window_index.get(gk.as_slice()) {
+                Some(&wg) => wg,
+                None => {
+                    window_index.insert(gk.clone(), windows.len());
+                    windows.push((gk.clone(), Vec::new()));
+                    windows.len() - 1
+                }
+            };
+            windows[wg].1.push(g);
         }
     }
+    let mut values = Column::with_capacity(
+        windows.iter().map(|(_, m)| m.len()).sum(),
+        pane_accs.iter().map(Vec::len).sum::<usize>() * 3,
+    );
+    let mut ends = Vec::with_capacity(windows.len());
+    for (_, m) in &windows {
+        for &g in m {
+            values.push(&pane_accs[g]);
+        }
+        ends.push(values.len() as u32);
+    }
+    let reduced = w
+        .reducer
+        .reduce(&scope.context(partition), &values, &ends, false)?;
+    Ok((
+        windows
+            .into_iter()
+            .map(|(k, _)| k)
+            .zip(reduced.iter().map(<[u8]>::to_vec))
+            .collect(),
+        max,
+        late,
+    ))
 }
 
 /// Merge the partials of one partition's windows with their stored values; stage the result.
@@ -282,7 +322,24 @@ fn merge(
 
 #[cfg(test)]
 mod tests {
-    use super::window_starts;
+    use super::{pane_width, window_starts};
+
+    #[test]
+    fn panes_divide_every_window() {
+        assert_eq!(pane_width(30_000, 10_000), 10_000);
+        assert_eq!(pane_width(10_000, 10_000), 10_000);
+        assert_eq!(pane_width(25_000, 10_000), 5_000);
+        assert_eq!(pane_width(10_000, 30_000), 10_000);
+        // Every time of a pane lies in the same windows as the pane's start.
+        let (length, slide) = (25_000, 10_000);
+        let pane = pane_width(length, slide);
+        for t in (-60_000i64..60_000).step_by(1_250) {
+            let start = t.div_euclid(pane) * pane;
+            let of_t: Vec<i64> = window_starts(t, length, slide).collect();
+            let of_pane: Vec<i64> = window_starts(start, length, slide).collect();
+            assert_eq!(of_t, of_pane, "t = {t}");
+        }
+    }
 
     #[test]
     fn a_time_falls_in_every_window_that_holds_it() {
