@@ -2,7 +2,8 @@
 //! batch), 10 s windows every 5 s, a 5 s watermark, a count per (window, event type). The
 //! outputs of the three output modes are compared with the files in `tests/expected/
 //! event_time/`; out-of-order input within the watermark gives the windows sorted input gives;
-//! a late record is dropped and counted.
+//! a late record is dropped and counted; a Wasm reducer over windows that are not a multiple of
+//! their slide agrees with a reference model.
 
 use sluice_tests::{JobDir, describe, root};
 
@@ -147,4 +148,99 @@ fn out_of_order_input_within_the_watermark_gives_the_same_windows() {
     let (shuffled, _) = run(&SHUFFLED, "append");
     assert_eq!(blocks(&shuffled), blocks(&sorted));
     assert_eq!(blocks(&shuffled), expected("append"));
+}
+
+/// A window that is not a multiple of its slide (10 s every 4 s: records fall in two or three
+/// windows, panes are 2 s wide), reduced by a Wasm reducer over records in no particular order:
+/// complete mode's last batch holds every window, equal to counting each record into every
+/// window that holds it.
+#[test]
+fn a_wasm_reducer_over_uneven_windows_matches_a_reference_model() {
+    use std::collections::BTreeMap;
+    const WINDOW: i64 = 10_000;
+    const SLIDE: i64 = 4_000;
+    let kinds = ["view", "click", "purchase"];
+    let mut state = 7u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let mut files = vec![String::new(); 5];
+    let mut expected: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
+    for file in files.iter_mut() {
+        for _ in 0..60 {
+            let t = (next() % 60_000) as i64;
+            let kind = kinds[(next() % 3) as usize];
+            let cents = (next() % 10_000) as i64;
+            file.push_str(&format!(
+                "{t},1,{kind},{}.{:02}\n",
+                cents / 100,
+                cents % 100
+            ));
+            let mut s = t.div_euclid(SLIDE) * SLIDE;
+            while s + WINDOW > t {
+                let e = expected.entry((s, kind.to_string())).or_default();
+                e.0 += 1;
+                e.1 += cents;
+                s -= SLIDE;
+            }
+        }
+    }
+    let dir = JobDir::new();
+    for (i, text) in files.iter().enumerate() {
+        dir.file(&format!("in/b{}.csv", i + 1), text);
+    }
+    dir.manifest(
+        r#"
+[job]
+name = "uneven-windows"
+batch_interval = "100ms"
+partitions = 2
+
+[[sources]]
+name = "events"
+kind = "directory"
+path = "in"
+max_files_per_batch = 1
+
+[[streams]]
+name = "typed"
+op = "map"
+input = "events"
+udf = "clickstream#type_count_amount"
+
+[[streams]]
+name = "sums"
+op = "event_time_window"
+input = "typed"
+udf = "aggregates#count_and_sum"
+window = "10s"
+slide = "4s"
+watermark = "1h"
+output_mode = "complete"
+
+[[sinks]]
+kind = "text_files"
+input = "sums"
+prefix = "out/sums"
+format = "jsonl"
+"#,
+    );
+    let out = dir.run_until_idle();
+    assert!(out.status.success(), "{}", describe(&out));
+    // Complete mode writes every window every batch: the last batch holds them all.
+    let mut got: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
+    for line in dir.last_batch_lines("out/sums") {
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        let start = v["key"]["start"].as_i64().expect("start");
+        assert_eq!(v["key"]["end"].as_i64(), Some(start + WINDOW), "{line}");
+        let key = v["key"]["key"].as_str().expect("key").to_string();
+        // The stream's values are text, so the sink writes the pair as a JSON string.
+        let value = v["value"].as_str().expect("a text value");
+        let pair: (i64, i64) = serde_json::from_str(value).expect("[count, sum]");
+        got.insert((start, key), pair);
+    }
+    assert_eq!(got, expected);
 }
