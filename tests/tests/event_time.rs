@@ -28,9 +28,26 @@ const SHUFFLED: [&str; 5] = [
 ];
 
 fn run(batches: &[&str], mode: &str) -> (JobDir, std::process::Output) {
+    let window = format!(
+        r#"builtin = "count"
+window = "10s"
+slide = "5s"
+watermark = "5s"
+output_mode = "{mode}""#
+    );
+    run_job(batches, "clickstream#type_amount", &window)
+}
+
+/// The files of `batches` (one per batch) through a map by `project`, then an event-time window
+/// named `counts` with `window`'s settings, written by a `text_files` sink to `out/counts`.
+fn run_job<S: AsRef<str>>(
+    batches: &[S],
+    project: &str,
+    window: &str,
+) -> (JobDir, std::process::Output) {
     let dir = JobDir::new();
     for (i, text) in batches.iter().enumerate() {
-        dir.file(&format!("in/b{}.csv", i + 1), text);
+        dir.file(&format!("in/b{}.csv", i + 1), text.as_ref());
     }
     dir.manifest(&format!(
         r#"
@@ -49,17 +66,13 @@ max_files_per_batch = 1
 name = "typed"
 op = "map"
 input = "events"
-udf = "clickstream#type_amount"
+udf = "{project}"
 
 [[streams]]
 name = "counts"
 op = "event_time_window"
 input = "typed"
-builtin = "count"
-window = "10s"
-slide = "5s"
-watermark = "5s"
-output_mode = "{mode}"
+{window}
 
 [[sinks]]
 kind = "text_files"
@@ -188,51 +201,18 @@ fn a_wasm_reducer_over_uneven_windows_matches_a_reference_model() {
             }
         }
     }
-    let dir = JobDir::new();
-    for (i, text) in files.iter().enumerate() {
-        dir.file(&format!("in/b{}.csv", i + 1), text);
-    }
-    dir.manifest(
-        r#"
-[job]
-name = "uneven-windows"
-batch_interval = "100ms"
-partitions = 2
-
-[[sources]]
-name = "events"
-kind = "directory"
-path = "in"
-max_files_per_batch = 1
-
-[[streams]]
-name = "typed"
-op = "map"
-input = "events"
-udf = "clickstream#type_count_amount"
-
-[[streams]]
-name = "sums"
-op = "event_time_window"
-input = "typed"
-udf = "aggregates#count_and_sum"
+    let (dir, _) = run_job(
+        &files,
+        "clickstream#type_count_amount",
+        r#"udf = "aggregates#count_and_sum"
 window = "10s"
 slide = "4s"
 watermark = "1h"
-output_mode = "complete"
-
-[[sinks]]
-kind = "text_files"
-input = "sums"
-prefix = "out/sums"
-format = "jsonl"
-"#,
+output_mode = "complete""#,
     );
-    let out = dir.run_until_idle();
-    assert!(out.status.success(), "{}", describe(&out));
     // Complete mode writes every window every batch: the last batch holds them all.
     let mut got: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
-    for line in dir.last_batch_lines("out/sums") {
+    for line in dir.last_batch_lines("out/counts") {
         let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
         let start = v["key"]["start"].as_i64().expect("start");
         assert_eq!(v["key"]["end"].as_i64(), Some(start + WINDOW), "{line}");
