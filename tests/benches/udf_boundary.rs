@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sluice_host::batch::{Batch, Column};
-use sluice_host::udf::{CallContext, RuntimeConfig};
+use sluice_host::udf::{CallContext, RuntimeConfig, UdfFunction};
 use sluice_tests::{load, runtime_with, test_guest, udf};
 
 const RECORDS: usize = 1_000_000;
@@ -80,6 +80,14 @@ fn native_boxed(input: &[Vec<u8>]) -> usize {
     out.len()
 }
 
+/// Every partition through the transform `f`; how many records came back.
+fn transform_all(f: &UdfFunction, ctx: &CallContext, parts: &[Batch]) -> usize {
+    parts
+        .iter()
+        .map(|p| f.transform(ctx, p).expect("call").len())
+        .sum()
+}
+
 fn boundary(c: &mut Criterion) {
     let runtime = runtime_with(RuntimeConfig::default());
     let text = load(&runtime, &udf("text"));
@@ -105,23 +113,13 @@ fn boundary(c: &mut Criterion) {
     for name in ["echo", "copy"] {
         let f = bench.function(name).expect("bench guest function");
         group.bench_function(format!("wasm_{name}_1024"), |b| {
-            b.iter(|| {
-                parts
-                    .iter()
-                    .map(|p| f.transform(&ctx, p).expect("call").len())
-                    .sum::<usize>()
-            })
+            b.iter(|| transform_all(&f, &ctx, &parts))
         });
     }
     for size in [64usize, 1024, 16 * 1024] {
         let parts = batches(&data, size);
         group.bench_function(format!("wasm_batch_{size}"), |b| {
-            b.iter(|| {
-                parts
-                    .iter()
-                    .map(|p| upper.transform(&ctx, p).expect("call").len())
-                    .sum::<usize>()
-            })
+            b.iter(|| transform_all(&upper, &ctx, &parts))
         });
     }
     // A/B of two builds in one run (the machine is too noisy to compare separate runs):
@@ -131,23 +129,13 @@ fn boundary(c: &mut Criterion) {
         let other_upper = other.function("uppercase").expect("other text#uppercase");
         let parts = batches(&data, 1024);
         group.bench_function("wasm_other_batch_1024", |b| {
-            b.iter(|| {
-                parts
-                    .iter()
-                    .map(|p| other_upper.transform(&ctx, p).expect("call").len())
-                    .sum::<usize>()
-            })
+            b.iter(|| transform_all(&other_upper, &ctx, &parts))
         });
     }
     group.throughput(Throughput::Elements(PER_RECORD_RECORDS as u64));
     let singles = batches(&data[..PER_RECORD_RECORDS], 1);
     group.bench_function("wasm_per_record", |b| {
-        b.iter(|| {
-            singles
-                .iter()
-                .map(|p| upper.transform(&ctx, p).expect("call").len())
-                .sum::<usize>()
-        })
+        b.iter(|| transform_all(&upper, &ctx, &singles))
     });
     group.finish();
 
