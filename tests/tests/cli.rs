@@ -324,3 +324,42 @@ fn generated_clickstream_parses_through_the_component() {
         "{err}"
     );
 }
+
+/// `SLUICE_WASM_PERFMAP=1` (README: "Where does my UDF spend its time?") makes the engine write
+/// `/tmp/perf-<pid>.map`, the file `perf report` reads to name JIT code, with the guest's
+/// functions in it; without the variable no map is written.
+#[test]
+fn perfmap_names_guest_code_for_perf() {
+    let host = Host::new();
+    let call = |perfmap: bool| {
+        let mut command = Command::new(host_bin());
+        command
+            .args(["call", &target(&udf("text"), "uppercase")])
+            .env("SLUICE_COMPONENT_CACHE", host.cache.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if perfmap {
+            command.env("SLUICE_WASM_PERFMAP", "1");
+        } else {
+            command.env_remove("SLUICE_WASM_PERFMAP");
+        }
+        let mut child = command.spawn().expect("start host");
+        let pid = child.id();
+        child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SHOUT");
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+        let text = std::fs::read_to_string(&map).ok();
+        let _ = std::fs::remove_file(&map);
+        text
+    };
+    let text = call(true).expect("a perf map when SLUICE_WASM_PERFMAP=1");
+    assert!(text.lines().any(|l| l.contains("wasm[")), "{text}");
+    assert_eq!(call(false), None, "no perf map without SLUICE_WASM_PERFMAP");
+}
