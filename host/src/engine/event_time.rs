@@ -153,11 +153,32 @@ fn pane_width(length: i64, slide: i64) -> i64 {
     a.max(1)
 }
 
-/// `time_key(start) ++ key`: how a (window or pane, key) group is named.
-fn group_key(out: &mut Vec<u8>, start: i64, key: &[u8]) {
-    out.clear();
-    out.extend_from_slice(&time_key(start));
-    out.extend_from_slice(key);
+/// Groups named `time_key(start) ++ key` (a pane's or a window's), numbered in order of first
+/// appearance, each with the items (records or panes) that fell into it.
+#[derive(Default)]
+struct Groups {
+    index: FxHashMap<Vec<u8>, usize>,
+    /// Per group: its name and its items.
+    groups: Vec<(Vec<u8>, Vec<u32>)>,
+    name: Vec<u8>,
+}
+
+impl Groups {
+    /// Put `item` into the group of (`start`, `key`).
+    fn add(&mut self, start: i64, key: &[u8], item: u32) {
+        self.name.clear();
+        self.name.extend_from_slice(&time_key(start));
+        self.name.extend_from_slice(key);
+        let g = match self.index.get(self.name.as_slice()) {
+            Some(&g) => g,
+            None => {
+                self.index.insert(self.name.clone(), self.groups.len());
+                self.groups.push((self.name.clone(), Vec::new()));
+                self.groups.len() - 1
+            }
+        };
+        self.groups[g].1.push(item);
+    }
 }
 
 /// One input partition: records into windows, reduced per (window, key). Returns the windows,
@@ -177,40 +198,25 @@ fn aggregate(
     let mut late = 0u64;
     let mut max = i64::MIN;
     let pane = pane_width(w.length, w.slide);
-    let mut gk = Vec::with_capacity(64);
     let key_of = |i: usize| p.keys.as_ref().and_then(|k| k.get(i)).unwrap_or_default();
-    // Each kept record's pane, in input order; the panes' groups in order of first appearance.
-    let mut index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
-    let mut panes: Vec<(i64, Vec<u8>)> = Vec::new();
-    let mut members: Vec<Vec<u32>> = Vec::new();
+    let mut panes = Groups::default();
     for (i, &t) in p.event_times.iter().enumerate() {
         if t < drop_before {
             late += 1;
             continue;
         }
         max = max.max(t);
-        let start = t.div_euclid(pane) * pane;
-        group_key(&mut gk, start, key_of(i));
-        let g = match index.get(gk.as_slice()) {
-            Some(&g) => g,
-            None => {
-                index.insert(gk.clone(), panes.len());
-                panes.push((start, gk.clone()));
-                members.push(Vec::new());
-                panes.len() - 1
-            }
-        };
-        members[g].push(i as u32);
+        panes.add(t.div_euclid(pane) * pane, key_of(i), i as u32);
     }
-    if panes.is_empty() {
+    if panes.groups.is_empty() {
         return Ok((Vec::new(), max, late));
     }
     let pane_accs: Vec<Vec<u8>> = match &w.reducer {
         Reducer::Builtin(b) => {
-            let mut out = Vec::with_capacity(panes.len());
-            for m in &members {
+            let mut out = Vec::with_capacity(panes.groups.len());
+            for (_, records) in &panes.groups {
                 let mut acc = b.zero();
-                for &i in m {
+                for &i in records {
                     acc.add(b.lift(p.values.get(i as usize).unwrap_or_default())?);
                 }
                 let mut v = Vec::new();
@@ -221,9 +227,9 @@ fn aggregate(
         }
         Reducer::Udf(_) => {
             let mut values = Column::with_capacity(p.len(), p.values.data.len());
-            let mut ends = Vec::with_capacity(panes.len());
-            for m in &members {
-                for &i in m {
+            let mut ends = Vec::with_capacity(panes.groups.len());
+            for (_, records) in &panes.groups {
+                for &i in records {
                     values.push(p.values.get(i as usize).unwrap_or_default());
                 }
                 ends.push(values.len() as u32);
@@ -235,31 +241,23 @@ fn aggregate(
         }
     };
     // Every pane's partial into each window that holds the pane.
-    let mut window_index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
-    let mut windows: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
-    for (g, (start, pane_key)) in panes.iter().enumerate() {
-        let key = pane_key.get(8..).unwrap_or_default();
-        for s in window_starts(*start, w.length, w.slide) {
-            group_key(&mut gk, s, key);
-            let wg = match window_index.get(gk.as_slice()) {
-                Some(&wg) => wg,
-                None => {
-                    window_index.insert(gk.clone(), windows.len());
-                    windows.push((gk.clone(), Vec::new()));
-                    windows.len() - 1
-                }
-            };
-            windows[wg].1.push(g);
+    let mut windows = Groups::default();
+    for (g, (name, _)) in panes.groups.iter().enumerate() {
+        let start = time_from_key(name).unwrap_or_default();
+        let key = name.get(8..).unwrap_or_default();
+        for s in window_starts(start, w.length, w.slide) {
+            windows.add(s, key, g as u32);
         }
     }
+    let members = windows.groups.iter().flat_map(|(_, m)| m);
     let mut values = Column::with_capacity(
-        windows.iter().map(|(_, m)| m.len()).sum(),
-        pane_accs.iter().map(Vec::len).sum::<usize>() * 3,
+        members.clone().count(),
+        members.map(|&g| pane_accs[g as usize].len()).sum(),
     );
-    let mut ends = Vec::with_capacity(windows.len());
-    for (_, m) in &windows {
-        for &g in m {
-            values.push(&pane_accs[g]);
+    let mut ends = Vec::with_capacity(windows.groups.len());
+    for (_, panes_in) in &windows.groups {
+        for &g in panes_in {
+            values.push(&pane_accs[g as usize]);
         }
         ends.push(values.len() as u32);
     }
@@ -268,8 +266,9 @@ fn aggregate(
         .reduce(&scope.context(partition), &values, &ends, false)?;
     Ok((
         windows
+            .groups
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|(name, _)| name)
             .zip(reduced.iter().map(<[u8]>::to_vec))
             .collect(),
         max,
