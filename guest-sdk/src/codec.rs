@@ -21,8 +21,17 @@ use std::fmt;
 ///
 /// `'a` is the lifetime of the input batch: `&str` and `&[u8]` borrow from it without copying.
 pub trait Decode<'a>: Sized {
+    /// Whether this type is read from UTF-8 text. The SDK then checks a batch's column as UTF-8
+    /// once, so that each record can skip the check ([`Decode::decode_str`]).
+    const TEXT: bool = false;
+
     /// Read a value, or say why the bytes are not one.
     fn decode(bytes: &'a [u8]) -> Result<Self, CodecError>;
+
+    /// Read a value from bytes already known to be UTF-8; the default reads the bytes.
+    fn decode_str(text: &'a str) -> Result<Self, CodecError> {
+        Self::decode(text.as_bytes())
+    }
 }
 
 /// A value that can be written as the bytes of a key or value.
@@ -68,15 +77,28 @@ fn preview(bytes: &[u8]) -> String {
 }
 
 impl<'a> Decode<'a> for &'a str {
+    const TEXT: bool = true;
+
     fn decode(bytes: &'a [u8]) -> Result<Self, CodecError> {
         std::str::from_utf8(bytes)
             .map_err(|e| CodecError::new("UTF-8 text", format!("{e} in {}", preview(bytes))))
     }
+
+    #[inline]
+    fn decode_str(text: &'a str) -> Result<Self, CodecError> {
+        Ok(text)
+    }
 }
 
 impl Decode<'_> for String {
+    const TEXT: bool = true;
+
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         <&str>::decode(bytes).map(str::to_owned)
+    }
+
+    fn decode_str(text: &str) -> Result<Self, CodecError> {
+        Ok(text.to_owned())
     }
 }
 
@@ -93,6 +115,7 @@ impl Decode<'_> for Vec<u8> {
 }
 
 impl Encode for str {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.extend_from_slice(self.as_bytes());
         Ok(())
@@ -100,6 +123,7 @@ impl Encode for str {
 }
 
 impl Encode for String {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         self.as_str().encode(out)
     }
@@ -127,10 +151,16 @@ impl<T: Encode + ?Sized> Encode for &T {
 macro_rules! decimal_decode {
     ($($ty:ty => $what:literal),* $(,)?) => {$(
         impl Decode<'_> for $ty {
+            const TEXT: bool = true;
+
             fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
                 let text = std::str::from_utf8(bytes)
                     .map_err(|_| CodecError::new($what, preview(bytes)))?;
-                text.trim().parse().map_err(|e| CodecError::new($what, format!("{e} in {}", preview(bytes))))
+                Self::decode_str(text)
+            }
+
+            fn decode_str(text: &str) -> Result<Self, CodecError> {
+                text.trim().parse().map_err(|e| CodecError::new($what, format!("{e} in {}", preview(text.as_bytes()))))
             }
         }
     )*};
@@ -177,10 +207,18 @@ display_encode! { f32 => "an f32 in decimal", f64 => "an f64 in decimal", bool =
 pub struct Json<T>(pub T);
 
 impl<'a, T: serde::Deserialize<'a>> Decode<'a> for Json<T> {
+    const TEXT: bool = true;
+
     fn decode(bytes: &'a [u8]) -> Result<Self, CodecError> {
         serde_json::from_slice(bytes)
             .map(Json)
             .map_err(|e| CodecError::new("JSON", format!("{e} in {}", preview(bytes))))
+    }
+
+    fn decode_str(text: &'a str) -> Result<Self, CodecError> {
+        serde_json::from_str(text)
+            .map(Json)
+            .map_err(|e| CodecError::new("JSON", format!("{e} in {}", preview(text.as_bytes()))))
     }
 }
 

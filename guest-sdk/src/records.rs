@@ -9,7 +9,7 @@ use crate::bindings::{Batch, Column, UdfError};
 use crate::codec::{CodecError, Decode, Encode};
 
 /// One record of an input batch, borrowed from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct RecordRef<'a> {
     /// The record's key, if the stream is keyed.
     pub key: Option<&'a [u8]>,
@@ -19,6 +19,34 @@ pub struct RecordRef<'a> {
     pub event_time: i64,
     /// The record's position in its input batch (used in error messages).
     pub index: u32,
+    /// Whether `key` / `value` are known to be UTF-8 (their column was checked as a whole).
+    key_is_text: bool,
+    value_is_text: bool,
+}
+
+impl PartialEq for RecordRef<'_> {
+    /// Records are equal when their contents are; what the SDK knows about them does not count.
+    fn eq(&self, other: &Self) -> bool {
+        (self.key, self.value, self.event_time, self.index)
+            == (other.key, other.value, other.event_time, other.index)
+    }
+}
+
+impl Eq for RecordRef<'_> {}
+
+/// What is known of a column's bytes as UTF-8. A text parameter checks its column once per
+/// batch instead of once per record: a record-by-record `from_utf8` in wasm32 cost more than
+/// the boundary and the SDK together on 100-byte lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Utf8 {
+    /// Not checked, or not valid as a whole: each item is checked on its own, so an error still
+    /// names its record.
+    Unknown,
+    /// Every byte is ASCII: every item is text.
+    Ascii,
+    /// The whole buffer is UTF-8: an item is text when it starts and ends on character
+    /// boundaries.
+    Valid,
 }
 
 /// A checked, read-only view of a column.
@@ -26,6 +54,24 @@ pub struct RecordRef<'a> {
 pub struct ColumnRef<'a> {
     data: &'a [u8],
     ends: &'a [u32],
+    utf8: Utf8,
+}
+
+/// Whether every byte is ASCII. OR-folds blocks without an early exit inside a block, so that
+/// LLVM vectorises it (`simd128` in wasm).
+fn all_ascii(bytes: &[u8]) -> bool {
+    const BLOCK: usize = 256;
+    let (blocks, rest) = bytes.as_chunks::<BLOCK>();
+    blocks
+        .iter()
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) < 0x80)
+        && rest.iter().fold(0u8, |acc, &b| acc | b) < 0x80
+}
+
+/// Whether `i` is a character boundary of UTF-8 `data` (the end counts as one).
+fn on_boundary(data: &[u8], i: usize) -> bool {
+    // Continuation bytes are 0b10xx_xxxx, i.e. -64..-1 as i8.
+    data.get(i).is_none_or(|&b| (b as i8) >= -0x40)
 }
 
 impl<'a> ColumnRef<'a> {
@@ -48,7 +94,29 @@ impl<'a> ColumnRef<'a> {
         Ok(Self {
             data: &column.data,
             ends: &column.ends,
+            utf8: Utf8::Unknown,
         })
+    }
+
+    /// Check the whole column as UTF-8 once, so that [`ColumnRef::is_text`] answers per item
+    /// without reading it.
+    pub fn check_utf8(&mut self) {
+        self.utf8 = if all_ascii(self.data) {
+            Utf8::Ascii
+        } else if std::str::from_utf8(self.data).is_ok() {
+            Utf8::Valid
+        } else {
+            Utf8::Unknown
+        };
+    }
+
+    /// Whether the item `data[start..end]` is known to be UTF-8 (false when not checked).
+    fn is_text(&self, start: usize, end: usize) -> bool {
+        match self.utf8 {
+            Utf8::Ascii => true,
+            Utf8::Valid => on_boundary(self.data, start) && on_boundary(self.data, end),
+            Utf8::Unknown => false,
+        }
     }
 
     /// Number of items.
@@ -69,11 +137,16 @@ impl<'a> ColumnRef<'a> {
 
     /// Every item, in order.
     pub fn iter(self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let data = self.data;
+        self.items().map(|(item, _)| item)
+    }
+
+    /// Every item, in order, with whether it is known to be UTF-8.
+    fn items(self) -> impl Iterator<Item = (&'a [u8], bool)> + 'a {
         let mut start = 0usize;
         self.ends.iter().map(move |&end| {
-            let item = &data[start..end as usize];
-            start = end as usize;
+            let end = end as usize;
+            let item = (&self.data[start..end], self.is_text(start, end));
+            start = end;
             item
         })
     }
@@ -134,18 +207,42 @@ impl<'a> Input<'a> {
     }
 
     /// Every record, in order.
-    pub fn records(&self) -> impl Iterator<Item = RecordRef<'a>> + 'a {
-        let mut keys = self.keys.map(|k| k.iter());
+    pub fn records(&self) -> impl Iterator<Item = RecordRef<'a>> + use<'a> {
+        let mut keys = self.keys.map(|k| k.items());
         let times = self.event_times;
         self.values
-            .iter()
+            .items()
             .enumerate()
-            .map(move |(i, value)| RecordRef {
-                key: keys.as_mut().and_then(Iterator::next),
-                value,
-                event_time: times[i],
-                index: i as u32,
+            .map(move |(i, (value, value_is_text))| {
+                let (key, key_is_text) = match keys.as_mut().and_then(Iterator::next) {
+                    Some((key, is_text)) => (Some(key), is_text),
+                    None => (None, false),
+                };
+                RecordRef {
+                    key,
+                    value,
+                    event_time: times[i],
+                    index: i as u32,
+                    key_is_text,
+                    value_is_text,
+                }
             })
+    }
+
+    /// Every record, in order, read as `A` reads them: the columns `A` reads as text are
+    /// checked as UTF-8 once here instead of record by record.
+    pub fn records_for<A: FromRecord<'a>>(
+        mut self,
+    ) -> impl Iterator<Item = RecordRef<'a>> + use<'a, A> {
+        if A::VALUE_TEXT {
+            self.values.check_utf8();
+        }
+        if A::KEY_TEXT
+            && let Some(keys) = self.keys.as_mut()
+        {
+            keys.check_utf8();
+        }
+        self.records()
     }
 }
 
@@ -184,7 +281,19 @@ impl Output {
         self.value_ends.is_empty()
     }
 
+    // The per-record path of `push_*` is kept small enough to inline into a runner's loop (a
+    // call in Cranelift-compiled wasm saves and restores registers); what is rare is cold.
+    #[inline]
     fn set_keyed(&mut self, keyed: bool) -> Result<(), UdfError> {
+        if self.keyed == Some(keyed) {
+            Ok(())
+        } else {
+            self.set_keyed_first(keyed)
+        }
+    }
+
+    #[cold]
+    fn set_keyed_first(&mut self, keyed: bool) -> Result<(), UdfError> {
         match self.keyed {
             None => {
                 self.keyed = Some(keyed);
@@ -193,7 +302,6 @@ impl Output {
                 }
                 Ok(())
             }
-            Some(k) if k == keyed => Ok(()),
             Some(_) => Err(error(
                 "the function emitted keyed and unkeyed records in one batch; a stream is either keyed or not",
                 None,
@@ -201,12 +309,13 @@ impl Output {
         }
     }
 
+    #[inline]
     fn end_of(buffer: &[u8]) -> Result<u32, UdfError> {
-        u32::try_from(buffer.len())
-            .map_err(|_| error("one output batch passed 4 GiB; emit less per record", None))
+        u32::try_from(buffer.len()).map_err(|_| too_large())
     }
 
     /// Add an unkeyed record.
+    #[inline]
     pub fn push_value<V: Encode + ?Sized>(
         &mut self,
         value: &V,
@@ -311,6 +420,21 @@ pub fn error(message: impl Into<String>, record_index: Option<u32>) -> UdfError 
     }
 }
 
+/// A record whose `what` (key or value) could not be read.
+#[cold]
+fn decode_error(record: &RecordRef<'_>, what: &str, e: CodecError) -> UdfError {
+    error(
+        format!("record {}: {what} {e}", record.index),
+        Some(record.index),
+    )
+}
+
+#[cold]
+fn too_large() -> UdfError {
+    error("one output batch passed 4 GiB; emit less per record", None)
+}
+
+#[cold]
 fn codec_error(e: CodecError) -> UdfError {
     error(format!("could not encode output: {e}"), None)
 }
@@ -320,22 +444,42 @@ fn codec_error(e: CodecError) -> UdfError {
 /// Implemented for every [`Decode`] type (reads the value), for `(K, V)` tuples (reads key and
 /// value) and for [`RecordRef`] itself (the raw record).
 pub trait FromRecord<'a>: Sized {
+    /// Whether the key is read as text (see [`Decode::TEXT`]).
+    const KEY_TEXT: bool = false;
+    /// Whether the value is read as text.
+    const VALUE_TEXT: bool = false;
+
     /// Read the parameter from `record`.
     fn from_record(record: &RecordRef<'a>) -> Result<Self, UdfError>;
 }
 
+/// Decode `bytes`, skipping the UTF-8 check when its column already passed it.
+#[inline]
+fn decode<'a, T: Decode<'a>>(bytes: &'a [u8], is_text: bool) -> Result<T, CodecError> {
+    if T::TEXT && is_text {
+        // SAFETY: `is_text` is only true for an item of a column that `check_utf8` found to be
+        // all ASCII, or valid UTF-8 as a whole with the item starting and ending on character
+        // boundaries; either way the item is valid UTF-8.
+        T::decode_str(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        T::decode(bytes)
+    }
+}
+
 impl<'a, V: Decode<'a>> FromRecord<'a> for V {
+    const VALUE_TEXT: bool = V::TEXT;
+
+    #[inline]
     fn from_record(record: &RecordRef<'a>) -> Result<Self, UdfError> {
-        V::decode(record.value).map_err(|e| {
-            error(
-                format!("record {}: value {e}", record.index),
-                Some(record.index),
-            )
-        })
+        decode(record.value, record.value_is_text).map_err(|e| decode_error(record, "value", e))
     }
 }
 
 impl<'a, K: Decode<'a>, V: Decode<'a>> FromRecord<'a> for (K, V) {
+    const KEY_TEXT: bool = K::TEXT;
+    const VALUE_TEXT: bool = V::TEXT;
+
+    #[inline]
     fn from_record(record: &RecordRef<'a>) -> Result<Self, UdfError> {
         let key = record.key.ok_or_else(|| {
             error(
@@ -346,12 +490,7 @@ impl<'a, K: Decode<'a>, V: Decode<'a>> FromRecord<'a> for (K, V) {
                 Some(record.index),
             )
         })?;
-        let key = K::decode(key).map_err(|e| {
-            error(
-                format!("record {}: key {e}", record.index),
-                Some(record.index),
-            )
-        })?;
+        let key = decode(key, record.key_is_text).map_err(|e| decode_error(record, "key", e))?;
         Ok((key, V::from_record(record)?))
     }
 }
@@ -382,6 +521,7 @@ pub trait Emit {
 }
 
 impl<V: Encode> Emit for V {
+    #[inline]
     fn emit(self, out: &mut Output, event_time: i64) -> Result<(), UdfError> {
         out.push_value(&self, event_time)
     }
@@ -461,6 +601,86 @@ mod tests {
         out.push_value("x", 0).unwrap();
         let err = out.push_keyed("k", "y", 0).unwrap_err();
         assert!(err.message.contains("keyed and unkeyed"));
+    }
+
+    /// A value column made of raw items (which need not be UTF-8).
+    fn raw_batch(items: &[&[u8]]) -> Batch {
+        let mut out = Output::default();
+        for item in items {
+            out.push_value(*item, 0).unwrap();
+        }
+        out.finish()
+    }
+
+    /// Every record of `b` read as `&str`, through the once-per-column UTF-8 check.
+    fn texts(b: &Batch) -> Vec<Result<&str, UdfError>> {
+        let input = Input::new(b).unwrap();
+        input
+            .records_for::<&str>()
+            .map(|r| <&str>::from_record(&r))
+            .collect()
+    }
+
+    #[test]
+    fn ascii_check_sees_a_high_byte_anywhere() {
+        for len in [0, 1, 255, 256, 257, 1000] {
+            let mut bytes = vec![b'a'; len];
+            assert!(all_ascii(&bytes), "{len}");
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if len > 0 {
+                    bytes[at] = 0x80;
+                    assert!(!all_ascii(&bytes), "{len} at {at}");
+                    bytes[at] = b'a';
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_checked_per_column_reads_like_text_checked_per_record() {
+        // ASCII, multi-byte UTF-8, and an empty item.
+        let b = raw_batch(&[b"plain", "h\u{e9}llo \u{1f600}".as_bytes(), b"", b"end"]);
+        let got: Vec<_> = texts(&b).into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, ["plain", "h\u{e9}llo \u{1f600}", "", "end"]);
+    }
+
+    #[test]
+    fn an_item_cut_inside_a_character_is_still_an_error() {
+        // The buffer as a whole is valid UTF-8 ("é" = C3 A9), but the items split the character.
+        let b = raw_batch(&[b"ok", b"\xc3", b"\xa9", b"fine"]);
+        assert!(std::str::from_utf8(&b.values.data).is_ok());
+        let got = texts(&b);
+        assert_eq!(got[0].as_ref().unwrap(), &"ok");
+        assert_eq!(got[1].as_ref().unwrap_err().record_index, Some(1));
+        assert!(got[1].as_ref().unwrap_err().message.contains("UTF-8"));
+        assert_eq!(got[2].as_ref().unwrap_err().record_index, Some(2));
+        assert_eq!(got[3].as_ref().unwrap(), &"fine");
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_record_and_spares_the_others() {
+        let b = raw_batch(&[b"good", b"bad \xff", "\u{e9}t\u{e9}".as_bytes()]);
+        let got = texts(&b);
+        assert_eq!(got[0].as_ref().unwrap(), &"good");
+        let err = got[1].as_ref().unwrap_err();
+        assert_eq!(err.record_index, Some(1));
+        assert!(err.message.contains("record 1"), "{}", err.message);
+        assert_eq!(got[2].as_ref().unwrap(), &"\u{e9}t\u{e9}");
+    }
+
+    #[test]
+    fn keys_are_checked_as_text_too() {
+        let mut out = Output::default();
+        out.push_keyed(&b"k\xff"[..], "v", 0).unwrap();
+        out.push_keyed("k\u{e9}", "w", 0).unwrap();
+        let b = out.finish();
+        let input = Input::new(&b).unwrap();
+        let got: Vec<_> = input
+            .records_for::<(&str, &str)>()
+            .map(|r| <(&str, &str)>::from_record(&r))
+            .collect();
+        assert!(got[0].as_ref().unwrap_err().message.contains("key"));
+        assert_eq!(got[1].as_ref().unwrap(), &("k\u{e9}", "w"));
     }
 
     #[test]

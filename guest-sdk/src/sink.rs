@@ -22,7 +22,7 @@ pub fn foreach<'a, A: FromRecord<'a>>(
     input: Input<'a>,
     mut f: impl FnMut(A),
 ) -> Result<(), UdfError> {
-    for record in input.records() {
+    for record in input.records_for::<A>() {
         f(A::from_record(&record)?);
     }
     Ok(())
@@ -34,7 +34,7 @@ pub fn try_foreach<'a, A: FromRecord<'a>, E: Display>(
     input: Input<'a>,
     mut f: impl FnMut(A) -> Result<(), E>,
 ) -> Result<(), UdfError> {
-    for record in input.records() {
+    for record in input.records_for::<A>() {
         f(A::from_record(&record)?)
             .map_err(|e| error(format!("record {}: {e}", record.index), Some(record.index)))?;
     }

@@ -26,7 +26,7 @@ pub fn map<'a, A: FromRecord<'a>, R: Emit>(
     mut f: impl FnMut(A) -> R,
 ) -> Result<Batch, UdfError> {
     let mut out = output_for(&input);
-    for record in input.records() {
+    for record in input.records_for::<A>() {
         f(A::from_record(&record)?).emit(&mut out, record.event_time)?;
     }
     Ok(out.finish())
@@ -38,7 +38,7 @@ pub fn try_map<'a, A: FromRecord<'a>, R: Emit, E: Display>(
     mut f: impl FnMut(A) -> Result<R, E>,
 ) -> Result<Batch, UdfError> {
     let mut out = output_for(&input);
-    for record in input.records() {
+    for record in input.records_for::<A>() {
         f(A::from_record(&record)?)
             .map_err(|e| record_error(&record, e))?
             .emit(&mut out, record.event_time)?;
@@ -57,7 +57,7 @@ where
     I::Item: Emit,
 {
     let mut out = output_for(&input);
-    for record in input.records() {
+    for record in input.records_for::<A>() {
         for item in f(A::from_record(&record)?) {
             item.emit(&mut out, record.event_time)?;
         }
@@ -75,7 +75,7 @@ where
     I::Item: Emit,
 {
     let mut out = output_for(&input);
-    for record in input.records() {
+    for record in input.records_for::<A>() {
         for item in f(A::from_record(&record)?).map_err(|e| record_error(&record, e))? {
             item.emit(&mut out, record.event_time)?;
         }
@@ -89,7 +89,7 @@ pub fn filter<'a, A: FromRecord<'a>>(
     mut f: impl FnMut(A) -> bool,
 ) -> Result<Batch, UdfError> {
     let mut out = output_for(&input);
-    for record in input.records() {
+    for record in input.records_for::<A>() {
         if f(A::from_record(&record)?) {
             record.emit(&mut out, record.event_time)?;
         }
@@ -103,7 +103,7 @@ pub fn try_filter<'a, A: FromRecord<'a>, E: Display>(
     mut f: impl FnMut(A) -> Result<bool, E>,
 ) -> Result<Batch, UdfError> {
     let mut out = output_for(&input);
-    for record in input.records() {
+    for record in input.records_for::<A>() {
         if f(A::from_record(&record)?).map_err(|e| record_error(&record, e))? {
             record.emit(&mut out, record.event_time)?;
         }
@@ -123,7 +123,7 @@ where
 {
     let mut latest = i64::MIN;
     let mut items = Vec::with_capacity(input.len());
-    for record in input.records() {
+    for record in input.records_for::<A>() {
         latest = latest.max(record.event_time);
         items.push(A::from_record(&record)?);
     }

@@ -123,6 +123,34 @@ fn text_transforms_give_exact_outputs() {
         .unwrap();
     assert_eq!(records(&kept), [(Some("k2".into()), "x".into(), 1001)]);
 
+    // Text is checked once per partition; a record that is not UTF-8 still fails the batch by
+    // its index, also when the partition as a whole is valid UTF-8 but a record boundary cuts
+    // a character ("é" is C3 A9).
+    for (values, bad) in [
+        (&[&b"ok"[..], b"bad \xff", b"fine"][..], 1),
+        (&[&b"ok"[..], b"fine", b"\xc3", b"\xa9"][..], 2),
+    ] {
+        let mut batch = Batch::empty(false);
+        for v in values {
+            batch.push(None, v, 0);
+        }
+        let err = text
+            .function("uppercase")
+            .unwrap()
+            .transform(&ctx(), &batch)
+            .unwrap_err();
+        match &err.kind {
+            CallErrorKind::Guest {
+                message,
+                record_index,
+            } => {
+                assert_eq!(*record_index, Some(bad), "{message}");
+                assert!(message.contains("UTF-8"), "{message}");
+            }
+            other => panic!("expected a guest error, got {other:?}"),
+        }
+    }
+
     // An empty partition is fine.
     assert!(
         text.function("uppercase")
