@@ -236,5 +236,68 @@ fn encoding(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, boundary, encoding);
+/// Rounds of a paired comparison: each round times both sides once, back to back.
+const PAIRED_ROUNDS: usize = 21;
+
+/// The median over rounds of `time(b) / time(a)`, with the lowest and highest round: both sides
+/// run alternately in the same seconds, so the machine's drift (other tenants, frequency) hits
+/// both alike. On this machine the throughput of one side moves ±30 % between criterion runs;
+/// the paired ratio moves a few percent.
+fn paired_ratio(mut a: impl FnMut() -> usize, mut b: impl FnMut() -> usize) -> (f64, f64, f64) {
+    let time = |f: &mut dyn FnMut() -> usize| {
+        let start = std::time::Instant::now();
+        std::hint::black_box(f());
+        start.elapsed().as_secs_f64()
+    };
+    // Warm both (instances, caches) before counting.
+    time(&mut a);
+    time(&mut b);
+    let mut ratios: Vec<f64> = (0..PAIRED_ROUNDS)
+        .map(|_| {
+            let ta = time(&mut a);
+            let tb = time(&mut b);
+            ta / tb
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+    )
+}
+
+/// Throughput ratios measured in pairs (see [`paired_ratio`]); the ratio the README quotes.
+/// Runs unless a filter is given that does not contain `paired`.
+fn paired(_c: &mut Criterion) {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.is_some_and(|f| !f.contains("paired")) {
+        return;
+    }
+    let runtime = runtime_with(RuntimeConfig::default());
+    let upper = load(&runtime, &udf("text"))
+        .function("uppercase")
+        .expect("text#uppercase");
+    let ctx = CallContext::adhoc();
+    let parts = batches(&records(RECORDS), 1024);
+    let native = || parts.iter().map(native_columnar).sum::<usize>();
+    let wasm = || transform_all(&upper, &ctx, &parts);
+    let report = |name: &str, (median, low, high): (f64, f64, f64)| {
+        println!(
+            "paired/{name}: {median:.3}× (lowest round {low:.3}×, highest {high:.3}×, {PAIRED_ROUNDS} rounds)"
+        )
+    };
+    report(
+        "wasm_batch_1024_vs_native_columnar",
+        paired_ratio(native, wasm),
+    );
+    if let Some(other) = std::env::var_os("SLUICE_BENCH_OTHER_TEXT") {
+        let other = load(&runtime, std::path::Path::new(&other));
+        let other_upper = other.function("uppercase").expect("other text#uppercase");
+        let other = || transform_all(&other_upper, &ctx, &parts);
+        report("wasm_batch_1024_vs_other_1024", paired_ratio(other, wasm));
+    }
+}
+
+criterion_group!(benches, boundary, encoding, paired);
 criterion_main!(benches);
