@@ -35,8 +35,8 @@ impl PartialEq for RecordRef<'_> {
 impl Eq for RecordRef<'_> {}
 
 /// What is known of a column's bytes as UTF-8. A text parameter checks its column once per
-/// batch instead of once per record: a record-by-record `from_utf8` in wasm32 cost more than
-/// the boundary and the SDK together on 100-byte lines.
+/// batch instead of once per record: a record-by-record `from_utf8` in wasm32 took ~11 % of
+/// `text#uppercase`'s time (`perf`, 100-byte lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Utf8 {
     /// Not checked, or not valid as a whole: each item is checked on its own, so an error still

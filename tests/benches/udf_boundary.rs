@@ -7,6 +7,9 @@
 //! `bench#copy` (every value through the SDK, unchanged) split the cost into boundary and SDK.
 //! Also: the fixed cost of one call and of one instantiation.
 //!
+//! `paired` times native and Wasm alternately, round by round, and reports the median ratio (the
+//! figure the README quotes), also for a runtime without the CPU deadline (`--udf-timeout off`).
+//!
 //! Run: `cargo bench -p sluice-tests --bench udf_boundary` (figures in the README).
 //! `SLUICE_BENCH_OTHER_TEXT=other/text.wasm` also runs another build of `text#uppercase`, so
 //! a change to the SDK is measured before/after in one run.
@@ -290,6 +293,24 @@ fn paired(_c: &mut Criterion) {
     report(
         "wasm_batch_1024_vs_native_columnar",
         paired_ratio(native, wasm),
+    );
+    // The same component on a runtime without the CPU deadline (`host --udf-timeout off`):
+    // what the epoch checks in every loop and function entry cost.
+    let trusted = runtime_with(RuntimeConfig {
+        interruptible: false,
+        ..RuntimeConfig::default()
+    });
+    let trusted_upper = load(&trusted, &udf("text"))
+        .function("uppercase")
+        .expect("text#uppercase");
+    let trusted_wasm = || transform_all(&trusted_upper, &ctx, &parts);
+    report(
+        "wasm_batch_1024_no_deadline_vs_native_columnar",
+        paired_ratio(native, trusted_wasm),
+    );
+    report(
+        "wasm_batch_1024_no_deadline_vs_with_deadline",
+        paired_ratio(wasm, trusted_wasm),
     );
     if let Some(other) = std::env::var_os("SLUICE_BENCH_OTHER_TEXT") {
         let other = load(&runtime, std::path::Path::new(&other));

@@ -216,6 +216,33 @@ fn a_hostile_call_fails_cleanly_within_its_deadline() {
     );
 }
 
+/// `--udf-timeout off` runs guests compiled without epoch checks, says so on stderr, and
+/// shares the component cache with the default engine (their compiled code is kept apart).
+#[test]
+fn udf_timeout_off_runs_without_a_deadline_and_says_so() {
+    let host = Host::new();
+    let upper = target(&udf("text"), "uppercase");
+    for _ in 0..2 {
+        let out = host.run(&["call", "--udf-timeout", "off", &upper], "shout\n");
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("UDF calls have no CPU deadline"), "{err}");
+        let out = host.run(&["call", &upper], "shout\n");
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("no CPU deadline"), "{err}");
+    }
+    let out = host.run(&["call", "--udf-timeout", "soon", &upper], "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("write a duration such as `500ms` or `10s`, or `off`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_arguments_say_what_to_do() {
     let host = Host::new();

@@ -91,6 +91,27 @@ fn a_memory_bomb_hits_the_memory_limit() {
     still_works(&hostile);
 }
 
+/// `interruptible = false` (`host --udf-timeout off`) drops only the CPU deadline: the
+/// other limits still hold, and a fresh instance still works after a failure.
+#[test]
+fn without_a_cpu_deadline_every_other_limit_still_holds() {
+    let rt = runtime_with(RuntimeConfig {
+        interruptible: false,
+        ..tight()
+    });
+    let hostile = load(&rt, &test_guest("hostile"));
+    let err = call(&hostile, "bomb", &values(&["x"])).unwrap_err();
+    assert!(
+        matches!(err.kind, CallErrorKind::MemoryLimit { limit, .. } if limit == ByteSize::mib(32)),
+        "{err}"
+    );
+    let err = call(&hostile, "recurse", &values(&["x"])).unwrap_err();
+    assert!(matches!(err.kind, CallErrorKind::StackOverflow(_)), "{err}");
+    let err = call(&hostile, "panic", &values(&["x"])).unwrap_err();
+    assert!(matches!(err.kind, CallErrorKind::Panic(_)), "{err}");
+    still_works(&hostile);
+}
+
 #[test]
 fn deep_recursion_overflows_the_stack_cleanly() {
     let rt = runtime_with(tight());

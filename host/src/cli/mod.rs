@@ -51,9 +51,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SIZE", default_value = "256MiB")]
     pub udf_memory: ByteSize,
 
-    /// CPU time one guest call may take, e.g. `500ms`, `10s`.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub udf_timeout: Duration,
+    /// CPU time one guest call may take, e.g. `500ms`, `10s`; or `off`: no deadline, and guest
+    /// code compiled without the checks that enforce one (tight loops run up to ~1.5× faster),
+    /// for hosts whose UDFs are all trusted: a UDF that never returns then hangs its job.
+    #[arg(long, global = true, value_name = "DURATION|off", default_value = "10s", value_parser = parse_timeout)]
+    pub udf_timeout: Timeout,
 
     #[command(subcommand)]
     pub command: Command,
@@ -167,8 +169,29 @@ fn make_runtime(cli: &Cli) -> anyhow::Result<UdfRuntime> {
         ..RuntimeConfig::default()
     };
     config.limits.memory = cli.udf_memory;
-    config.limits.call_timeout = cli.udf_timeout;
+    match cli.udf_timeout {
+        Timeout::After(d) => config.limits.call_timeout = d,
+        Timeout::Off => config.interruptible = false,
+    }
     UdfRuntime::new(config, Arc::new(Registry::default())).context("starting the UDF runtime")
+}
+
+/// `--udf-timeout`: a CPU deadline per guest call, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// Interrupt a call after this much time.
+    After(Duration),
+    /// Never interrupt (guest code compiled without epoch checks).
+    Off,
+}
+
+fn parse_timeout(text: &str) -> Result<Timeout, String> {
+    if text == "off" {
+        return Ok(Timeout::Off);
+    }
+    humantime::parse_duration(text)
+        .map(Timeout::After)
+        .map_err(|e| format!("{e}; write a duration such as `500ms` or `10s`, or `off`"))
 }
 
 /// A duration as milliseconds with one decimal, for humans.

@@ -136,6 +136,8 @@ pub struct UdfComponent {
     pre: RolePre,
     engine: Engine,
     limits: UdfLimits,
+    /// Whether the engine compiles epoch checks, i.e. `limits.call_timeout` is enforced.
+    interruptible: bool,
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
     registry: Arc<Registry>,
@@ -181,6 +183,7 @@ impl UdfComponent {
             pre,
             engine: engine.clone(),
             limits: config.limits.clone(),
+            interruptible: config.interruptible,
             idle: Mutex::new(Vec::new()),
             max_idle: config.idle_instances_per_component,
             registry,
@@ -312,7 +315,11 @@ impl UdfComponent {
         Ok(Instance { store, bound })
     }
 
+    /// Give the next call `limits.call_timeout` of CPU time (nothing when not interruptible).
     fn arm_deadline(&self, store: &mut Store<HostState>) {
+        if !self.interruptible {
+            return;
+        }
         let ticks = self
             .limits
             .call_timeout

@@ -66,6 +66,12 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Idle instances kept per component for reuse. Default `8`.
     pub idle_instances_per_component: usize,
+    /// Whether guest code is compiled with epoch checks, so that `limits.call_timeout` can
+    /// interrupt a call. Default `true`. The checks cost up to a third of a tight byte loop's
+    /// speed (`cargo bench --bench udf_boundary`, `paired`); without them a call that never
+    /// returns holds its worker thread for good, so turn this off only on a host whose UDFs
+    /// are all trusted (`host --udf-timeout off`).
+    pub interruptible: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -77,6 +83,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             max_instances: 200,
             idle_instances_per_component: 8,
+            interruptible: true,
         }
     }
 }

@@ -90,7 +90,8 @@ pub struct UdfRuntime {
     config: RuntimeConfig,
     compiled: Mutex<HashMap<String, Component>>,
     registry: Arc<Registry>,
-    _ticker: EpochTicker,
+    /// Advances the epoch; none when the runtime is not interruptible.
+    _ticker: Option<EpochTicker>,
 }
 
 impl UdfRuntime {
@@ -110,7 +111,7 @@ impl UdfRuntime {
             .max_memory_size(config.limits.memory.as_usize())
             .table_elements(config.limits.table_elements as usize);
         let mut wasm = Config::new();
-        wasm.epoch_interruption(true)
+        wasm.epoch_interruption(config.interruptible)
             .max_wasm_stack(config.limits.stack.as_usize())
             .parallel_compilation(true)
             .concurrency_support(false)
@@ -135,7 +136,15 @@ impl UdfRuntime {
                 ))
             })?;
         }
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = if config.interruptible {
+            Some(EpochTicker::start(engine.clone()))
+        } else {
+            tracing::warn!(
+                "UDF calls have no CPU deadline (interruptible = false, `--udf-timeout off`): \
+                 a UDF that never returns holds its worker for good; use this only when every UDF is trusted"
+            );
+            None
+        };
         Ok(Self {
             engine,
             linker,
