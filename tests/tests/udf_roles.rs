@@ -3,7 +3,8 @@
 use sluice_host::batch::{Batch, Column};
 use sluice_host::metrics::SeriesKey;
 use sluice_host::udf::{
-    CallContext, CallErrorKind, ResolveError, Role, RuntimeConfig, UdfRuntime, UpdateInput,
+    CallContext, CallError, CallErrorKind, ResolveError, Role, RuntimeConfig, UdfRuntime,
+    UpdateInput,
 };
 use sluice_tests::{load, runtime_with, udf};
 
@@ -46,6 +47,20 @@ fn items(column: &Column) -> Vec<String> {
         .iter()
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect()
+}
+
+/// `err` is the guest's own error about record `index`, its message containing `says`.
+fn assert_guest_error(err: &CallError, index: u32, says: &str) {
+    match &err.kind {
+        CallErrorKind::Guest {
+            message,
+            record_index,
+        } => {
+            assert_eq!(*record_index, Some(index), "{message}");
+            assert!(message.contains(says), "{message}");
+        }
+        other => panic!("expected a guest error, got {other:?}"),
+    }
 }
 
 fn ctx() -> CallContext {
@@ -139,16 +154,7 @@ fn text_transforms_give_exact_outputs() {
             .unwrap()
             .transform(&ctx(), &batch)
             .unwrap_err();
-        match &err.kind {
-            CallErrorKind::Guest {
-                message,
-                record_index,
-            } => {
-                assert_eq!(*record_index, Some(bad), "{message}");
-                assert!(message.contains("UTF-8"), "{message}");
-            }
-            other => panic!("expected a guest error, got {other:?}"),
-        }
+        assert_guest_error(&err, bad, "UTF-8");
     }
 
     // An empty partition is fine.
@@ -229,16 +235,7 @@ fn clickstream_parses_filters_and_projects() {
         .unwrap()
         .transform(&ctx(), &bad)
         .unwrap_err();
-    match &err.kind {
-        CallErrorKind::Guest {
-            message,
-            record_index,
-        } => {
-            assert_eq!(*record_index, Some(1));
-            assert!(message.contains("teleport"), "{message}");
-        }
-        other => panic!("expected a guest error, got {other:?}"),
-    }
+    assert_guest_error(&err, 1, "teleport");
     assert!(err.to_string().contains("clickstream#parse_event"), "{err}");
     let lenient = click
         .function("parse_event_lenient")
