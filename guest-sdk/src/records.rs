@@ -98,8 +98,8 @@ impl<'a> ColumnRef<'a> {
         })
     }
 
-    /// Check the whole column as UTF-8 once, so that [`ColumnRef::is_text`] answers per item
-    /// without reading it.
+    /// Check the whole column as UTF-8 once, so that reading an item as text afterwards only
+    /// checks that it starts and ends on character boundaries.
     pub fn check_utf8(&mut self) {
         self.utf8 = if all_ascii(self.data) {
             Utf8::Ascii
