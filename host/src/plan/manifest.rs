@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::limits::{FileError, MAX_MANIFEST_BYTES, read_regular_file};
 use super::spec::{
     Builtin, CheckpointSpec, Codec, DEFAULT_MAX_REQUEST_BYTES, ErrorPolicy, JobSpec, Op,
     OutputFormat, OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat,
@@ -46,6 +47,44 @@ pub enum ManifestError {
         path: PathBuf,
         /// Why (not a `source`: the message already says it).
         error: std::io::Error,
+    },
+    /// A directory, device, FIFO or socket: a manifest is read only from a regular file.
+    #[error("the job manifest {} is {kind}, not a regular file", path.display())]
+    NotRegular {
+        /// The manifest.
+        path: PathBuf,
+        /// What it is, e.g. "a FIFO (named pipe)".
+        kind: &'static str,
+    },
+    /// Larger than [`MAX_MANIFEST_BYTES`].
+    #[error(
+        "the job manifest {} holds {size} bytes, more than the {max} bytes (1 MiB) a manifest may hold; keep data in files the job reads, not in the manifest",
+        path.display()
+    )]
+    TooLarge {
+        /// The manifest.
+        path: PathBuf,
+        /// Its size, or how much was read before stopping.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// Bytes that are not UTF-8.
+    #[error(
+        "{}:{line}:{column}: byte {offset} (0x{byte:02x}) is not valid UTF-8; save the manifest as UTF-8",
+        path.display()
+    )]
+    NotUtf8 {
+        /// The manifest.
+        path: PathBuf,
+        /// 1-based line of the first invalid byte.
+        line: usize,
+        /// 1-based column (in characters) of the first invalid byte.
+        column: usize,
+        /// 0-based byte offset of the first invalid byte in the file.
+        offset: usize,
+        /// The byte.
+        byte: u8,
     },
     /// Not TOML, or not the shape of a manifest (an unknown field, a wrong type, a bad duration).
     #[error("{path}:{line}: {message}")]
@@ -184,6 +223,8 @@ struct StreamToml {
     #[serde(default, with = "humantime_serde")]
     watermark: Option<Duration>,
     output_mode: Option<OutputMode>,
+    #[serde(default, with = "humantime_serde")]
+    max_event_time_ahead: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -214,13 +255,61 @@ pub fn load(path: &Path) -> Result<JobSpec, ManifestError> {
 
 /// [`load`], with the checkpoint folder given on the command line (`--checkpoint`) in place of
 /// the manifest's; the state then defaults to `state/` inside it too.
+///
+/// The manifest is read only if it is a regular file of at most [`MAX_MANIFEST_BYTES`]; bytes
+/// that are not UTF-8 are refused with their line, column and offset.
 pub fn load_with(path: &Path, checkpoint: Option<&Path>) -> Result<JobSpec, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
-        path: path.to_path_buf(),
-        error,
+    let bytes = read_regular_file(path, MAX_MANIFEST_BYTES).map_err(|e| match e {
+        FileError::NotRegular { path, kind } => ManifestError::NotRegular { path, kind },
+        FileError::TooLarge { path, size, max } => ManifestError::TooLarge { path, size, max },
+        FileError::Io { path, error } => ManifestError::Read { path, error },
     })?;
+    let text = utf8(&bytes, path)?;
     let base = path.parent().unwrap_or(Path::new(""));
-    parse_with(&text, path, base, checkpoint)
+    parse_with(text, path, base, checkpoint)
+}
+
+/// The manifest as text, or where its first byte that is not UTF-8 is.
+fn utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str, ManifestError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        let before = &bytes[..offset];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        // The prefix is valid UTF-8, so its characters can be counted.
+        let column = std::str::from_utf8(&before[line_start..])
+            .map_or(offset - line_start, |l| l.chars().count())
+            + 1;
+        ManifestError::NotUtf8 {
+            path: path.to_path_buf(),
+            line: before.iter().filter(|&&b| b == b'\n').count() + 1,
+            column,
+            offset,
+            byte: bytes.get(offset).copied().unwrap_or_default(),
+        }
+    })
+}
+
+/// Line numbers of byte offsets, in O(log lines) each.
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        Self(
+            text.bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// The 1-based line of `offset`.
+    fn of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&newline| newline < offset) + 1
+    }
 }
 
 /// Parse manifest text; `path` names it in errors, `base` resolves relative paths.
@@ -234,11 +323,12 @@ fn parse_with(
     base: &Path,
     checkpoint_override: Option<&Path>,
 ) -> Result<JobSpec, ManifestError> {
-    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let lines = Lines::new(text);
+    let line_of = |offset: usize| lines.of(offset);
     let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
         path: path.to_path_buf(),
         line: e.span().map_or(1, |s| line_of(s.start)),
-        message: e.message().trim().to_string(),
+        message: super::clip(e.message().trim()).into_owned(),
     })?;
     let invalid = |span: std::ops::Range<usize>, message: String| ManifestError::Invalid {
         path: path.to_path_buf(),
@@ -430,6 +520,7 @@ fn parse_with(
             initial_state: s.initial_state.map(resolve),
             watermark: s.watermark,
             output_mode: s.output_mode,
+            max_event_time_ahead: s.max_event_time_ahead,
             line: Some(line_of(span.start)),
         });
     }
@@ -583,6 +674,60 @@ format = "jsonl"
 
         let err = parse_str("[job\nname = 1").unwrap_err().to_string();
         assert!(err.starts_with("job.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn manifests_are_regular_utf8_files_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, b"[job]\nname = \"x\"\n# caf\xc3\xa9 \xff\n").unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ManifestError::NotUtf8 {
+                    line: 3,
+                    column: 8,
+                    offset: 25,
+                    byte: 0xff,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("job.toml:3:8: byte 25 (0xff)"),
+            "{err}"
+        );
+
+        std::fs::write(&path, vec![b'#'; MAX_MANIFEST_BYTES as usize + 1]).unwrap();
+        assert!(matches!(
+            load(&path),
+            Err(ManifestError::TooLarge {
+                max: MAX_MANIFEST_BYTES,
+                ..
+            })
+        ));
+        assert!(matches!(
+            load(dir.path()),
+            Err(ManifestError::NotRegular {
+                kind: "a directory",
+                ..
+            })
+        ));
+        assert!(matches!(
+            load(Path::new("/dev/null")),
+            Err(ManifestError::NotRegular { .. })
+        ));
+    }
+
+    #[test]
+    fn lines_are_found_by_offset() {
+        let lines = Lines::new("a\nbc\n\nd");
+        assert_eq!(
+            [0, 1, 2, 4, 5, 6, 7].map(|o| lines.of(o)),
+            [1, 1, 2, 2, 3, 4, 4]
+        );
     }
 
     #[test]

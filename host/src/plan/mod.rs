@@ -3,7 +3,10 @@
 //! whole job checks out: names resolve, the graph has no cycle, every UDF exists and has the
 //! world its operator needs, static data loads, output directories can be written.
 
+pub mod limits;
 pub mod manifest;
+#[cfg(test)]
+mod proptests;
 pub mod spec;
 mod stateful;
 
@@ -21,6 +24,7 @@ pub use stateful::{EventWindow, Reducer, StateOp, Updater, WindowKind, WindowSpe
 
 use crate::sinks::NativeSink;
 use crate::udf::{Role, UdfComponent, UdfFunction, UdfRuntime, parse_spec};
+use limits::{FileError, MAX_REPORTED_ERRORS, MAX_STATIC_BYTES, MAX_WARNINGS, read_regular_file};
 
 /// One problem with a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,18 +56,36 @@ impl std::fmt::Display for PlanErrors {
             "the job has {n} problem{}:",
             if n == 1 { "" } else { "s" }
         )?;
-        for e in &self.errors {
+        for e in self.errors.iter().take(MAX_REPORTED_ERRORS) {
             let at = match (&self.manifest, e.line) {
                 (Some(path), Some(line)) => format!("{}:{line}: ", path.display()),
                 (None, Some(line)) => format!("line {line}: "),
                 _ => String::new(),
             };
-            writeln!(f, "  {at}{}: {}", e.subject, e.message)?;
+            writeln!(f, "  {at}{}: {}", clip(&e.subject), clip(&e.message))?;
             if let Some(hint) = &e.hint {
-                writeln!(f, "    hint: {hint}")?;
+                writeln!(f, "    hint: {}", clip(hint))?;
             }
         }
+        if n > MAX_REPORTED_ERRORS {
+            writeln!(
+                f,
+                "  … and {} more (only the first {MAX_REPORTED_ERRORS} are shown: fix these and check again)",
+                n - MAX_REPORTED_ERRORS
+            )?;
+        }
         Ok(())
+    }
+}
+
+/// The most characters of one part of a printed problem (a name can be as long as the manifest).
+const MAX_SHOWN_CHARS: usize = 1000;
+
+/// `text`, cut to [`MAX_SHOWN_CHARS`] characters with a note of how much was left out.
+pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_SHOWN_CHARS) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}… ({} more bytes)", &text[..cut], text.len() - cut).into(),
     }
 }
 
@@ -258,25 +280,35 @@ pub fn plan(
     let mut p = Planner {
         errors: Vec::new(),
         components: HashMap::new(),
+        component_files: None,
         udfs,
         batch_interval: i64::try_from(spec.batch_interval.as_millis())
             .unwrap_or(i64::MAX)
             .max(1),
     };
+    let failed = |errors| PlanErrors {
+        manifest: manifest.map(Path::to_path_buf),
+        errors,
+    };
+    // Durations first: past this point every one is within its range, so no arithmetic on
+    // them (here, in the scheduler, in the operators) can overflow or divide by zero.
+    p.check_durations(&spec);
+    if !p.errors.is_empty() {
+        return Err(failed(p.errors));
+    }
     let plan = p.plan(spec);
     if p.errors.is_empty() {
         Ok(plan)
     } else {
-        Err(PlanErrors {
-            manifest: manifest.map(Path::to_path_buf),
-            errors: p.errors,
-        })
+        Err(failed(p.errors))
     }
 }
 
 struct Planner<'a, 'b> {
     errors: Vec<PlanError>,
     components: HashMap<String, Result<Arc<UdfComponent>, (String, String)>>,
+    /// The component names in the UDF directory, listed once for "not found" hints.
+    component_files: Option<Vec<String>>,
     udfs: &'b UdfDirectory<'a>,
     /// ms.
     batch_interval: i64,
@@ -290,6 +322,11 @@ impl Planner<'_, '_> {
             message,
             hint,
         });
+    }
+
+    /// Whether errors are still printed, so a costly hint (a close name) is worth computing.
+    fn reporting(&self) -> bool {
+        self.errors.len() < MAX_REPORTED_ERRORS
     }
 
     fn plan(&mut self, spec: JobSpec) -> Plan {
@@ -343,12 +380,15 @@ impl Planner<'_, '_> {
             for input in &stream.inputs {
                 match names.get(input) {
                     Some(&i) => edges[me].push(i),
-                    None => self.error(
-                        stream.line,
-                        &format!("stream '{}'", stream.name),
-                        format!("input '{input}' is not a source or a stream"),
-                        Some(suggest(input, &known)),
-                    ),
+                    None => {
+                        let hint = self.reporting().then(|| suggest(input, &known));
+                        self.error(
+                            stream.line,
+                            &format!("stream '{}'", stream.name),
+                            format!("input '{input}' is not a source or a stream"),
+                            hint,
+                        );
+                    }
                 }
             }
         }
@@ -365,11 +405,12 @@ impl Planner<'_, '_> {
                 }
                 None => {
                     sink_inputs.push(None);
+                    let hint = self.reporting().then(|| suggest(&sink.input, &known));
                     self.error(
                         sink.line,
                         &format!("sink {}", i + 1),
                         format!("input '{}' is not a source or a stream", sink.input),
-                        Some(suggest(&sink.input, &known)),
+                        hint,
                     );
                 }
             }
@@ -387,15 +428,19 @@ impl Planner<'_, '_> {
 
         // Nodes in order, with their operators resolved.
         let mut warnings = Vec::new();
+        let mut unused = 0usize;
         let mut nodes: Vec<Node> = Vec::new();
         let mut node_of: HashMap<usize, usize> = HashMap::new();
         for &i in &order {
             if !needed[i] {
-                warnings.push(format!(
-                    "{} '{}' feeds no sink, so it will not run",
-                    if i < n_sources { "source" } else { "stream" },
-                    all[i].0
-                ));
+                unused += 1;
+                if unused <= MAX_WARNINGS {
+                    warnings.push(format!(
+                        "{} '{}' feeds no sink, so it will not run",
+                        if i < n_sources { "source" } else { "stream" },
+                        all[i].0
+                    ));
+                }
                 continue;
             }
             let inputs: Vec<usize> = edges[i]
@@ -420,6 +465,13 @@ impl Planner<'_, '_> {
                 node_of.insert(i, nodes.len());
                 nodes.push(node);
             }
+        }
+
+        if unused > MAX_WARNINGS {
+            warnings.push(format!(
+                "… and {} more sources and streams feed no sink",
+                unused - MAX_WARNINGS
+            ));
         }
 
         // Sinks.
@@ -525,7 +577,9 @@ impl Planner<'_, '_> {
     /// The checkpoint setting, checked: an interval that is a multiple of the batch interval,
     /// and a checkpoint wherever a source needs a write-ahead log.
     fn checkpoint(&mut self, spec: &JobSpec) -> Option<PlannedCheckpoint> {
-        let interval = spec.batch_interval.as_millis().max(1) as u64;
+        let interval = u64::try_from(spec.batch_interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         if spec.checkpoint.is_none() {
             for source in &spec.sources {
                 if matches!(source.kind, SourceKind::Http { .. }) {
@@ -541,8 +595,8 @@ impl Planner<'_, '_> {
         let c = spec.checkpoint.as_ref()?;
         let every = c
             .interval
-            .map_or(interval * DEFAULT_CHECKPOINT_BATCHES, |d| {
-                d.as_millis() as u64
+            .map_or(interval.saturating_mul(DEFAULT_CHECKPOINT_BATCHES), |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
             });
         if every == 0 || !every.is_multiple_of(interval) {
             let below = (every / interval).max(1) * interval;
@@ -557,7 +611,9 @@ impl Planner<'_, '_> {
                 Some(format!(
                     "use {} or {}",
                     humantime::format_duration(std::time::Duration::from_millis(below)),
-                    humantime::format_duration(std::time::Duration::from_millis(below + interval))
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        below.saturating_add(interval)
+                    ))
                 )),
             );
         }
@@ -591,14 +647,6 @@ impl Planner<'_, '_> {
                     spec.name
                 ),
                 None,
-            );
-        }
-        if spec.batch_interval < Duration::from_millis(1) {
-            self.error(
-                line,
-                "job",
-                format!("batch_interval {:?} is under 1ms", spec.batch_interval),
-                Some("Spark-like intervals are 100ms … 10s".into()),
             );
         }
         if !(1..=MAX_PARTITIONS).contains(&spec.partitions) {
@@ -672,29 +720,32 @@ impl Planner<'_, '_> {
         }
         if order.len() < n {
             // Walk inputs from a node left over until one repeats: that is the cycle.
-            let left: Vec<usize> = (0..n).filter(|&i| indegree[i] > 0).collect();
-            let mut path = vec![left[0]];
-            loop {
-                let last = *path.last().unwrap_or(&left[0]);
-                let Some(&next) = edges[last].iter().find(|&&e| indegree[e] > 0) else {
-                    break;
-                };
-                if let Some(pos) = path.iter().position(|&p| p == next) {
-                    let mut cycle: Vec<&str> = path[pos..]
+            // `on_path[i]`: where node i is on the path, so the walk stays linear.
+            let Some(first) = (0..n).find(|&i| indegree[i] > 0) else {
+                return order;
+            };
+            let mut path = vec![first];
+            let mut on_path: Vec<Option<usize>> = vec![None; n];
+            on_path[first] = Some(0);
+            let mut last = first;
+            while let Some(&next) = edges[last].iter().find(|&&e| indegree[e] > 0) {
+                if let Some(pos) = on_path[next] {
+                    let cycle: Vec<&str> = path[pos..]
                         .iter()
                         .rev()
                         .map(|&i| all[i].0.as_str())
                         .collect();
-                    cycle.push(cycle[0]);
                     self.error(
                         all[next].1,
                         &format!("stream '{}'", all[next].0),
-                        format!("the streams form a cycle: {}", cycle.join(" → ")),
+                        format!("the streams form a cycle: {}", show_cycle(&cycle)),
                         Some("a stream cannot depend on itself, directly or through others".into()),
                     );
                     break;
                 }
+                on_path[next] = Some(path.len());
                 path.push(next);
+                last = next;
             }
         }
         order
@@ -856,6 +907,11 @@ impl Planner<'_, '_> {
             (
                 "output_mode",
                 s.output_mode.is_some(),
+                op == Op::EventTimeWindow,
+            ),
+            (
+                "max_event_time_ahead",
+                s.max_event_time_ahead.is_some(),
                 op == Op::EventTimeWindow,
             ),
         ] {
@@ -1022,7 +1078,12 @@ impl Planner<'_, '_> {
                 s.static_codec.unwrap_or_default(),
             )),
             Err(e) => {
-                self.error(s.line, subject, e, None);
+                self.error(
+                    s.line,
+                    subject,
+                    format!("path: {e}"),
+                    static_hint("path", &e),
+                );
                 None
             }
         }
@@ -1049,11 +1110,15 @@ impl Planner<'_, '_> {
                 return None;
             }
         };
-        let loaded = self
-            .components
-            .entry(component.to_string())
-            .or_insert_with(|| load_component(self.udfs, component))
-            .clone();
+        let loaded = match self.components.get(component) {
+            Some(loaded) => loaded.clone(),
+            None => {
+                let loaded = load_component(self.udfs, component, &mut self.component_files);
+                self.components
+                    .insert(component.to_string(), loaded.clone());
+                loaded
+            }
+        };
         let component = match loaded {
             Ok(c) => c,
             Err((message, hint)) => {
@@ -1085,30 +1150,42 @@ impl Planner<'_, '_> {
     }
 }
 
+/// Load `name` from the UDF directory; when it is not there, the hint lists what is (listed
+/// once per job into `listing`, however many components are missing).
 fn load_component(
     udfs: &UdfDirectory<'_>,
     name: &str,
+    listing: &mut Option<Vec<String>>,
 ) -> Result<Arc<UdfComponent>, (String, String)> {
     let path = udfs.dir.join(format!("{name}.wasm"));
     if !path.is_file() {
-        let mut there: Vec<String> = std::fs::read_dir(&udfs.dir)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| {
-                        e.file_name()
-                            .to_str()?
-                            .strip_suffix(".wasm")
-                            .map(String::from)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        there.sort();
+        let there = listing.get_or_insert_with(|| {
+            let mut there: Vec<String> = std::fs::read_dir(&udfs.dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_str()?
+                                .strip_suffix(".wasm")
+                                .map(String::from)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            there.sort();
+            there
+        });
         let hint = if there.is_empty() {
             format!(
                 "{} holds no components; build them with `cargo xtask udfs`, or point --udfs at the right directory",
                 udfs.dir.display()
+            )
+        } else if there.len() > MAX_LISTED_COMPONENTS {
+            format!(
+                "components there: {}, … and {} more",
+                there[..MAX_LISTED_COMPONENTS].join(", "),
+                there.len() - MAX_LISTED_COMPONENTS
             )
         } else {
             format!("components there: {}", there.join(", "))
@@ -1121,7 +1198,7 @@ fn load_component(
     udfs.runtime.load_file(&path).map_err(|e| {
         (
             format!("component '{name}' cannot be used: {e}"),
-            "rebuild it against wit/udf.wit with `cargo xtask udfs`".into(),
+            e.hint().into(),
         )
     })
 }
@@ -1175,12 +1252,54 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// "did you mean …" from the closest known name, or the list of names.
+/// A cycle `a → b → … → a`; a long one shows its first and last names and how many between.
+fn show_cycle(cycle: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let first = cycle.first().copied().unwrap_or_default();
+    if cycle.len() <= 2 * SHOWN {
+        let mut names = cycle.to_vec();
+        names.push(first);
+        return names.join(" → ");
+    }
+    format!(
+        "{} → … ({} more) … → {} → {first}",
+        cycle[..SHOWN].join(" → "),
+        cycle.len() - 2 * SHOWN,
+        cycle[cycle.len() - SHOWN..].join(" → ")
+    )
+}
+
+/// Names longer than this get no close-name suggestion (the edit distance is quadratic).
+const MAX_SUGGESTED_NAME: usize = 64;
+
+/// Names listed in a "known: …" hint.
+const MAX_LISTED_NAMES: usize = 10;
+
+/// Components listed in a "components there: …" hint.
+const MAX_LISTED_COMPONENTS: usize = 50;
+
+/// "did you mean …" from the closest known name, or the first few names. Linear in the number
+/// of names: only names whose length is close enough to be within reach are compared, and
+/// long names are not compared at all.
 fn suggest(name: &str, known: &[&str]) -> String {
-    let best = known.iter().map(|k| (edit_distance(name, k), *k)).min();
+    let reach = 2.max(name.len() / 3);
+    let best = if name.len() > MAX_SUGGESTED_NAME {
+        None
+    } else {
+        known
+            .iter()
+            .filter(|k| k.len().abs_diff(name.len()) <= reach && k.len() <= MAX_SUGGESTED_NAME)
+            .map(|k| (edit_distance(name, k), *k))
+            .min()
+    };
     match best {
-        Some((d, k)) if d <= 2.max(name.len() / 3) => format!("did you mean '{k}'?"),
+        Some((d, k)) if d <= reach => format!("did you mean '{k}'?"),
         _ if known.is_empty() => "nothing is declared yet".into(),
+        _ if known.len() > MAX_LISTED_NAMES => format!(
+            "known: {}, … and {} more",
+            known[..MAX_LISTED_NAMES].join(", "),
+            known.len() - MAX_LISTED_NAMES
+        ),
         _ => format!("known: {}", known.join(", ")),
     }
 }
@@ -1219,10 +1338,28 @@ fn check_writable(prefix: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Load a static data set, saying which line is bad.
-pub fn load_static(path: &Path, format: StaticFormat) -> Result<StaticTable, String> {
-    let text = std::fs::read(path)
-        .map_err(|e| format!("cannot read the static data {}: {e}", path.display()))?;
+/// A static data set or initial state file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StaticDataError {
+    /// Not a regular file, larger than [`MAX_STATIC_BYTES`], or unreadable.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A line that is not of the file's format.
+    #[error("{}:{line}: {problem}", path.display())]
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Load a static data set (a regular file of at most [`MAX_STATIC_BYTES`]), saying which line
+/// is bad.
+pub fn load_static(path: &Path, format: StaticFormat) -> Result<StaticTable, StaticDataError> {
+    let text = read_regular_file(path, MAX_STATIC_BYTES)?;
     let mut table = StaticTable {
         rows: HashMap::new(),
         path: path.to_path_buf(),
@@ -1232,19 +1369,23 @@ pub fn load_static(path: &Path, format: StaticFormat) -> Result<StaticTable, Str
         if line.is_empty() {
             continue;
         }
-        let at = || format!("{}:{}", path.display(), i + 1);
+        let bad = |problem: String| StaticDataError::Line {
+            path: path.to_path_buf(),
+            line: i + 1,
+            problem,
+        };
         let (key, value) = match format {
             StaticFormat::Kv => {
                 let Some(tab) = line.iter().position(|&b| b == b'\t') else {
-                    return Err(format!("{}: expected KEY<TAB>VALUE, found no tab", at()));
+                    return Err(bad("expected KEY<TAB>VALUE, found no tab".into()));
                 };
                 (line[..tab].to_vec(), line[tab + 1..].to_vec())
             }
             StaticFormat::Jsonl => {
                 let row: serde_json::Value =
-                    serde_json::from_slice(line).map_err(|e| format!("{}: not JSON: {e}", at()))?;
+                    serde_json::from_slice(line).map_err(|e| bad(format!("not JSON: {e}")))?;
                 let (Some(key), Some(value)) = (row.get("key"), row.get("value")) else {
-                    return Err(format!("{}: expected {{\"key\": …, \"value\": …}}", at()));
+                    return Err(bad("expected {\"key\": …, \"value\": …}".into()));
                 };
                 (json_bytes(key), json_bytes(value))
             }
@@ -1252,6 +1393,23 @@ pub fn load_static(path: &Path, format: StaticFormat) -> Result<StaticTable, Str
         table.rows.entry(key).or_default().push(value);
     }
     Ok(table)
+}
+
+/// The hint for a static file that cannot be used.
+fn static_hint(field: &str, e: &StaticDataError) -> Option<String> {
+    match e {
+        StaticDataError::File(FileError::NotRegular { .. }) => Some(format!(
+            "point `{field}` at a regular file; devices, FIFOs and directories are not read"
+        )),
+        StaticDataError::File(FileError::TooLarge { .. }) => Some(format!(
+            "a static file may hold at most {MAX_STATIC_BYTES} bytes (64 MiB); keep larger data in the state store (update_state_by_key) instead"
+        )),
+        StaticDataError::File(FileError::Io { .. }) => None,
+        StaticDataError::Line { .. } => Some(
+            "KEY<TAB>VALUE lines, or format = \"jsonl\" for {\"key\": …, \"value\": …} lines"
+                .into(),
+        ),
+    }
 }
 
 fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
@@ -1276,6 +1434,54 @@ mod tests {
             "known: lines, pairs"
         );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn suggestions_stay_short_and_linear() {
+        let names: Vec<String> = (0..20_000).map(|i| format!("s{i}")).collect();
+        let known: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(suggest("s1999x", &known), "did you mean 's1999'?");
+        let far = suggest("zzzzzzzzzzzzzzzzzzzz", &known);
+        assert!(far.ends_with(", … and 19990 more"), "{far}");
+        assert!(far.len() < 200, "{far}");
+        let long = "x".repeat(100_000);
+        assert!(suggest(&long, &known).starts_with("known: s0, s1"));
+        let cycle: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
+        let cycle: Vec<&str> = cycle.iter().map(String::as_str).collect();
+        assert_eq!(
+            show_cycle(&cycle),
+            "c0 → c1 → c2 → c3 → c4 → … (90 more) … → c95 → c96 → c97 → c98 → c99 → c0"
+        );
+        assert_eq!(show_cycle(&["a", "b"]), "a → b → a");
+    }
+
+    #[test]
+    fn printed_errors_are_capped() {
+        let errors = PlanErrors {
+            manifest: Some("job.toml".into()),
+            errors: (0..1000)
+                .map(|i| PlanError {
+                    line: Some(i),
+                    subject: format!("stream 's{i}'"),
+                    message: "bad".into(),
+                    hint: None,
+                })
+                .collect(),
+        };
+        let shown = errors.to_string();
+        assert!(shown.starts_with("the job has 1000 problems:"), "{shown}");
+        assert_eq!(
+            shown.lines().count(),
+            1 + MAX_REPORTED_ERRORS + 1,
+            "{shown}"
+        );
+        assert!(shown.contains("… and 950 more"), "{shown}");
+        let long = "n".repeat(5000);
+        assert_eq!(
+            clip(&long).len(),
+            MAX_SHOWN_CHARS + "… (4000 more bytes)".len()
+        );
+        assert_eq!(clip("short"), "short");
     }
 
     #[test]
@@ -1309,8 +1515,13 @@ mod tests {
         assert!(
             load_static(&kv, StaticFormat::Kv)
                 .unwrap_err()
+                .to_string()
                 .ends_with("users.tsv:2: expected KEY<TAB>VALUE, found no tab")
         );
+        assert!(matches!(
+            load_static(Path::new("/dev/zero"), StaticFormat::Kv),
+            Err(StaticDataError::File(FileError::NotRegular { .. }))
+        ));
         let jl = dir.join("users.jsonl");
         std::fs::write(&jl, "{\"key\": 1, \"value\": {\"name\": \"a\"}}\n").unwrap();
         let t = load_static(&jl, StaticFormat::Jsonl).unwrap();

@@ -395,6 +395,10 @@ pub struct StreamSpec {
     pub watermark: Option<Duration>,
     /// `event_time_window`: when windows are written.
     pub output_mode: Option<OutputMode>,
+    /// `event_time_window`: records whose event time is further than this ahead of the
+    /// largest event time seen (or, before any, of the batch time) are dropped and counted,
+    /// and never move the watermark. Default one day.
+    pub max_event_time_ahead: Option<Duration>,
     /// The manifest line it was declared on.
     pub line: Option<usize>,
 }
@@ -423,6 +427,7 @@ impl StreamSpec {
             initial_state: None,
             watermark: None,
             output_mode: None,
+            max_event_time_ahead: None,
             line: None,
         }
     }

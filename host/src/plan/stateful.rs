@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::limits::{MAX_BATCHES_PER_WINDOW, MAX_WINDOWS_PER_RECORD};
 use super::spec::{Builtin, Op, OutputMode, StreamSpec};
-use super::{Node, NodeOp, Planner, StaticTable, load_static};
+use super::{Node, NodeOp, Planner, StaticTable, load_static, static_hint};
 use crate::udf::{Role, UdfFunction};
 
 /// A reducer of a planned stream: a UDF or a builtin (`engine::reducer` runs both).
@@ -92,6 +93,9 @@ pub struct EventWindow {
     pub delay: i64,
     /// When windows are written.
     pub mode: OutputMode,
+    /// Records more than this many ms ahead of the largest event time seen (or of the batch
+    /// time, before any) are dropped and counted; they never move the watermark.
+    pub max_ahead: i64,
     /// The aggregation.
     pub reducer: Reducer,
 }
@@ -105,6 +109,16 @@ impl NodeOp {
             _ => false,
         }
     }
+}
+
+/// How far ahead of the event time seen so far a record may be: one day.
+pub const DEFAULT_MAX_EVENT_TIME_AHEAD: i64 = 24 * 60 * 60 * 1000;
+
+/// How many windows of `length` sliding by `slide` hold one record: `length / slide`, rounded
+/// up.
+fn windows_per_record(length: i64, slide: i64) -> i64 {
+    let slide = slide.max(1);
+    length / slide + i64::from(length % slide != 0)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -127,7 +141,7 @@ impl Planner<'_, '_> {
         subject: &str,
     ) -> Option<NodeOp> {
         let line = s.line;
-        let input_slide = input.map_or(1, |n| n.slide);
+        let input_slide = input.map_or(1, |n| n.slide).max(1);
         match s.op {
             op if op.is_window() => {
                 let (length, slide) = self.window_sizes(s, input_slide, subject)?;
@@ -189,21 +203,15 @@ impl Planner<'_, '_> {
                     Some(path) => match load_static(path, s.format.unwrap_or_default()) {
                         Ok(table) => Some(Arc::new(table)),
                         Err(e) => {
-                            self.error(line, subject, format!("initial_state: {e}"), None);
+                            let hint = static_hint("initial_state", &e);
+                            self.error(line, subject, format!("initial_state: {e}"), hint);
                             return None;
                         }
                     },
                     None => None,
                 };
+                // At least 1ms: checked with the other durations.
                 let timeout = s.timeout.map(ms);
-                if timeout == Some(0) {
-                    self.error(
-                        line,
-                        subject,
-                        "timeout = 0 would time every key out at once".into(),
-                        None,
-                    );
-                }
                 Some(NodeOp::UpdateState(StateOp {
                     updater,
                     map_with_state,
@@ -254,11 +262,17 @@ impl Planner<'_, '_> {
                     );
                     return None;
                 }
+                if !self.windows_per_record_fit(s, length, slide, subject) {
+                    return None;
+                }
                 Some(NodeOp::EventTimeWindow(EventWindow {
                     length,
                     slide,
                     delay: s.watermark.map_or(0, ms),
                     mode: s.output_mode.unwrap_or_default(),
+                    max_ahead: s
+                        .max_event_time_ahead
+                        .map_or(DEFAULT_MAX_EVENT_TIME_AHEAD, ms),
                     reducer: reducer?,
                 }))
             }
@@ -280,7 +294,7 @@ impl Planner<'_, '_> {
                 format!(
                     "{} needs `window`, a multiple of the batch interval, e.g. window = \"{}\"",
                     s.op.as_str(),
-                    show(input_slide * 3)
+                    show(input_slide.saturating_mul(3))
                 ),
                 None,
             );
@@ -305,8 +319,8 @@ impl Planner<'_, '_> {
                     ),
                     Some(format!(
                         "use {} or {} (whole numbers of {})",
-                        show(input_slide * (value / input_slide).max(1)),
-                        show(input_slide * (value / input_slide + 1)),
+                        show(input_slide.saturating_mul((value / input_slide).max(1))),
+                        show(input_slide.saturating_mul((value / input_slide).saturating_add(1))),
                         show(input_slide)
                     )),
                 );
@@ -326,6 +340,58 @@ impl Planner<'_, '_> {
             );
             ok = false;
         }
+        // An incremental window (`inverse = true`) adds each record once and takes it out once,
+        // however many windows hold it; every other window recomputes each one.
+        let incremental = s.op == Op::ReduceByKeyAndWindow && s.inverse == Some(true);
+        ok = ok && (incremental || self.windows_per_record_fit(s, length, slide, subject));
+        let batches = length / input_slide.max(1);
+        if ok && batches > MAX_BATCHES_PER_WINDOW {
+            self.error(
+                s.line,
+                subject,
+                format!(
+                    "window = {} spans {batches} batches of its input (one every {}); at most {MAX_BATCHES_PER_WINDOW} are allowed, as each is kept until it leaves the window",
+                    show(length),
+                    show(input_slide)
+                ),
+                Some(format!(
+                    "make the window at most {}, or the batch interval (or the input's slide) longer",
+                    show(input_slide.saturating_mul(MAX_BATCHES_PER_WINDOW))
+                )),
+            );
+            ok = false;
+        }
         ok.then_some((length, slide))
+    }
+
+    /// Whether a window of `length` sliding by `slide` puts a record into at most
+    /// [`MAX_WINDOWS_PER_RECORD`] windows; an error naming `window` and `slide` if not.
+    fn windows_per_record_fit(
+        &mut self,
+        s: &StreamSpec,
+        length: i64,
+        slide: i64,
+        subject: &str,
+    ) -> bool {
+        let per_record = windows_per_record(length, slide);
+        if per_record <= MAX_WINDOWS_PER_RECORD {
+            return true;
+        }
+        let min_slide = windows_per_record(length, MAX_WINDOWS_PER_RECORD);
+        self.error(
+            s.line,
+            subject,
+            format!(
+                "window = {} sliding by slide = {} puts every record into {per_record} windows; at most {MAX_WINDOWS_PER_RECORD} are allowed",
+                show(length),
+                show(slide)
+            ),
+            Some(format!(
+                "make the slide at least {} (window / {MAX_WINDOWS_PER_RECORD}), or the window at most {}",
+                show(min_slide),
+                show(slide.saturating_mul(MAX_WINDOWS_PER_RECORD))
+            )),
+        );
+        false
     }
 }
