@@ -375,3 +375,103 @@ pub fn post(port: u16, path: &str, body: &[u8]) -> std::io::Result<(u16, String)
         .map_or(String::new(), |(_, b)| b.to_string());
     Ok((status, body))
 }
+
+/// What a measured run of a process gave: its exit, output and peak memory.
+pub struct Measured {
+    /// The exit code, `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+    /// Its peak resident memory (the kernel's `ru_maxrss`), in bytes.
+    pub peak_rss: u64,
+}
+
+impl Measured {
+    /// stderr as text.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Everything, for assertion messages (long output cut to its first and last 4 KiB).
+    pub fn describe(&self) -> String {
+        fn cut(bytes: &[u8]) -> String {
+            let text = String::from_utf8_lossy(bytes);
+            if text.len() <= 8192 {
+                return text.into_owned();
+            }
+            let head: String = text.chars().take(4096).collect();
+            let tail: String = text
+                .chars()
+                .rev()
+                .take(4096)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("{head}\n[… {} bytes …]\n{tail}", text.len())
+        }
+        format!(
+            "exit {:?}, peak RSS {} MiB\n--- stdout\n{}\n--- stderr ({} bytes)\n{}",
+            self.code,
+            self.peak_rss >> 20,
+            cut(&self.stdout),
+            self.stderr.len(),
+            cut(&self.stderr)
+        )
+    }
+}
+
+/// Run `cmd` to the end with `stdin` as its input, and measure its peak memory: the process is
+/// reaped with `wait4`, whose resource usage is that one child's.
+#[allow(clippy::zombie_processes)] // reaped by `wait4` below, not by `Child::wait`
+pub fn run_measured(cmd: &mut Command, stdin: &[u8]) -> Measured {
+    use std::io::{Read, Write};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the process");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet reaped (std's `Child` is never waited on).
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let _ = writer.join();
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Measured {
+        code,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+        peak_rss: (usage.ru_maxrss as u64) * 1024,
+    }
+}
+
+/// The resident memory of a running process, in bytes (`VmRSS` of `/proc/PID/status`).
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -155,6 +155,31 @@ fn each_output_mode_writes_what_its_expected_file_says() {
     }
 }
 
+/// One record stamped at the end of time (`i64::MAX`, or a year ahead) is dropped and counted;
+/// it never moves the watermark, so every later record still counts and the windows are exactly
+/// those of the clean input.
+#[test]
+fn an_event_time_far_ahead_never_moves_the_watermark() {
+    let mut batches: Vec<String> = SORTED.iter().map(|b| b.to_string()).collect();
+    batches[1].push_str("9223372036854775807,1,view,0\n");
+    batches[2].push_str(&format!("{},1,click,0\n", 14_000 + 366 * 86_400_000_i64));
+    let window = r#"builtin = "count"
+window = "10s"
+slide = "5s"
+watermark = "5s"
+output_mode = "append""#;
+    let (dir, out) = run_job(&batches, "clickstream#type_amount", window);
+    assert_eq!(blocks(&dir), expected("append"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("records had an event time more than 1day ahead of the largest seen")
+            .count(),
+        2,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn out_of_order_input_within_the_watermark_gives_the_same_windows() {
     let (sorted, _) = run(&SORTED, "append");

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use sluice_host::udf::{ABI_VERSION, UdfRuntime};
+use sluice_host::udf::{ABI_VERSION, MAX_FUNCTION_NAME, UdfRuntime};
 
 /// Arguments of `host check`.
 #[derive(Debug, clap::Args)]
@@ -60,7 +60,10 @@ pub fn run(args: &CheckArgs, runtime: &UdfRuntime) -> anyhow::Result<()> {
         .iter()
         .map(|f| f.name.len())
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        // Names are checked at load (at most MAX_FUNCTION_NAME bytes); the cap keeps the
+        // formatter's width in range whatever a future check allows.
+        .min(MAX_FUNCTION_NAME);
     for f in component.functions() {
         let inverse = if f.has_inverse { ", with inverse" } else { "" };
         println!(

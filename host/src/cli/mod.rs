@@ -57,6 +57,22 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DURATION|off", default_value = "10s", value_parser = parse_timeout)]
     pub udf_timeout: Timeout,
 
+    /// Wall-clock time compiling one component may take, e.g. `30s`, `2m`. Each component is
+    /// compiled once (then cached, see --component-cache), in a separate compiler process; one
+    /// that takes longer is refused and that process killed, so a component crafted to keep the
+    /// compiler busy for minutes costs no more than this. The bundled UDFs take well under a
+    /// second; a Python UDF (an 18 MB component with its interpreter) about 15 s on 2 cores.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub compile_timeout: Duration,
+
+    /// Address space the compiler process may use, e.g. `1GiB`, `512MiB`: the `host` program
+    /// itself (~40 MiB), the component, the compiler's working memory and the machine code. The
+    /// bundled Rust UDFs need under 70 MiB, a Python UDF (18 MB component) about 500 MiB. A
+    /// component that needs more is refused and the host is unharmed: lower this to bound what
+    /// a hostile component can cost, raise it for a very large one.
+    #[arg(long, global = true, value_name = "SIZE", default_value = "4GiB")]
+    pub compile_memory: ByteSize,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -132,6 +148,11 @@ Examples:
   host bench w4                          # running count and sum per user (10 k users)
   host bench w1 --events 200000 --files 4 --partitions 4")]
     Bench(bench::BenchArgs),
+
+    /// Internal: compile one component read from stdin, under the limits the host set, and
+    /// write the machine code to stdout. The host runs this; it is not for use by hand.
+    #[command(name = "compile-worker", hide = true)]
+    CompileWorker,
 }
 
 /// Send logs to stderr, filtered by `filter`.
@@ -152,6 +173,8 @@ pub fn init_logging(filter: &str) {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = || make_runtime(&cli);
     match &cli.command {
+        // Its exit code is the protocol with the host (see `sluice_host::udf::compiler`).
+        Command::CompileWorker => std::process::exit(sluice_host::udf::run_compile_worker()),
         Command::Run(args) => run::run(args, runtime()?),
         Command::Check(args) => check::run(args, &runtime()?),
         Command::Call(args) => call::run(args, &runtime()?),
@@ -164,8 +187,15 @@ fn make_runtime(cli: &Cli) -> anyhow::Result<UdfRuntime> {
     let cache_dir = cli.component_cache.clone().or_else(|| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/sluice/components"))
     });
+    // Every component is compiled in a capped child process of this same program.
+    let compile_worker = std::env::current_exe().context(
+        "finding the path of the `host` program, which compiles components as `host compile-worker`",
+    )?;
     let mut config = RuntimeConfig {
         cache_dir,
+        compile_worker: Some(compile_worker),
+        compile_timeout: cli.compile_timeout,
+        compile_memory: cli.compile_memory,
         ..RuntimeConfig::default()
     };
     config.limits.memory = cli.udf_memory;
@@ -192,6 +222,11 @@ fn parse_timeout(text: &str) -> Result<Timeout, String> {
     humantime::parse_duration(text)
         .map(Timeout::After)
         .map_err(|e| format!("{e}; write a duration such as `500ms` or `10s`, or `off`"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as `30s` or `2m`"))
 }
 
 /// A duration as milliseconds with one decimal, for humans.

@@ -27,8 +27,18 @@ pub struct EventOutput {
     pub records: Vec<Batch>,
     /// Records dropped as late.
     pub late: u64,
+    /// Records dropped because their event time was implausibly far ahead
+    /// (`max_event_time_ahead`).
+    pub too_far_ahead: u64,
     /// The watermark the batch ran with (`None` before any event time was seen).
     pub watermark: Option<i64>,
+}
+
+/// Records one partition dropped: older than the watermark, or too far ahead of it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Dropped {
+    late: u64,
+    ahead: u64,
 }
 
 /// One partition's windows: group key (`time_key(start) ++ key`) to accumulator.
@@ -50,15 +60,20 @@ pub fn run(
         OutputMode::Complete => i64::MIN,
         _ => watermark.unwrap_or(i64::MIN),
     };
+    // One record stamped with the end of time must not move the watermark there and make
+    // every later record late: event times past this bound are refused.
+    let drop_after = seen.unwrap_or(scope.time).saturating_add(w.max_ahead);
+    let bounds = (drop_before, drop_after);
     // Aggregate each input partition into its windows.
-    let partials: Vec<(Partial, i64, u64)> = scope.pool.install(|| {
+    let partials: Vec<(Partial, i64, Dropped)> = scope.pool.install(|| {
         input
             .par_iter()
             .enumerate()
-            .map(|(i, p)| aggregate(scope, w, i, p, drop_before))
+            .map(|(i, p)| aggregate(scope, w, i, p, bounds))
             .collect::<Result<Vec<_>, OpError>>()
     })?;
-    let late: u64 = partials.iter().map(|(_, _, l)| l).sum();
+    let late: u64 = partials.iter().map(|(_, _, d)| d.late).sum();
+    let too_far_ahead: u64 = partials.iter().map(|(_, _, d)| d.ahead).sum();
     let batch_max = partials
         .iter()
         .map(|(_, m, _)| *m)
@@ -130,6 +145,7 @@ pub fn run(
     Ok(EventOutput {
         records,
         late,
+        too_far_ahead,
         watermark,
     })
 }
@@ -193,23 +209,27 @@ fn aggregate(
     w: &EventWindow,
     partition: usize,
     p: &Batch,
-    drop_before: i64,
-) -> Result<(Partial, i64, u64), OpError> {
-    let mut late = 0u64;
+    (drop_before, drop_after): (i64, i64),
+) -> Result<(Partial, i64, Dropped), OpError> {
+    let mut dropped = Dropped::default();
     let mut max = i64::MIN;
     let pane = pane_width(w.length, w.slide);
     let key_of = |i: usize| p.keys.as_ref().and_then(|k| k.get(i)).unwrap_or_default();
     let mut panes = Groups::default();
     for (i, &t) in p.event_times.iter().enumerate() {
         if t < drop_before {
-            late += 1;
+            dropped.late += 1;
+            continue;
+        }
+        if t > drop_after {
+            dropped.ahead += 1;
             continue;
         }
         max = max.max(t);
         panes.add(t.div_euclid(pane) * pane, key_of(i), i as u32);
     }
     if panes.groups.is_empty() {
-        return Ok((Vec::new(), max, late));
+        return Ok((Vec::new(), max, dropped));
     }
     let pane_accs: Vec<Vec<u8>> = match &w.reducer {
         Reducer::Builtin(b) => {
@@ -272,7 +292,7 @@ fn aggregate(
             .zip(reduced.iter().map(<[u8]>::to_vec))
             .collect(),
         max,
-        late,
+        dropped,
     ))
 }
 

@@ -15,7 +15,7 @@ use super::{event_time, state_ops, windows};
 use crate::batch::Batch;
 use crate::checkpoint::CheckpointLog;
 use crate::metrics::{Registry, SeriesKey};
-use crate::plan::{ErrorPolicy, NodeOp, Plan, PlannedSink, WindowKind};
+use crate::plan::{ErrorPolicy, EventWindow, NodeOp, Plan, PlannedSink, WindowKind};
 use crate::sinks::{self, SinkBatch, SinkError, text_files};
 use crate::sources::{SourceInput, push_lines};
 use crate::state::{Committed, SIZE, StateError, StateStore, StateTable, StateWrites};
@@ -514,6 +514,9 @@ impl Executor {
                                     self.late(stream, o.late, o.watermark, scope);
                                     report.late_records += o.late;
                                 }
+                                if o.too_far_ahead > 0 {
+                                    self.too_far_ahead(stream, o.too_far_ahead, w, scope);
+                                }
                                 Some(o.records)
                             },
                         )
@@ -600,7 +603,13 @@ impl Executor {
                 .get_mut(*i)
                 .and_then(Option::take)
                 .unwrap_or_default()),
-            NodeOp::PerPartition(f) => operators::per_partition(scope, f, input(0)),
+            NodeOp::PerPartition(f) => {
+                let out = operators::per_partition(scope, f, input(0))?;
+                if node.op_name == crate::plan::Op::Filter.as_str() {
+                    operators::check_filtered(input(0), &out, f, stream)?;
+                }
+                Ok(out)
+            }
             NodeOp::WholeBatch(f) => operators::whole_batch(scope, f, input(0)),
             NodeOp::Union => {
                 let all: Vec<&[Batch]> = (0..node.inputs.len()).map(input).collect();
@@ -656,6 +665,20 @@ impl Executor {
             late,
         );
         tracing::warn!(%tenant, %job, batch = scope.id, %stream, watermark = watermark.unwrap_or(i64::MIN), "{late} records were older than the watermark and were dropped");
+    }
+
+    fn too_far_ahead(&self, stream: &str, n: u64, w: &EventWindow, scope: &BatchScope<'_>) {
+        let (job, tenant) = (&*self.plan.name, &*self.plan.tenant);
+        self.registry.add(
+            &SeriesKey::new(
+                "sluice_event_time_too_far_ahead_total",
+                &[("tenant", tenant), ("job", job), ("stream", stream)],
+            ),
+            n,
+        );
+        tracing::warn!(%tenant, %job, batch = scope.id, %stream,
+            "{n} records had an event time more than {} ahead of the largest seen (or of the batch time) and were dropped; they do not move the watermark (raise max_event_time_ahead if such times are real)",
+            humantime::format_duration(Duration::from_millis(w.max_ahead.max(0) as u64)));
     }
 
     /// The job's state size after this batch, per stream; an error past the limit.

@@ -44,6 +44,36 @@ pub fn per_partition(
     Ok(out?)
 }
 
+/// A filter keeps or drops records: per partition, its output may not hold more records than its
+/// input, nor add or take away keys. (Other transforms may re-key freely: returning keys is how
+/// a UDF turns values into `(key, value)` pairs.)
+pub fn check_filtered(
+    input: &[Batch],
+    output: &[Batch],
+    f: &UdfFunction,
+    stream: &str,
+) -> Result<(), OpError> {
+    for (i, (before, after)) in input.iter().zip(output).enumerate() {
+        if after.len() > before.len()
+            || (!after.is_empty() && after.is_keyed() != before.is_keyed())
+        {
+            return Err(OpError::Input(format!(
+                "stream '{stream}': the filter UDF {} returned {} {} records for partition {i} of {} {} records; a filter keeps or drops records, it cannot add them or change their keys (use map or flat_map for that)",
+                f.spec(),
+                after.len(),
+                if after.is_keyed() { "keyed" } else { "unkeyed" },
+                before.len(),
+                if before.is_keyed() {
+                    "keyed"
+                } else {
+                    "unkeyed"
+                },
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A transform UDF over the whole batch in one call; the output is spread over the job's
 /// partitions again.
 pub fn whole_batch(

@@ -1,8 +1,9 @@
 //! Counters and gauges of the host and of its guests, labelled, kept in memory for the UI and
 //! a Prometheus endpoint.
 //!
-//! Guests can name their own metrics, so the registry caps how many distinct series one
-//! component may create and how long a name may be: a guest cannot grow host memory without end.
+//! Guests can name their own metrics; the UDF runtime caps how many distinct series one
+//! component may create and how long a name may be (`UdfLimits::max_metric_series`,
+//! `max_metric_name`), so a guest cannot grow host memory without end.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -30,11 +31,6 @@ impl SeriesKey {
         }
     }
 }
-
-/// The most series any one component may create through the metrics import.
-pub const MAX_GUEST_SERIES_PER_COMPONENT: usize = 1_000;
-/// The longest metric name a guest may use.
-pub const MAX_GUEST_METRIC_NAME: usize = 128;
 
 /// Every counter and gauge of the process.
 #[derive(Debug, Default)]

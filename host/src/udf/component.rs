@@ -15,11 +15,15 @@ use super::bindings::transform::{Transform, TransformPre};
 use super::bindings::updater::exports::sluice::udf::updaters::{UpdateInput, UpdateOutput};
 use super::bindings::updater::{Updater, UpdaterPre};
 use super::config::{RuntimeConfig, UdfLimits};
-use super::error::{CallError, CallErrorKind, LoadError, ResolveError};
-use super::host_state::{CallContext, HostState, Limiter, MemoryLimitExceeded, TableLimitExceeded};
+use super::error::{CallError, CallErrorKind, FunctionsProblem, LoadError, ResolveError};
+use super::guest_text;
+use super::host_state::{
+    CallContext, HostState, ImportBudget, Limiter, MemoryLimitExceeded, Overflow,
+    TableLimitExceeded,
+};
 use super::runtime::{ABI_VERSION, EPOCH_TICK};
 use crate::batch::{Batch, Column};
-use crate::metrics::Registry;
+use crate::metrics::{Registry, SeriesKey};
 
 /// The role a component was built for: one world of `wit/udf.wit` each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,7 +169,10 @@ impl UdfComponent {
     ) -> Result<Arc<Self>, LoadError> {
         let describe_error = |e: wasmtime::Error| LoadError::Describe {
             name: name.to_string(),
-            reason: format!("{e:#}"),
+            reason: guest_text::sanitize(
+                &format!("{e:#}"),
+                config.limits.max_error_message.as_usize(),
+            ),
         };
         let pre = match role {
             Role::Transform => RolePre::Transform(TransformPre::new(pre).map_err(describe_error)?),
@@ -188,27 +195,31 @@ impl UdfComponent {
             max_idle: config.idle_instances_per_component,
             registry,
         };
-        let describe = |component: &Self| -> Result<(u32, Vec<FunctionInfo>), String> {
-            let mut instance = component.instantiate().map_err(|e| format!("{e:#}"))?;
+        let describe = |component: &Self| -> Result<(u32, Vec<FunctionInfo>), LoadError> {
+            let failed = |export: &'static str, kind: CallErrorKind| LoadError::DescribeFailed {
+                name: name.to_string(),
+                export,
+                kind,
+            };
+            let mut instance = component
+                .instantiate()
+                .map_err(|e| failed("instance", component.instantiate_error(e)))?;
             instance
                 .store
                 .data_mut()
                 .begin_call(&Arc::from("functions"), &CallContext::adhoc());
             component.arm_deadline(&mut instance.store);
             let abi = on_world!(&instance.bound, b => b.call_abi_version(&mut instance.store))
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(|e| failed("abi-version", component.classify(e, &mut instance.store)))?;
             if abi != ABI_VERSION {
                 return Ok((abi, Vec::new()));
             }
             let functions = on_world!(&instance.bound, b => b.call_functions(&mut instance.store))
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(|e| failed("functions", component.classify(e, &mut instance.store)))?;
             component.release(instance);
             Ok((abi, functions))
         };
-        let (abi, functions) = describe(&component).map_err(|reason| LoadError::Describe {
-            name: name.to_string(),
-            reason,
-        })?;
+        let (abi, functions) = describe(&component)?;
         if abi != ABI_VERSION {
             return Err(LoadError::AbiMismatch {
                 name: name.to_string(),
@@ -216,6 +227,7 @@ impl UdfComponent {
                 expected: ABI_VERSION,
             });
         }
+        check_functions(name, &functions, config.limits.max_functions as usize)?;
         component.abi_version = abi;
         component.counters = functions
             .iter()
@@ -300,10 +312,13 @@ impl UdfComponent {
             limiter,
             self.name.clone(),
             self.registry.clone(),
-            self.limits.max_log_lines_per_call,
+            ImportBudget::new(&self.limits),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // What the lift of one result (or of one import call's arguments) may copy into the
+        // host: the hard output ceiling, so nothing a guest returns is larger.
+        store.set_hostcall_fuel(self.limits.max_output_bytes.as_usize());
         store.epoch_deadline_trap();
         self.arm_deadline(&mut store);
         let bound = match &self.pre {
@@ -365,6 +380,7 @@ impl UdfComponent {
         &self,
         function: &Arc<str>,
         context: &CallContext,
+        records_in: usize,
         call: impl FnOnce(&mut Store<HostState>, &Bound) -> wasmtime::Result<Result<R, GuestError>>,
         check: impl FnOnce(&R) -> Result<(), CallErrorKind>,
     ) -> Result<R, CallErrorKind> {
@@ -372,12 +388,9 @@ impl UdfComponent {
         instance.store.data_mut().begin_call(function, context);
         self.arm_deadline(&mut instance.store);
         let result = call(&mut instance.store, &instance.bound);
-        let state = instance.store.data();
-        if state.dropped_log_lines > 0 {
-            tracing::warn!(
-                tenant = %context.tenant, job = %context.job, batch = context.batch_id, udf = %format!("{}#{function}", self.name),
-                "dropped {} guest log lines over the limit of {} per call", state.dropped_log_lines, self.limits.max_log_lines_per_call
-            );
+        let overflow = std::mem::take(&mut instance.store.data_mut().overflow);
+        if !overflow.is_empty() {
+            self.report_overflow(function, context, &overflow);
         }
         match result {
             Ok(Ok(output)) => {
@@ -387,30 +400,76 @@ impl UdfComponent {
             }
             Ok(Err(guest)) => {
                 self.release(instance);
-                Err(CallErrorKind::Guest {
-                    message: guest.message,
-                    record_index: guest.record_index,
-                })
+                let message =
+                    guest_text::sanitize(&guest.message, self.limits.max_error_message.as_usize());
+                match guest.record_index {
+                    Some(index) if index as usize >= records_in => {
+                        Err(CallErrorKind::BadRecordIndex {
+                            index,
+                            records: records_in as u64,
+                            message,
+                        })
+                    }
+                    record_index => Err(CallErrorKind::Guest {
+                        message,
+                        record_index,
+                    }),
+                }
             }
-            Err(trap) => {
-                let panic = instance.store.data_mut().panic_message.take();
-                Err(self.classify(trap, panic))
-            }
+            Err(trap) => Err(self.classify(trap, &mut instance.store)),
+        }
+    }
+
+    /// One warning per call for everything a guest wrote past its budget, and the tenant's
+    /// counters of it.
+    fn report_overflow(&self, function: &Arc<str>, context: &CallContext, overflow: &Overflow) {
+        let summary = overflow
+            .items()
+            .map(|(what, n)| format!("{what}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::warn!(
+            tenant = %context.tenant, job = %context.job, batch = context.batch_id, udf = %format!("{}#{function}", self.name),
+            "the UDF wrote past its per-call budget of logs and metrics (udf max_log_* / max_metric_* limits); the excess was dropped: {summary}"
+        );
+        for (what, n) in overflow.items() {
+            self.registry.add(
+                &SeriesKey::new(
+                    "sluice_guest_budget_exceeded_total",
+                    &[
+                        ("tenant", &context.tenant),
+                        ("job", &context.job),
+                        // Not `component`: that label counts towards the guest's own series cap.
+                        ("udf", &self.name),
+                        ("what", what),
+                    ],
+                ),
+                n,
+            );
         }
     }
 
     /// Why a fresh instance could not be made: its initial memory over the limit, the engine's
     /// instance pool exhausted (`max_instances`), or anything else wasmtime reports.
     fn instantiate_error(&self, error: wasmtime::Error) -> CallErrorKind {
-        match self.classify(error, None) {
-            CallErrorKind::Malformed(message) | CallErrorKind::Trap(message) => {
-                CallErrorKind::Instantiate(message)
+        match self.classify_error(error, None) {
+            CallErrorKind::Malformed(message)
+            | CallErrorKind::Unreadable {
+                reason: message, ..
             }
+            | CallErrorKind::Trap(message) => CallErrorKind::Instantiate(message),
             limit => limit,
         }
     }
 
-    fn classify(&self, error: wasmtime::Error, panic: Option<String>) -> CallErrorKind {
+    /// Why a call failed: the runtime's reason, with the guest's panic report of this call (its
+    /// own words, cut and escaped) beside it when it wrote one.
+    fn classify(&self, error: wasmtime::Error, store: &mut Store<HostState>) -> CallErrorKind {
+        let report = store.data_mut().panic_report.take();
+        self.classify_error(error, report)
+    }
+
+    fn classify_error(&self, error: wasmtime::Error, report: Option<String>) -> CallErrorKind {
         if let Some(e) = error.downcast_ref::<MemoryLimitExceeded>() {
             return CallErrorKind::MemoryLimit {
                 requested: e.requested,
@@ -426,15 +485,22 @@ impl UdfComponent {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallErrorKind::Timeout(self.limits.call_timeout),
             Some(Trap::StackOverflow) => CallErrorKind::StackOverflow(self.limits.stack),
-            Some(trap) => match panic {
-                Some(message) => CallErrorKind::Panic(message),
+            Some(trap) => match report {
+                Some(report) => CallErrorKind::Panic {
+                    trap: trap.to_string(),
+                    report,
+                },
                 None => CallErrorKind::Trap(trap.to_string()),
             },
             // Not a trap: the canonical ABI could not lift what the guest returned (pointers out
-            // of bounds, invalid UTF-8, …) or instantiation failed.
-            None => match panic {
-                Some(message) => CallErrorKind::Panic(message),
-                None => CallErrorKind::Malformed(format!("{error:#}")),
+            // of bounds, invalid UTF-8, more than the copy budget, …) or instantiation failed.
+            // The text is wasmtime's, but it may quote what the guest returned: cut and escaped.
+            None => CallErrorKind::Unreadable {
+                reason: guest_text::sanitize(
+                    &format!("{error:#}"),
+                    self.limits.max_error_message.as_usize(),
+                ),
+                copy_limit: self.limits.max_output_bytes,
             },
         }
     }
@@ -447,7 +513,8 @@ impl UdfComponent {
                 .max(self.limits.min_output_records),
             (input_bytes as u64)
                 .saturating_mul(ratio)
-                .max(self.limits.min_output_bytes.0),
+                .max(self.limits.min_output_bytes.0)
+                .min(self.limits.max_output_bytes.0),
         )
     }
 
@@ -582,7 +649,8 @@ impl UdfFunction {
     ) -> Result<R, CallError> {
         let started = Instant::now();
         let result = if self.component.role == role {
-            self.component.call(&self.name, context, call, check)
+            self.component
+                .call(&self.name, context, records_in, call, check)
         } else {
             Err(self.wrong_role(role))
         };
@@ -664,7 +732,7 @@ impl UdfFunction {
         self.run(
             context,
             Role::Updater,
-            input.values.len(),
+            input.values.len().max(groups),
             |store, bound| match bound {
                 Bound::Updater(b) => b
                     .sluice_udf_updaters()
@@ -714,6 +782,65 @@ fn role_mismatch() -> wasmtime::Error {
     wasmtime::Error::msg("the instance's world does not match the component's role")
 }
 
+/// The longest function name a component may export.
+pub const MAX_FUNCTION_NAME: usize = 128;
+/// The longest function kind a component may report.
+pub const MAX_FUNCTION_KIND: usize = 32;
+
+/// What a component says about its functions, checked before anything prints or resolves it:
+/// a bounded count, names a manifest can write (`[A-Za-z0-9_.-]`, at most
+/// [`MAX_FUNCTION_NAME`] bytes, no duplicates) and short, plain kinds.
+fn check_functions(
+    name: &str,
+    functions: &[FunctionInfo],
+    max_functions: usize,
+) -> Result<(), LoadError> {
+    let bad = |problem: FunctionsProblem| LoadError::BadFunctions {
+        name: name.to_string(),
+        problem,
+    };
+    if functions.is_empty() {
+        return Err(bad(FunctionsProblem::None));
+    }
+    if functions.len() > max_functions {
+        return Err(bad(FunctionsProblem::TooMany {
+            count: functions.len(),
+            limit: max_functions,
+        }));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(functions.len());
+    for (index, f) in functions.iter().enumerate() {
+        let shown = || guest_text::sanitize(&f.name, MAX_FUNCTION_NAME);
+        let name_ok = !f.name.is_empty()
+            && f.name.len() <= MAX_FUNCTION_NAME
+            && f.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !name_ok {
+            return Err(bad(FunctionsProblem::BadName {
+                index,
+                name: shown(),
+                bytes: f.name.len(),
+            }));
+        }
+        let kind_ok = f.kind.len() <= MAX_FUNCTION_KIND
+            && f.kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if !kind_ok {
+            return Err(bad(FunctionsProblem::BadKind {
+                function: shown(),
+                kind: guest_text::sanitize(&f.kind, MAX_FUNCTION_KIND),
+                bytes: f.kind.len(),
+            }));
+        }
+        if !seen.insert(f.name.as_str()) {
+            return Err(bad(FunctionsProblem::Duplicate { name: shown() }));
+        }
+    }
+    Ok(())
+}
+
 fn check_column(column: &Column, expected: usize, what: &str) -> Result<(), CallErrorKind> {
     column.validate(what).map_err(CallErrorKind::Malformed)?;
     if column.len() != expected {
@@ -723,4 +850,77 @@ fn check_column(column: &Column, expected: usize, what: &str) -> Result<(), Call
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, kind: &str) -> FunctionInfo {
+        FunctionInfo {
+            name: name.into(),
+            kind: kind.into(),
+            has_inverse: false,
+        }
+    }
+
+    fn problem(functions: &[FunctionInfo]) -> FunctionsProblem {
+        match check_functions("c", functions, 3) {
+            Err(LoadError::BadFunctions { problem, .. }) => problem,
+            other => panic!("expected BadFunctions, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_metadata_passes() {
+        check_functions(
+            "c",
+            &[info("split_words", "flat-map"), info("v1.pair-one", "map")],
+            3,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn hostile_metadata_is_refused_with_what_is_wrong() {
+        assert!(matches!(problem(&[]), FunctionsProblem::None));
+        let four: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| info(n, "map"))
+            .collect();
+        assert!(matches!(
+            problem(&four),
+            FunctionsProblem::TooMany { count: 4, limit: 3 }
+        ));
+        assert!(matches!(
+            problem(&[info("a", "map"), info("a", "filter")]),
+            FunctionsProblem::Duplicate { .. }
+        ));
+        for name in ["", "with#hash", "new\nline", "esc\u{1b}[31m", "sp ace"] {
+            assert!(
+                matches!(
+                    problem(&[info(name, "map")]),
+                    FunctionsProblem::BadName { .. }
+                ),
+                "{name:?}"
+            );
+        }
+        let long = "n".repeat(64 << 10);
+        match problem(&[info(&long, "map")]) {
+            FunctionsProblem::BadName { name, bytes, .. } => {
+                assert_eq!(bytes, 64 << 10);
+                assert!(name.len() < MAX_FUNCTION_NAME + 32, "{}", name.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        let kind = "k".repeat(10 << 20);
+        assert!(matches!(
+            problem(&[info("f", &kind)]),
+            FunctionsProblem::BadKind { bytes, .. } if bytes == 10 << 20
+        ));
+        assert!(matches!(
+            problem(&[info("f", "map\n")]),
+            FunctionsProblem::BadKind { .. }
+        ));
+    }
 }

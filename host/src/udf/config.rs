@@ -29,8 +29,32 @@ pub struct UdfLimits {
     pub min_output_records: u64,
     /// See `max_output_ratio`. Default `64MiB`.
     pub min_output_bytes: ByteSize,
-    /// Log lines one call may write; further lines are counted and dropped. Default `100`.
+    /// Hard ceiling on the bytes one call may return, whatever its input: the copy budget the
+    /// runtime gives the lift of a call's result. Default `128MiB`.
+    pub max_output_bytes: ByteSize,
+    /// Log lines one call may write, at every level, panic reports included; further lines
+    /// are counted and dropped, with one warning per call. Default `100`.
     pub max_log_lines_per_call: u32,
+    /// Bytes of guest log lines one call may print in all (message and fields); further lines
+    /// are counted and dropped. Default `64KiB`.
+    pub max_log_bytes_per_call: ByteSize,
+    /// Bytes of one guest log message that are kept; the rest is cut. Default `4KiB`.
+    pub max_log_message: ByteSize,
+    /// Bytes of one log field's value that are kept (names are cut at 64). Default `1KiB`.
+    pub max_log_field: ByteSize,
+    /// Fields one log line may carry; further fields are dropped. Default `16`.
+    pub max_log_fields: u32,
+    /// Distinct metric series one component may create; new names past it are dropped, with
+    /// one warning per call. Default `1000`.
+    pub max_metric_series: u32,
+    /// The longest metric name a guest may use (names are `[A-Za-z_:][A-Za-z0-9_:]*`); longer
+    /// or other names are refused and counted. Default `128`.
+    pub max_metric_name: u32,
+    /// Bytes of a guest's error message (or panic report) that are kept in errors, logs and
+    /// batch history. Default `4KiB`.
+    pub max_error_message: ByteSize,
+    /// Functions one component may export. Default `1000`.
+    pub max_functions: u32,
 }
 
 impl Default for UdfLimits {
@@ -43,7 +67,16 @@ impl Default for UdfLimits {
             max_output_ratio: 100,
             min_output_records: 100_000,
             min_output_bytes: ByteSize::mib(64),
+            max_output_bytes: ByteSize::mib(128),
             max_log_lines_per_call: 100,
+            max_log_bytes_per_call: ByteSize::kib(64),
+            max_log_message: ByteSize::kib(4),
+            max_log_field: ByteSize::kib(1),
+            max_log_fields: 16,
+            max_metric_series: 1000,
+            max_metric_name: 128,
+            max_error_message: ByteSize::kib(4),
+            max_functions: 1000,
         }
     }
 }
@@ -56,9 +89,22 @@ pub struct RuntimeConfig {
     pub limits: UdfLimits,
     /// Components larger than this are refused before compilation. Default `64MiB`.
     pub max_component_size: ByteSize,
-    /// Compiling one component may take this long; a slower one is refused. Default `120s`.
+    /// Compiling one component may take this long; a slower one is refused (and, with a
+    /// `compile_worker`, its compiler process killed). Default `120s`.
     #[serde(with = "humantime_serde")]
     pub compile_timeout: Duration,
+    /// The program that compiles components in a child process, run as
+    /// `PROGRAM compile-worker`: the `host` binary (the CLI sets its own path). The child's
+    /// address space is capped at `compile_memory`, its CPU time past `compile_timeout`, and it
+    /// is killed when refused, so a component built to make Cranelift take gigabytes or minutes
+    /// costs the host nothing. None: compile on a thread of this process, where neither memory
+    /// nor a timed-out compilation can be stopped; for trusted components only (library tests,
+    /// benchmarks). Default: none.
+    pub compile_worker: Option<PathBuf>,
+    /// The address space (`RLIMIT_AS`) of the compile worker: the program, the component, the
+    /// compiler's working memory and the compiled code. A compilation that needs more is refused.
+    /// Default `4GiB`; no effect without `compile_worker`.
+    pub compile_memory: ByteSize,
     /// Where compiled components are cached by content hash; none = memory only.
     /// Default: none.
     pub cache_dir: Option<PathBuf>,
@@ -80,6 +126,8 @@ impl Default for RuntimeConfig {
             limits: UdfLimits::default(),
             max_component_size: ByteSize::mib(64),
             compile_timeout: Duration::from_secs(120),
+            compile_worker: None,
+            compile_memory: ByteSize::gib(4),
             cache_dir: None,
             max_instances: 200,
             idle_instances_per_component: 8,

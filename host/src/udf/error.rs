@@ -15,15 +15,24 @@ pub enum LoadError {
         /// Why.
         source: std::io::Error,
     },
+    /// Not a regular file (a device, a FIFO, a directory).
+    #[error(
+        "cannot read UDF component {path}: it is not a regular file (a device, a FIFO or a folder); give the path of a .wasm file"
+    )]
+    NotAFile {
+        /// The path.
+        path: String,
+    },
     /// Larger than `max_component_size`.
     #[error(
-        "UDF component `{name}` is {size} bytes, over the limit of {limit} (udf max_component_size)"
+        "UDF component `{name}` is {}, over the limit of {limit} (udf max_component_size)",
+        size.map_or_else(|| "larger".to_string(), |n| format!("{n} bytes"))
     )]
     TooLarge {
         /// The component.
         name: String,
-        /// Its size in bytes.
-        size: u64,
+        /// Its size in bytes, when known (reading stops past the limit).
+        size: Option<u64>,
         /// The limit.
         limit: ByteSize,
     },
@@ -52,12 +61,50 @@ pub enum LoadError {
         reason: String,
     },
     /// Compilation took longer than `compile_timeout`.
-    #[error("compiling `{name}` took longer than {limit:?} (udf compile_timeout); it was refused")]
+    #[error(
+        "compiling `{name}` took longer than {limit:?} (udf compile_timeout, `host --compile-timeout`); it was refused{}",
+        if *process_stopped { " and its compiler process was stopped" } else { " (it was compiled in the host's process, where it runs on in the background)" }
+    )]
     CompileTimeout {
         /// The component.
         name: String,
         /// The limit.
         limit: Duration,
+        /// Whether the compilation ran in a compile worker, which was killed; else it ran on a
+        /// thread of the host, which cannot be stopped.
+        process_stopped: bool,
+    },
+    /// The compile worker died of a signal or could not get memory: most likely compiling the
+    /// component needed more than `compile_memory`.
+    #[error(
+        "compiling `{name}` was refused: the compiler process {how}; most likely it needed more than {limit} of memory (udf compile_memory, `host --compile-memory`)"
+    )]
+    CompileMemory {
+        /// The component.
+        name: String,
+        /// The memory cap of the compile worker.
+        limit: ByteSize,
+        /// What happened to the worker (the signal, or the system's error).
+        how: String,
+    },
+    /// The compile worker program could not be started.
+    #[error("cannot start the compile worker `{program}` (udf compile_worker): {source}")]
+    CompileWorkerStart {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The compile worker failed in a way that says nothing about the component (a panic, bad
+    /// settings, output the host's engine would not load).
+    #[error("the compile worker `{program}` failed while compiling `{name}`: {reason}")]
+    CompileWorkerFailed {
+        /// The component.
+        name: String,
+        /// The program.
+        program: String,
+        /// What happened (its stderr cut and escaped).
+        reason: String,
     },
     /// The component does not export any Sluice world.
     #[error(
@@ -91,13 +138,34 @@ pub enum LoadError {
         /// The version the host speaks.
         expected: u32,
     },
-    /// Instantiating it or asking it to describe itself failed.
+    /// Its bindings could not be prepared (a shape the host's bindings do not accept).
     #[error("`{name}` failed while describing itself: {reason}")]
     Describe {
         /// The component.
         name: String,
         /// What happened.
         reason: String,
+    },
+    /// Instantiating it, or calling `abi-version` or `functions` to describe it, failed: these
+    /// must answer at once, so a loop, a trap or a memory bomb there refuses the component.
+    #[error(
+        "`{name}` failed when the host asked for its {export} (a component must answer these at once): {kind}"
+    )]
+    DescribeFailed {
+        /// The component.
+        name: String,
+        /// `instance`, `abi-version` or `functions`.
+        export: &'static str,
+        /// What happened.
+        kind: CallErrorKind,
+    },
+    /// The list of functions it exports is not one the host accepts.
+    #[error("`{name}` describes its functions in a way the host refuses: {problem}")]
+    BadFunctions {
+        /// The component.
+        name: String,
+        /// What is wrong.
+        problem: FunctionsProblem,
     },
     /// The disk cache could not be written (reading falls back to compiling).
     #[error("cannot write the compiled-component cache at {path}: {source}")]
@@ -106,6 +174,87 @@ pub enum LoadError {
         path: String,
         /// Why.
         source: std::io::Error,
+    },
+}
+
+impl LoadError {
+    /// What the job's owner can do about it, for the planner's report.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            LoadError::Read { .. } | LoadError::NotAFile { .. } => {
+                "check the path and that the file is readable"
+            }
+            LoadError::TooLarge { .. } => {
+                "make the component smaller (build with the `udf` profile: LTO, stripped) or raise max_component_size"
+            }
+            LoadError::CompileTimeout { .. } | LoadError::CompileMemory { .. } => {
+                "the component is too costly to compile under the host's limits; simplify it or raise --compile-timeout / --compile-memory"
+            }
+            LoadError::CompileWorkerStart { .. } | LoadError::CompileWorkerFailed { .. } => {
+                "the host could not run its compiler process; check that the host binary is intact, then try again"
+            }
+            LoadError::Cache { .. } => {
+                "check that the component cache folder is writable (--component-cache)"
+            }
+            LoadError::NotWasm { .. }
+            | LoadError::CoreModule { .. }
+            | LoadError::Invalid { .. }
+            | LoadError::WrongWorld { .. }
+            | LoadError::ForbiddenImport { .. }
+            | LoadError::AbiMismatch { .. }
+            | LoadError::Describe { .. } => {
+                "rebuild it against wit/udf.wit with `cargo xtask udfs`"
+            }
+            LoadError::DescribeFailed { .. } | LoadError::BadFunctions { .. } => {
+                "fix the component: its abi-version and functions exports must answer at once with a plain list of functions"
+            }
+        }
+    }
+}
+
+/// What is wrong with a component's list of functions.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionsProblem {
+    /// It exports none.
+    #[error("it exports no functions")]
+    None,
+    /// More than `max_functions`.
+    #[error("it lists {count} functions, over the limit of {limit} (udf max_functions)")]
+    TooMany {
+        /// How many.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A name a manifest could not write, or too long.
+    #[error(
+        "function {index} is named \"{name}\" ({bytes} bytes); names must be 1 to 128 bytes of letters, digits, `_`, `-` or `.`"
+    )]
+    BadName {
+        /// Its index in the list.
+        index: usize,
+        /// The name, cut and escaped.
+        name: String,
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// A kind that is too long or not plain.
+    #[error(
+        "function \"{function}\" reports the kind \"{kind}\" ({bytes} bytes); kinds must be at most 32 bytes of letters, digits, `_` or `-`"
+    )]
+    BadKind {
+        /// The function, cut and escaped.
+        function: String,
+        /// The kind, cut and escaped.
+        kind: String,
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// Two functions of one name.
+    #[error("two functions are named \"{name}\"; names must be unique")]
+    Duplicate {
+        /// The name.
+        name: String,
     },
 }
 
@@ -189,15 +338,44 @@ pub enum CallErrorKind {
     /// The guest ran out of stack.
     #[error("overflowed its stack (udf stack = {0})")]
     StackOverflow(ByteSize),
-    /// The guest panicked (its message came through the logging import).
-    #[error("panicked: {0}")]
-    Panic(String),
+    /// The guest trapped after reporting a panic through the logging import. The reason is the
+    /// runtime's; the report is the guest's own words (cut and escaped), shown as such.
+    #[error("trapped ({trap}) after the guest reported a panic: {report}")]
+    Panic {
+        /// The runtime's reason for the trap.
+        trap: String,
+        /// What the guest logged as its panic message, cut and escaped.
+        report: String,
+    },
     /// Any other trap.
     #[error("trapped: {0}")]
     Trap(String),
     /// The guest returned data that breaks the contract.
     #[error("returned malformed data: {0}")]
     Malformed(String),
+    /// The runtime could not read what the guest returned: pointers out of its memory, invalid
+    /// UTF-8, or more than the copy budget of one call.
+    #[error(
+        "returned a result the host cannot read: {reason} (a result must follow the component model's encoding and be at most {copy_limit} in all: udf max_output_bytes)"
+    )]
+    Unreadable {
+        /// The runtime's reason.
+        reason: String,
+        /// The copy budget of one call.
+        copy_limit: ByteSize,
+    },
+    /// The guest reported an error naming a record it was not given.
+    #[error(
+        "reported an error naming input record {index}, but it was given {records} records (a bug in the UDF): {message}"
+    )]
+    BadRecordIndex {
+        /// The index it named.
+        index: u32,
+        /// How many records (or items) the call had.
+        records: u64,
+        /// The guest's message, cut and escaped.
+        message: String,
+    },
     /// The guest returned more than the output limit allows.
     #[error(
         "returned {records} records and {bytes} bytes for {input_records} input records and {input_bytes} bytes, over the limit of {max_records} records and {max_bytes} bytes (udf max_output_ratio)"
@@ -219,7 +397,7 @@ pub enum CallErrorKind {
     /// The guest reported an error of its own.
     #[error("{}{message}", record_index.map(|i| format!("input record {i}: ")).unwrap_or_default())]
     Guest {
-        /// The guest's message.
+        /// The guest's message, cut and escaped (`UdfLimits::max_error_message`).
         message: String,
         /// The input record it blamed, if any.
         record_index: Option<u32>,

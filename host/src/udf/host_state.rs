@@ -7,7 +7,9 @@ use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 
 use super::bindings::transform::sluice::udf::{logging, metrics, types};
-use crate::metrics::{MAX_GUEST_METRIC_NAME, MAX_GUEST_SERIES_PER_COMPONENT, Registry, SeriesKey};
+use super::config::UdfLimits;
+use super::guest_text;
+use crate::metrics::{Registry, SeriesKey};
 
 /// Who is calling: carried into guest logs and errors so every line names its tenant, job,
 /// batch and UDF.
@@ -94,6 +96,73 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// What one call may write through the host's imports; copied from [`UdfLimits`] once per
+/// instance.
+#[derive(Debug, Clone)]
+pub(crate) struct ImportBudget {
+    pub log_lines: u32,
+    pub log_bytes: usize,
+    pub log_message: usize,
+    pub log_field: usize,
+    pub log_fields: usize,
+    pub metric_series: usize,
+    pub metric_name: usize,
+    pub error_message: usize,
+}
+
+impl ImportBudget {
+    pub fn new(limits: &UdfLimits) -> Self {
+        Self {
+            log_lines: limits.max_log_lines_per_call,
+            log_bytes: limits.max_log_bytes_per_call.as_usize(),
+            log_message: limits.max_log_message.as_usize(),
+            log_field: limits.max_log_field.as_usize(),
+            log_fields: limits.max_log_fields as usize,
+            metric_series: limits.max_metric_series as usize,
+            metric_name: limits.max_metric_name as usize,
+            error_message: limits.max_error_message.as_usize(),
+        }
+    }
+}
+
+/// Log field names are cut to this many bytes.
+const MAX_LOG_FIELD_NAME: usize = 64;
+
+/// What one call did past its budget: summed up once per call, in one warning and in the
+/// tenant's counters, never once per offending line or name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Overflow {
+    /// Log lines dropped (over the line or byte budget).
+    pub log_lines: u64,
+    /// Messages or field values cut to their bound.
+    pub log_cuts: u64,
+    /// Fields dropped past the per-line cap.
+    pub log_fields: u64,
+    /// Metric updates refused because the name is too long or not a metric name.
+    pub bad_metric_names: u64,
+    /// Metric updates dropped because the component has all the series it may create.
+    pub series_over_cap: u64,
+}
+
+impl Overflow {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `(what, count)` of every non-zero item, for counters and the warning.
+    pub fn items(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("log_lines_dropped", self.log_lines),
+            ("log_values_cut", self.log_cuts),
+            ("log_fields_dropped", self.log_fields),
+            ("metric_names_refused", self.bad_metric_names),
+            ("metric_series_over_cap", self.series_over_cap),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+    }
+}
+
 /// The data of one guest instance's store.
 pub(crate) struct HostState {
     pub limiter: Limiter,
@@ -101,14 +170,20 @@ pub(crate) struct HostState {
     pub function: Arc<str>,
     pub context: CallContext,
     pub registry: Arc<Registry>,
-    pub max_log_lines: u32,
-    /// Per call: log lines written and dropped, and the panic message if the guest panicked.
-    pub log_lines: u32,
-    pub dropped_log_lines: u32,
-    pub panic_message: Option<String>,
+    pub budget: ImportBudget,
+    /// Per call: log lines and bytes written, what went over budget, and the guest's panic
+    /// report (its own words, kept cut and escaped: a guest can write anything there).
+    log_lines: u32,
+    log_bytes: usize,
+    pub overflow: Overflow,
+    pub panic_report: Option<String>,
     /// Series keys by the name the guest used, for the current tenant, job and function: a
-    /// guest that counts per record must not build a labelled key per record.
+    /// guest that counts per record must not build a labelled key per record. Only names that
+    /// passed the checks are kept, so the cache is bounded by the series cap.
     series_cache: HashMap<String, SeriesKey>,
+    /// Whether the component was found at its series cap during this call: later new names
+    /// are dropped without looking again.
+    series_full: bool,
 }
 
 impl HostState {
@@ -116,7 +191,7 @@ impl HostState {
         limiter: Limiter,
         component: Arc<str>,
         registry: Arc<Registry>,
-        max_log_lines: u32,
+        budget: ImportBudget,
     ) -> Self {
         Self {
             limiter,
@@ -124,11 +199,13 @@ impl HostState {
             function: Arc::from(""),
             context: CallContext::adhoc(),
             registry,
-            max_log_lines,
+            budget,
             log_lines: 0,
-            dropped_log_lines: 0,
-            panic_message: None,
+            log_bytes: 0,
+            overflow: Overflow::default(),
+            panic_report: None,
             series_cache: HashMap::new(),
+            series_full: false,
         }
     }
 
@@ -143,15 +220,22 @@ impl HostState {
         self.function = function.clone();
         self.context = context.clone();
         self.log_lines = 0;
-        self.dropped_log_lines = 0;
-        self.panic_message = None;
+        self.log_bytes = 0;
+        self.overflow = Overflow::default();
+        self.panic_report = None;
+        self.series_full = false;
     }
 
-    /// The labelled series for the guest's metric `name`, or none past the per-component cap.
+    /// The labelled series for the guest's metric `name`, or none when the name is refused or
+    /// the component has all the series it may create.
     fn series(&mut self, name: &str) -> Option<&SeriesKey> {
         if !self.series_cache.contains_key(name) {
+            if !is_metric_name(name, self.budget.metric_name) {
+                self.overflow.bad_metric_names += 1;
+                return None;
+            }
             let key = SeriesKey::new(
-                name.chars().take(MAX_GUEST_METRIC_NAME).collect::<String>(),
+                name,
                 &[
                     ("tenant", &self.context.tenant),
                     ("job", &self.context.job),
@@ -160,17 +244,19 @@ impl HostState {
                 ],
             );
             if !self.registry.contains(&key)
-                && self
-                    .registry
-                    .series_with_label("component", &self.component)
-                    >= MAX_GUEST_SERIES_PER_COMPONENT
+                && (self.series_full
+                    || self
+                        .registry
+                        .series_with_label("component", &self.component)
+                        >= self.budget.metric_series)
             {
-                tracing::warn!(
-                    component = %self.component,
-                    metric = %key.name,
-                    "UDF created more than {MAX_GUEST_SERIES_PER_COMPONENT} metric series; new ones are ignored"
-                );
+                self.series_full = true;
+                self.overflow.series_over_cap += 1;
                 return None;
+            }
+            if self.series_cache.len() >= self.budget.metric_series {
+                // Names of earlier jobs or functions of this instance: start over.
+                self.series_cache.clear();
             }
             self.series_cache.insert(name.to_string(), key);
         }
@@ -178,35 +264,56 @@ impl HostState {
     }
 }
 
-/// Guest messages longer than this are cut, so one log call cannot flood the host's logs.
-const MAX_LOG_MESSAGE: usize = 4096;
+/// Whether `name` is a metric name the host accepts: Prometheus' `[A-Za-z_:][A-Za-z0-9_:]*`,
+/// at most `max` bytes.
+pub(crate) fn is_metric_name(name: &str, max: usize) -> bool {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':');
+    first_ok
+        && name.len() <= max
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
 
 impl logging::Host for HostState {
     fn log(&mut self, level: logging::Level, message: String, fields: Vec<(String, String)>) {
         let is_panic = fields.iter().any(|(k, v)| k == "panic" && v == "true");
-        let mut message = message;
-        if message.len() > MAX_LOG_MESSAGE {
-            let mut cut = MAX_LOG_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
         if is_panic {
-            self.panic_message = Some(message.clone());
+            // The guest's own account of a panic: kept for the error, labelled as the guest's.
+            self.panic_report = Some(guest_text::sanitize(&message, self.budget.error_message));
         }
-        self.log_lines += 1;
-        if self.log_lines > self.max_log_lines && !is_panic {
-            self.dropped_log_lines += 1;
+        self.log_lines = self.log_lines.saturating_add(1);
+        if self.log_lines > self.budget.log_lines || self.log_bytes >= self.budget.log_bytes {
+            self.overflow.log_lines += 1;
             return;
         }
-        let fields = fields
-            .iter()
-            .take(32)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let mut cuts = 0;
+        let mut clean = |text: &str, max: usize| {
+            cuts += u64::from(text.len() > max);
+            guest_text::sanitize(text, max)
+        };
+        let message = clean(&message, self.budget.log_message);
+        let mut text = String::new();
+        for (k, v) in fields.iter().take(self.budget.log_fields) {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(&clean(k, MAX_LOG_FIELD_NAME));
+            text.push('=');
+            text.push_str(&clean(v, self.budget.log_field));
+        }
+        // The whole line must fit in what is left of the call's byte budget.
+        let bytes = message.len() + text.len();
+        if self.log_bytes + bytes > self.budget.log_bytes {
+            self.log_bytes = self.budget.log_bytes;
+            self.overflow.log_lines += 1;
+            return;
+        }
+        self.log_bytes += bytes;
+        self.overflow.log_cuts += cuts;
+        self.overflow.log_fields += fields.len().saturating_sub(self.budget.log_fields) as u64;
+        let fields = text;
         let c = &self.context;
         let udf = format!("{}#{}", self.component, self.function);
         macro_rules! emit {
@@ -246,3 +353,20 @@ impl metrics::Host for HostState {
 }
 
 impl types::Host for HostState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_follow_prometheus_and_the_length_cap() {
+        assert!(is_metric_name("records_seen", 128));
+        assert!(is_metric_name("_x:y9", 128));
+        assert!(!is_metric_name("", 128));
+        assert!(!is_metric_name("9lives", 128));
+        assert!(!is_metric_name("with space", 128));
+        assert!(!is_metric_name("line\nbreak", 128));
+        assert!(!is_metric_name(&"a".repeat(129), 128));
+        assert!(is_metric_name(&"a".repeat(128), 128));
+    }
+}

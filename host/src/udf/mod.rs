@@ -5,7 +5,8 @@
 //!   hash, in memory and on disk) and refuses anything that is not a Sluice component: a core
 //!   module, a truncated file, the wrong world, an import the host does not provide (no WASI is
 //!   linked at all), an ABI version it does not speak, a file over the size cap, a compilation
-//!   over the time cap.
+//!   over the time or memory cap ([`compiler`]: untrusted components compile in a child process
+//!   capped in memory and time, killed when refused).
 //! - [`UdfComponent`] keeps a pool of pre-instantiated instances; each has its own store with a
 //!   memory and table limiter, a CPU deadline per call (epoch interruption) and a stack cap.
 //! - [`UdfFunction`] is one resolved `component#function`; its calls return typed
@@ -13,16 +14,21 @@
 //!   next call gets a fresh one.
 
 pub mod bindings;
+pub mod compiler;
 mod component;
 pub mod config;
 pub mod error;
+pub mod guest_text;
 mod host_state;
 mod runtime;
 
 pub use bindings::updater::exports::sluice::udf::updaters::{UpdateInput, UpdateOutput};
-pub use component::{FunctionStats, Role, UdfComponent, UdfFunction};
+pub use compiler::run_compile_worker;
+pub use component::{
+    FunctionStats, MAX_FUNCTION_KIND, MAX_FUNCTION_NAME, Role, UdfComponent, UdfFunction,
+};
 pub use config::{RuntimeConfig, UdfLimits};
-pub use error::{CallError, CallErrorKind, LoadError, ResolveError};
+pub use error::{CallError, CallErrorKind, FunctionsProblem, LoadError, ResolveError};
 pub use host_state::CallContext;
 pub use runtime::{ABI_VERSION, RuntimeError, UdfRuntime};
 

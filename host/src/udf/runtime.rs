@@ -3,34 +3,29 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
-};
 
 use super::bindings;
+use super::compiler::{self, EngineUse};
 use super::component::{Role, UdfComponent};
 use super::config::RuntimeConfig;
 use super::error::LoadError;
+use super::guest_text;
 use super::host_state::HostState;
 use crate::metrics::Registry;
 
 /// The ABI version of `wit/udf.wit` this host speaks (`sluice_guest::ABI_VERSION` on the guest
 /// side).
 pub const ABI_VERSION: u32 = 1;
-
-/// Pool slots reserved per component instance. A component made by wit-component holds its
-/// main module plus shim modules (3 core instances for a Rust guest); other toolchains use more.
-/// Slots only reserve address space until used.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
-const TABLES_PER_COMPONENT: u32 = 4;
 
 /// How often the epoch advances; CPU deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -45,6 +40,9 @@ const PROVIDED_IMPORTS: [&str; 3] = [
     "sluice:udf/metrics@0.1.0",
     "sluice:udf/types@0.1.0",
 ];
+
+/// How much of a component's own import or export names an error shows.
+const MAX_SHOWN_NAMES: usize = 1024;
 
 /// Why the runtime itself could not start (a host configuration problem, not a guest's).
 #[derive(Debug, thiserror::Error)]
@@ -97,30 +95,7 @@ pub struct UdfRuntime {
 impl UdfRuntime {
     /// A runtime with `config`, reporting guest metrics into `registry`.
     pub fn new(config: RuntimeConfig, registry: Arc<Registry>) -> Result<Self, RuntimeError> {
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(config.max_instances)
-            .total_core_instances(
-                config
-                    .max_instances
-                    .saturating_mul(CORE_INSTANCES_PER_COMPONENT),
-            )
-            .total_memories(config.max_instances)
-            .total_tables(config.max_instances.saturating_mul(TABLES_PER_COMPONENT))
-            .max_memories_per_component(1)
-            .max_tables_per_component(TABLES_PER_COMPONENT)
-            .max_memory_size(config.limits.memory.as_usize())
-            .table_elements(config.limits.table_elements as usize);
-        let mut wasm = Config::new();
-        wasm.epoch_interruption(config.interruptible)
-            .max_wasm_stack(config.limits.stack.as_usize())
-            .parallel_compilation(true)
-            .concurrency_support(false)
-            .wasm_component_model(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
-            // Names guest functions in `perf report` (written to /tmp/perf-<pid>.map).
-            wasm.profiler(ProfilingStrategy::PerfMap);
-        }
+        let wasm = compiler::wasm_config(&config, EngineUse::Host);
         let engine = Engine::new(&wasm).map_err(|e| RuntimeError(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         bindings::transform::Transform::add_to_linker::<HostState, HasSelf<HostState>>(
@@ -175,9 +150,28 @@ impl UdfRuntime {
             path: path.display().to_string(),
             source,
         };
-        let size = std::fs::metadata(path).map_err(read_error)?.len();
-        self.check_size(&name, size)?;
-        let bytes = std::fs::read(path).map_err(read_error)?;
+        // Only a regular file: `/dev/zero` or a FIFO would be read without end or block.
+        let meta = std::fs::metadata(path).map_err(read_error)?;
+        if !meta.is_file() {
+            return Err(LoadError::NotAFile {
+                path: path.display().to_string(),
+            });
+        }
+        self.check_size(&name, meta.len())?;
+        // The cap also holds on the bytes read, not only on the size the file reported: a file
+        // that grows while it is read gives more than it said.
+        let limit = self.config.max_component_size;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(limit.0.saturating_add(1)).read_to_end(&mut bytes))
+            .map_err(read_error)?;
+        if bytes.len() as u64 > limit.0 {
+            return Err(LoadError::TooLarge {
+                name,
+                size: None,
+                limit,
+            });
+        }
         self.load(&name, &bytes)
     }
 
@@ -186,7 +180,7 @@ impl UdfRuntime {
         if size > limit.0 {
             return Err(LoadError::TooLarge {
                 name: name.to_string(),
-                size,
+                size: Some(size),
                 limit,
             });
         }
@@ -240,8 +234,9 @@ impl UdfRuntime {
             // Read into memory rather than mapping the file: a cache file rewritten or truncated
             // by anyone while the component runs must not be able to crash the host (SIGBUS).
             // SAFETY: the cache directory is the host's own; files in it were written by
-            // `Component::serialize` of an engine with this configuration (the name carries the
-            // engine's compatibility hash), and wasmtime checks the header before using one.
+            // `Component::serialize` of an engine with this configuration, or are the compile
+            // worker's `precompile_component` output for one (the name carries the engine's
+            // compatibility hash), and wasmtime checks the header before using one.
             match unsafe { Component::deserialize(&self.engine, &precompiled) } {
                 Ok(component) => {
                     tracing::debug!(component = name, cache = %path.display(), "loaded a precompiled component");
@@ -253,9 +248,13 @@ impl UdfRuntime {
                 }
             }
         }
-        let component = self.compile(name, bytes)?;
+        // In a capped child process when `compile_worker` is set (see `compiler`).
+        let compiler::Compiled {
+            component,
+            artifact,
+        } = compiler::compile(&self.engine, &self.config, name, bytes)?;
         if let Some(path) = cache_file {
-            self.write_cache(&path, &component)?;
+            self.write_cache(&path, &component, artifact)?;
         }
         self.remember(hash, &component);
         Ok(component)
@@ -277,51 +276,27 @@ impl UdfRuntime {
         Some(dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish())))
     }
 
-    fn write_cache(&self, path: &Path, component: &Component) -> Result<(), LoadError> {
+    /// Write `component` to the cache: the compile worker's `artifact` as it is when there is
+    /// one, else the component serialized.
+    fn write_cache(
+        &self,
+        path: &Path,
+        component: &Component,
+        artifact: Option<Vec<u8>>,
+    ) -> Result<(), LoadError> {
         let cache_error = |source| LoadError::Cache {
             path: path.display().to_string(),
             source,
         };
-        let bytes = component
-            .serialize()
-            .map_err(|e| cache_error(std::io::Error::other(format!("{e:#}"))))?;
+        let bytes = match artifact {
+            Some(bytes) => bytes,
+            None => component
+                .serialize()
+                .map_err(|e| cache_error(std::io::Error::other(format!("{e:#}"))))?,
+        };
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, bytes).map_err(cache_error)?;
         std::fs::rename(&tmp, path).map_err(cache_error)
-    }
-
-    /// Compile on a helper thread so that a pathological component cannot stall the caller past
-    /// `compile_timeout`. Cranelift cannot be cancelled: a timed-out compilation finishes in the
-    /// background and its result is dropped.
-    fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, LoadError> {
-        let (tx, rx) = mpsc::channel();
-        let engine = self.engine.clone();
-        let owned = bytes.to_vec();
-        let started = Instant::now();
-        std::thread::Builder::new()
-            .name(format!("sluice-compile-{name}"))
-            .spawn(move || {
-                let _ = tx.send(Component::new(&engine, &owned));
-            })
-            .map_err(|e| LoadError::Describe {
-                name: name.to_string(),
-                reason: format!("cannot start a compile thread: {e}"),
-            })?;
-        let limit = self.config.compile_timeout;
-        match rx.recv_timeout(limit) {
-            Ok(Ok(component)) => {
-                tracing::debug!(component = name, elapsed = ?started.elapsed(), "compiled");
-                Ok(component)
-            }
-            Ok(Err(e)) => Err(LoadError::Invalid {
-                name: name.to_string(),
-                reason: format!("{e:#}"),
-            }),
-            Err(_) => Err(LoadError::CompileTimeout {
-                name: name.to_string(),
-                limit,
-            }),
-        }
     }
 
     /// Which world the component was built for, and whether it imports only what the host
@@ -336,7 +311,7 @@ impl UdfRuntime {
         {
             return Err(LoadError::ForbiddenImport {
                 name: name.to_string(),
-                import: import.to_string(),
+                import: guest_text::sanitize(import, MAX_SHOWN_NAMES),
             });
         }
         let exports: Vec<&str> = ty.exports(&self.engine).map(|(n, _)| n).collect();
@@ -348,7 +323,7 @@ impl UdfRuntime {
                 exports: if exports.is_empty() {
                     "nothing".to_string()
                 } else {
-                    exports.join(", ")
+                    guest_text::sanitize(&exports.join(", "), MAX_SHOWN_NAMES)
                 },
             })?;
         Ok(role)
