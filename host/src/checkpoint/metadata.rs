@@ -5,10 +5,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{NodeOp, Plan, Reducer, Updater, WindowKind};
+use crate::plan::{NodeOp, Plan, Reducer, SourceKind, Updater, WindowKind};
 
-/// The format of metadata files this version writes and reads.
-pub const VERSION: u32 = 1;
+/// The format of metadata files this version writes. Version 1 (before `skipped`) is read
+/// too: what it lacks reads as empty.
+pub const VERSION: u32 = 2;
+
+/// The oldest format this version reads.
+pub const OLDEST_VERSION: u32 = 1;
+
+/// The largest batch id a checkpoint may hold: ids count batches from 1, so a larger one is
+/// not a real job's (and would wrap when counted on).
+pub const MAX_BATCH_ID: u64 = 1 << 62;
 
 /// The whole of a metadata checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -40,6 +48,24 @@ pub struct Metadata {
     /// Event-time watermarks (largest event time seen) by stream, as of `finished`.
     #[serde(default)]
     pub watermarks: BTreeMap<String, i64>,
+    /// Batches the owner chose to go past (`host run --skip-batch ID`), oldest first: their
+    /// records produced no output and no state change. Since version 2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedBatch>,
+}
+
+/// A batch passed over with `host run --skip-batch ID`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedBatch {
+    /// Its id.
+    pub id: u64,
+    /// Its time.
+    pub time: i64,
+    /// The input it had, per source of the plan (what was not processed).
+    pub inputs: Vec<RecordedInput>,
+    /// When it was skipped (ms since the epoch).
+    pub skipped_at: i64,
 }
 
 impl Metadata {
@@ -58,8 +84,208 @@ impl Metadata {
             batches: Vec::new(),
             data_checkpoint: None,
             watermarks: BTreeMap::new(),
+            skipped: Vec::new(),
         }
     }
+
+    /// Check every value against itself and against `plan`'s sources: batch ids in range and
+    /// consistent, each recorded input of its source's kind, log offsets ordered, recorded
+    /// files inside their source's folder. Returns the field at fault and why.
+    pub fn validate(&self, plan: &Plan) -> Result<(), (String, String)> {
+        let bad = |field: &str, why: String| Err((field.to_string(), why));
+        if !(OLDEST_VERSION..=VERSION).contains(&self.version) {
+            return bad(
+                "version",
+                format!(
+                    "{} (this host reads {OLDEST_VERSION} to {VERSION})",
+                    self.version
+                ),
+            );
+        }
+        if self.next_batch == 0 || self.next_batch > MAX_BATCH_ID {
+            return bad(
+                "next_batch",
+                format!("{} is not in 1..={MAX_BATCH_ID}", self.next_batch),
+            );
+        }
+        let below_next = |field: &str, id: u64| {
+            if id >= self.next_batch {
+                bad(
+                    field,
+                    format!(
+                        "batch {id} is not below next_batch {} (it was never sealed)",
+                        self.next_batch
+                    ),
+                )
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(f) = self.finished {
+            below_next("finished", f)?;
+        }
+        if let Some(d) = self.data_checkpoint {
+            below_next("data_checkpoint", d)?;
+        }
+        let kinds: BTreeMap<&str, &SourceKind> = plan
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), &s.kind))
+            .collect();
+        for (name, position) in &self.sources {
+            let Some(kind) = kinds.get(name.as_str()) else {
+                continue; // a source no longer in the job: its position is not used
+            };
+            let field = format!("sources.{name}");
+            if !position.files.is_empty() {
+                let SourceKind::Directory { path, .. } = kind else {
+                    return bad(
+                        &format!("{field}.files"),
+                        format!("files recorded for a {} source", kind_name(kind)),
+                    );
+                };
+                for f in &position.files {
+                    inside(path, f).or_else(|why| bad(&format!("{field}.files"), why))?;
+                }
+            }
+            if let Some(sealed) = position.wal_sealed
+                && !matches!(kind, SourceKind::Http { .. } | SourceKind::Socket { .. })
+            {
+                return bad(
+                    &format!("{field}.wal_sealed"),
+                    format!(
+                        "a write-ahead log offset ({sealed}) recorded for a {} source",
+                        kind_name(kind)
+                    ),
+                );
+            }
+        }
+        let mut previous: Option<(u64, i64)> = None;
+        let mut log_end: BTreeMap<&str, u64> = BTreeMap::new();
+        for (i, b) in self.batches.iter().enumerate() {
+            let field = format!("batches[{i}]");
+            below_next(&format!("{field}.id"), b.id)?;
+            if b.id == 0 {
+                return bad(&format!("{field}.id"), "batch ids start at 1".into());
+            }
+            if let Some((id, time)) = previous {
+                if b.id <= id {
+                    return bad(
+                        &format!("{field}.id"),
+                        format!("{} after batch {id}: ids must increase", b.id),
+                    );
+                }
+                if b.time <= time {
+                    return bad(
+                        &format!("{field}.time"),
+                        format!("{} after time {time}: times must increase", b.time),
+                    );
+                }
+            }
+            if self.last_time.is_some_and(|t| b.time > t) {
+                return bad(
+                    &format!("{field}.time"),
+                    format!("{} is after last_time", b.time),
+                );
+            }
+            previous = Some((b.id, b.time));
+            self.check_inputs(plan, &field, &b.inputs, &mut log_end)?;
+        }
+        for (name, end) in &log_end {
+            if let Some(sealed) = self.sources.get(*name).and_then(|p| p.wal_sealed)
+                && *end > sealed
+            {
+                return bad(
+                    &format!("sources.{name}.wal_sealed"),
+                    format!("{sealed} is before the end of a recorded batch's log range ({end})"),
+                );
+            }
+        }
+        for (i, s) in self.skipped.iter().enumerate() {
+            below_next(&format!("skipped[{i}].id"), s.id)?;
+        }
+        Ok(())
+    }
+
+    fn check_inputs<'a>(
+        &self,
+        plan: &'a Plan,
+        field: &str,
+        inputs: &[RecordedInput],
+        log_end: &mut BTreeMap<&'a str, u64>,
+    ) -> Result<(), (String, String)> {
+        let bad = |field: String, why: String| Err((field, why));
+        for (j, (source, input)) in plan.sources.iter().zip(inputs).enumerate() {
+            let field = format!("{field}.inputs[{j}]");
+            match (input, &source.kind) {
+                (RecordedInput::Files { files }, SourceKind::Directory { path, .. }) => {
+                    for f in files {
+                        inside(path, f).or_else(|why| bad(field.clone(), why))?;
+                    }
+                }
+                (
+                    RecordedInput::Wal { from, to },
+                    SourceKind::Http { .. } | SourceKind::Socket { .. },
+                ) => {
+                    if from > to {
+                        return bad(field, format!("log range {from}..{to} is reversed"));
+                    }
+                    let end = log_end.entry(source.name.as_str()).or_insert(*from);
+                    if *from < *end {
+                        return bad(
+                            field,
+                            format!(
+                                "log range {from}..{to} starts before the previous batch's ends ({end})"
+                            ),
+                        );
+                    }
+                    *end = *to;
+                }
+                (RecordedInput::Unlogged { records: 0 }, _) => {}
+                (RecordedInput::Unlogged { .. }, SourceKind::Queue(_)) => {}
+                (other, kind) => {
+                    return bad(
+                        field,
+                        format!(
+                            "{} recorded for {} source '{}'",
+                            match other {
+                                RecordedInput::Files { .. } => "files",
+                                RecordedInput::Wal { .. } => "a write-ahead log range",
+                                RecordedInput::Unlogged { .. } => "unlogged records",
+                            },
+                            kind_name(kind),
+                            source.name
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(kind: &SourceKind) -> &'static str {
+    source_kind(kind)
+}
+
+/// Whether `file` is a file directly in the directory source's folder `dir` (as the source
+/// lists them), with no `..` or other detour.
+fn inside(dir: &std::path::Path, file: &str) -> Result<(), String> {
+    use std::path::{Component, Path};
+    let path = Path::new(file);
+    let plain = path.components().all(|c| {
+        matches!(
+            c,
+            Component::Normal(_) | Component::RootDir | Component::CurDir
+        )
+    });
+    if !plain || path.parent() != Some(dir) {
+        return Err(format!(
+            "'{file}' is not a file in the source's folder {}",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Where a source stands.

@@ -6,10 +6,14 @@
 //!   positions, the sealed batches not yet covered by a data checkpoint (with their inputs),
 //!   watermarks. Each file is written to a temporary name, fsynced and renamed, and starts with
 //!   a header carrying its length and CRC-32; a torn or damaged file is skipped, with a log
-//!   line, for the previous good one. The last [`KEEP_METADATA`] are kept.
+//!   line, for the previous good one. The last [`KEEP_METADATA`] are kept. A metadata file is
+//!   read only if it is a regular file of at most [`MAX_METADATA_BYTES`] (a FIFO, a symlink, a
+//!   huge file count as damaged), and its values are checked ([`Metadata::validate`]): a
+//!   hostile value is refused naming the file and the field.
 //! - `data/batch-<id>/`: a **data checkpoint**, a RocksDB checkpoint of the job's state
-//!   (hard links, cheap) after batch `id`, every `checkpoint_interval`; the last
-//!   `keep_checkpoints` are kept. Recovery restores from it when the live state is lost.
+//!   after batch `id`, every `checkpoint_interval`: real copies of the files with a CRC-32 of
+//!   each ([`crate::state::CHECKSUMS`]), verified on restore; the last `keep_checkpoints` are
+//!   kept. Recovery restores from it when the live state is lost or damaged.
 //! - `wal/<source>/`: the write-ahead logs of receiver sources ([`crate::wal`]), trimmed when a
 //!   data checkpoint covers them.
 //! - `state/`: the live state, unless the job names another `state_dir`.
@@ -21,13 +25,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub use metadata::{BatchRecord, Metadata, RecordedInput, SourcePosition, StatefulOp};
+pub use metadata::{
+    BatchRecord, Metadata, RecordedInput, SkippedBatch, SourcePosition, StatefulOp,
+};
 
 use crate::plan::Plan;
 use crate::wal::{Wal, WalError};
 
 /// How many metadata files are kept.
 pub const KEEP_METADATA: usize = 10;
+
+/// The largest metadata file read (its size is checked before reading). Metadata grows with
+/// the files a directory source has read (each path once): 256 MiB is millions of files.
+pub const MAX_METADATA_BYTES: u64 = 256 << 20;
 
 const MAGIC: &str = "sluice-checkpoint";
 
@@ -91,6 +101,90 @@ pub enum CheckpointError {
     /// A write-ahead log could not be opened, read or trimmed.
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// A metadata file reads back (its checksum matches) but holds a value no run writes.
+    #[error(
+        "checkpoint metadata {file}: field `{field}`: {why}. The file was not written by this job as it is: restore the checkpoint folder from a backup, or move it aside to start the job afresh"
+    )]
+    Invalid {
+        /// The metadata file.
+        file: PathBuf,
+        /// The field at fault.
+        field: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The metadata says batches sealed log offsets the write-ahead log no longer holds.
+    #[error(
+        "write-ahead log {wal}: the checkpoint metadata {file} says batches sealed log offsets {needed_from}..{needed_to} of source '{source_name}', but the log holds {held_from}..{held_to} ({missing} bytes missing: segments deleted, the folder deleted, or the log cut short). Restore the log's segments from a backup, or run with --accept-wal-loss to go on without them (what is missing is logged and counted as lost)"
+    )]
+    WalBehind {
+        /// The log's folder.
+        wal: PathBuf,
+        /// The metadata file.
+        file: PathBuf,
+        /// The source.
+        source_name: String,
+        /// First offset the metadata needs.
+        needed_from: u64,
+        /// End offset the metadata needs.
+        needed_to: u64,
+        /// What the log holds: first offset.
+        held_from: u64,
+        /// What the log holds: end.
+        held_to: u64,
+        /// Bytes of the needed range not in the log.
+        missing: u64,
+    },
+    /// The state store has committed batches but there is no metadata to go with it.
+    #[error(
+        "checkpoint {dir} has no metadata (metadata/ is empty or missing), but the state in {state} has committed batch {batch}: replaying the sources from the start would count its input twice. Restore the metadata folder from a backup; or, to start the job afresh, move the checkpoint folder and {state} aside"
+    )]
+    NoMetadata {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// The state folder.
+        state: PathBuf,
+        /// Its last committed batch.
+        batch: u64,
+    },
+    /// The checkpoint has data checkpoints or a trimmed log but no metadata: a start from
+    /// nothing would replay what is left as new.
+    #[error(
+        "checkpoint {dir} has no metadata (metadata/ is empty or missing), but {what}: the job ran before. Restore the metadata folder from a backup; or, to start the job afresh, move the checkpoint folder aside"
+    )]
+    Orphaned {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// What is there.
+        what: String,
+    },
+    /// The newest readable metadata is older than the state: it does not know batches whose
+    /// state is committed (their input would be read again and counted twice).
+    #[error(
+        "checkpoint metadata {file} (the newest readable{damaged}) knows batches up to {known}, but the state in {state} has committed batch {committed}: resuming from it would count the input of batches {first}..={committed} twice. Restore the newer metadata files from a backup; or, to start the job afresh, move the checkpoint folder and {state} aside"
+    )]
+    StaleMetadata {
+        /// The metadata file used.
+        file: PathBuf,
+        /// Newer files that could not be read, for the message.
+        damaged: String,
+        /// The last batch it knows (next_batch − 1).
+        known: u64,
+        /// The first batch it does not know.
+        first: u64,
+        /// The state folder.
+        state: PathBuf,
+        /// The state's last committed batch.
+        committed: u64,
+    },
+    /// `--skip-batch` names a batch that cannot be skipped.
+    #[error("--skip-batch {id}: {why}")]
+    Skip {
+        /// The batch named.
+        id: u64,
+        /// Why not, and which batch can be.
+        why: String,
+    },
 }
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> CheckpointError {
@@ -103,6 +197,10 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Checkpo
 pub struct CheckpointDir {
     dir: PathBuf,
     seq: u64,
+    /// The metadata file the job resumed from, if any.
+    loaded: Option<PathBuf>,
+    /// Newer metadata files that could not be read, with why.
+    damaged: Vec<String>,
 }
 
 impl CheckpointDir {
@@ -115,6 +213,7 @@ impl CheckpointDir {
         files.sort_by_key(|f| std::cmp::Reverse(f.0));
         let seq = files.first().map_or(0, |f| f.0);
         let mut newest_problem = None;
+        let mut damaged = Vec::new();
         for (n, path) in &files {
             match read_metadata(path) {
                 Ok(meta) => {
@@ -125,6 +224,8 @@ impl CheckpointDir {
                         CheckpointDir {
                             dir: dir.to_path_buf(),
                             seq,
+                            loaded: Some(path.clone()),
+                            damaged,
                         },
                         Some(meta),
                     ));
@@ -132,6 +233,7 @@ impl CheckpointDir {
                 Err(why) => {
                     tracing::warn!(checkpoint = %dir.display(), "metadata file {} cannot be used: {why}", path.display());
                     newest_problem.get_or_insert(format!("{}: {why}", path.display()));
+                    damaged.push(format!("{}: {why}", path.display()));
                 }
             }
         }
@@ -146,9 +248,26 @@ impl CheckpointDir {
             CheckpointDir {
                 dir: dir.to_path_buf(),
                 seq,
+                loaded: None,
+                damaged,
             },
             None,
         ))
+    }
+
+    /// The checkpoint folder.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The metadata file the job resumed from, if any.
+    pub fn loaded(&self) -> Option<&Path> {
+        self.loaded.as_deref()
+    }
+
+    /// Newer metadata files that could not be read (with why), newest first.
+    pub fn damaged(&self) -> &[String] {
+        &self.damaged
     }
 
     /// Where source `name`'s write-ahead log lives.
@@ -256,9 +375,43 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
         .map_err(io(dir, "fsync the folder"))
 }
 
+/// The bytes of `path` if it is a regular file of at most `cap` bytes: opened without
+/// following a symlink and without blocking (a FIFO), checked on the open file before reading,
+/// and never read past the cap.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "a symbolic link, not a regular file".to_string(),
+            _ => e.to_string(),
+        })?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file (a FIFO, device or folder)".into());
+    }
+    if meta.len() > cap {
+        return Err(format!(
+            "{} bytes, over the {cap} bytes a metadata file may have",
+            meta.len()
+        ));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| e.to_string())?;
+    if data.len() as u64 > cap {
+        return Err(format!("over the {cap} bytes a metadata file may have"));
+    }
+    Ok(data)
+}
+
 /// Read a metadata file, checking its header, length and checksum.
 fn read_metadata(path: &Path) -> Result<Metadata, String> {
-    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+    let data = read_capped(path, MAX_METADATA_BYTES)?;
     let newline = data
         .iter()
         .position(|&b| b == b'\n')
@@ -269,9 +422,14 @@ fn read_metadata(path: &Path) -> Result<Metadata, String> {
         return Err(format!("not a Sluice checkpoint (header '{header}')"));
     }
     let version = parts.next().unwrap_or("");
-    if version != format!("v{}", metadata::VERSION) {
+    let known = version
+        .strip_prefix('v')
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|v| (metadata::OLDEST_VERSION..=metadata::VERSION).contains(&v));
+    if !known {
         return Err(format!(
-            "written by another version of the format ({version}, this host reads v{})",
+            "written by another version of the format ({version}, this host reads v{} to v{})",
+            metadata::OLDEST_VERSION,
             metadata::VERSION
         ));
     }
@@ -420,6 +578,11 @@ impl CheckpointLog {
         self.lock().meta.clone()
     }
 
+    /// Change the metadata as it stands (written with the next change), for recovery.
+    pub fn amend(&self, change: impl FnOnce(&mut Metadata)) {
+        change(&mut self.lock().meta);
+    }
+
     /// Record sealed batches, durably, before any of them runs.
     pub fn sealed(
         &self,
@@ -442,6 +605,23 @@ impl CheckpointLog {
         meta.batches.extend(batches);
         meta.next_batch = next_batch;
         meta.last_time = Some(last_time);
+        dir.write(meta)
+    }
+
+    /// Record that sealed batch `record` is passed over (`--skip-batch`): in
+    /// [`Metadata::skipped`], and finished.
+    pub fn skipped(&self, record: &BatchRecord) -> Result<(), CheckpointError> {
+        let mut inner = self.lock();
+        let Inner { dir, meta } = &mut *inner;
+        if !meta.skipped.iter().any(|s| s.id == record.id) {
+            meta.skipped.push(SkippedBatch {
+                id: record.id,
+                time: record.time,
+                inputs: record.inputs.clone(),
+                skipped_at: crate::sources::now_ms(),
+            });
+        }
+        meta.finished = Some(meta.finished.map_or(record.id, |f| f.max(record.id)));
         dir.write(meta)
     }
 

@@ -38,6 +38,20 @@ pub struct RunArgs {
     /// after the damage are lost: use it only once the log cannot be restored.
     #[arg(long)]
     pub accept_wal_loss: bool,
+
+    /// Go past sealed batch ID without running it: for a batch that fails the same way on every
+    /// restart (a record the job's UDF rejects, with on_udf_error = "fail"). It must be the next
+    /// batch to run again (the error names it). Its records produce no output and no state
+    /// change; the skip is recorded in the checkpoint metadata, logged and counted
+    /// (`sluice_batches_skipped_total`).
+    #[arg(long, value_name = "ID")]
+    pub skip_batch: Option<u64>,
+
+    /// Move the live state aside and put the newest data checkpoint (verified against its
+    /// checksums) in its place before starting; the batches after it run again. For state
+    /// found damaged while a batch ran.
+    #[arg(long)]
+    pub restore_state: bool,
 }
 
 pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
@@ -92,6 +106,8 @@ pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
             until_idle: args.until_idle,
             handle_signals: true,
             workers: None,
+            skip_batch: args.skip_batch,
+            restore_state: args.restore_state,
         },
         runtime.registry().clone(),
     )?;

@@ -38,13 +38,19 @@ pub struct JobOptions {
     pub handle_signals: bool,
     /// Worker threads; default one per core.
     pub workers: Option<usize>,
+    /// Go past this sealed batch without running it (`host run --skip-batch ID`): it must be
+    /// the next batch to run again; recorded in the checkpoint, logged and counted.
+    pub skip_batch: Option<u64>,
+    /// Put the newest data checkpoint in place of the live state before starting
+    /// (`host run --restore-state`): for state found damaged while a batch ran.
+    pub restore_state: bool,
 }
 
 /// Why a job ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// A batch failed under `on_udf_error = "fail"`.
-    #[error("job '{job}' failed in batch {batch} (time {time} ms): {error}")]
+    #[error("job '{job}' failed in batch {batch} (time {time} ms): {error}{hint}")]
     BatchFailed {
         /// The job.
         job: String,
@@ -54,14 +60,17 @@ pub enum JobError {
         time: i64,
         /// What failed.
         error: String,
+        /// What to do (empty when there is nothing to add): with a checkpoint, a batch that
+        /// fails the same way on every restart can be skipped with `--skip-batch`.
+        hint: String,
     },
     /// The job's state could not be opened.
     #[error("job '{job}': {error}")]
     Start {
         /// The job.
         job: String,
-        /// What happened.
-        error: super::executor::StartError,
+        /// What happened (boxed: checkpoint errors carry the offsets and files a user needs).
+        error: Box<super::executor::StartError>,
     },
     /// The job's threads could not be started or died.
     #[error("job '{job}': {message}")]
@@ -112,20 +121,31 @@ impl Job {
             .unwrap_or_else(crate::plan::spec::default_partitions);
         let start_error = |error: StartError| JobError::Start {
             job: plan.name.to_string(),
-            error,
+            error: Box::new(error),
         };
-        let recovered = recovery::open(&plan).map_err(|e| start_error(e.into()))?;
+        let mut recovered = recovery::open(&plan).map_err(|e| start_error(e.into()))?;
+        if let Some(r) = &mut recovered {
+            if options.restore_state {
+                recovery::restore_newest(&plan, r).map_err(|e| start_error(e.into()))?;
+            }
+            recovery::skip(&plan, r, options.skip_batch, &registry)
+                .map_err(|e| start_error(e.into()))?;
+        } else if options.skip_batch.is_some() || options.restore_state {
+            return Err(internal(
+                "--skip-batch and --restore-state need a checkpoint (set `checkpoint` in [job] or pass --checkpoint DIR)".into(),
+            ));
+        }
         let log = recovered.as_ref().map(|r| r.log.clone());
         let mut executor = match Executor::new(plan.clone(), workers, registry.clone(), log.clone())
         {
             // Live state that cannot be opened (damaged, not locked by another run) comes
             // back from the newest data checkpoint when there is one.
-            Err(StartError::State(StateError::Open { message, .. }))
-                if !message.contains("already running")
-                    && let (Some(r), Some(state_dir)) = (&recovered, &plan.state_dir)
-                    && let Some(batch) = r.meta.data_checkpoint =>
+            Err(StartError::State(
+                error @ (StateError::Open { .. } | StateError::Damaged { .. }),
+            )) if let (Some(r), Some(state_dir)) = (&recovered, &plan.state_dir)
+                && let Some(batch) = r.meta.data_checkpoint =>
             {
-                tracing::error!(job = %plan.name, "the state in {} cannot be opened: {message}", state_dir.display());
+                tracing::error!(job = %plan.name, "the state in {} cannot be opened: {error}", state_dir.display());
                 recovery::restore_state(
                     &r.log.data_path(batch),
                     batch,
@@ -139,10 +159,13 @@ impl Job {
             other => other.map_err(start_error)?,
         };
         let committed = executor.committed();
-        let replay = match &recovered {
+        let replay = match &mut recovered {
             Some(r) => {
+                let state = recovery::state_of(&plan, executor.has_state(), committed);
+                r.resume(&plan, state, &registry)
+                    .map_err(|e| start_error(e.into()))?;
                 let done = if executor.has_state() {
-                    executor.committed()
+                    committed
                 } else {
                     r.meta.finished
                 };
@@ -338,7 +361,7 @@ impl Scheduler {
             Some(r) if r.resumed => (r.meta.next_batch, r.meta.last_time.unwrap_or(i64::MIN)),
             _ => (1, i64::MIN),
         };
-        let next_id = next_id.max(committed.map_or(1, |c| c + 1));
+        let next_id = next_id.max(committed.map_or(1, |c| c.saturating_add(1)));
         Ok(Self {
             plan,
             options,
@@ -453,7 +476,12 @@ impl Scheduler {
                         && (report.fatal || self.plan.on_udf_error == ErrorPolicy::Fail)
                     {
                         for s in &mut self.sources { s.stop(); }
-                        return Err(JobError::BatchFailed { job: job.to_string(), batch: report.id, time: report.time, error: error.clone() });
+                        let hint = if self.log.is_some() && !report.fatal {
+                            format!(". The batch runs again, with the same input, when the job restarts; if it fails the same way every time, `host run JOB.toml --skip-batch {}` goes past it: its records produce no output and no state change (recorded in the checkpoint, logged and counted)", report.id)
+                        } else {
+                            String::new()
+                        };
+                        return Err(JobError::BatchFailed { job: job.to_string(), batch: report.id, time: report.time, error: error.clone(), hint });
                     }
                     if stopping {
                         if self.in_flight == 0 { break; }

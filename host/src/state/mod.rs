@@ -6,7 +6,15 @@
 //! the executor commits them once the batch is whole, so a failed or skipped batch leaves the
 //! state as the previous batch left it. Sizes are counted exactly (key + value bytes of every
 //! live entry) and kept beside the data, so the per-job limit holds across restarts.
+//!
+//! A state folder is held by one process at a time (a `SLUICE.LOCK` file, locked while the
+//! store is open): a second opener gets [`StateError::Locked`]. Damage RocksDB detects (a
+//! table file whose checksum does not match, a missing file) is [`StateError::Damaged`].
+//! Data checkpoints ([`StateStore::checkpoint`]) are real copies of the files with a CRC-32
+//! of each in [`CHECKSUMS`], so damage to the live files never reaches them, and a restore
+//! ([`restore_checkpoint`]) verifies every file before it copies it back.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,6 +34,35 @@ pub enum StateError {
         /// The state directory.
         path: PathBuf,
         /// What RocksDB said, with a hint.
+        message: String,
+    },
+    /// Another process (or another store in this one) holds the state folder.
+    #[error(
+        "cannot open the state directory {path}: another process holds its lock ({lock}): is the job already running?"
+    )]
+    Locked {
+        /// The state directory.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// RocksDB found the state's files damaged (a checksum mismatch, a missing or cut table
+    /// file).
+    #[error(
+        "the state in {path} is damaged: {message}. Restore it from the newest data checkpoint with `host run JOB.toml --restore-state` (the live folder is moved aside; the batches after the checkpoint run again), or move the folder aside to start the state afresh"
+    )]
+    Damaged {
+        /// The state directory.
+        path: PathBuf,
+        /// What RocksDB said (it names the file).
+        message: String,
+    },
+    /// A data checkpoint could not be made or restored.
+    #[error("data checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The data checkpoint folder, or the file in it.
+        path: PathBuf,
+        /// What is wrong, and what to do.
         message: String,
     },
     /// A read or write failed.
@@ -69,6 +106,40 @@ pub struct StateStore {
     db: Arc<Db>,
     dir: PathBuf,
     job: Arc<str>,
+    /// Held (locked) while the store is open.
+    _lock: std::fs::File,
+}
+
+/// The lock file in a state folder.
+pub const LOCK_FILE: &str = "SLUICE.LOCK";
+
+/// The file in a data checkpoint listing each of its files with size and CRC-32.
+pub const CHECKSUMS: &str = "SLUICE-CHECKSUMS";
+
+/// The largest [`CHECKSUMS`] file read (a listing, one line per table file).
+pub const MAX_CHECKSUMS_BYTES: u64 = 16 << 20;
+
+/// `source` as a [`StateError`]: [`StateError::Damaged`] when RocksDB says the data is corrupt,
+/// else [`StateError::Io`].
+fn rocks_error(
+    table: String,
+    path: &Path,
+    what: &'static str,
+    source: rocksdb::Error,
+) -> StateError {
+    if source.kind() == rocksdb::ErrorKind::Corruption {
+        StateError::Damaged {
+            path: path.to_path_buf(),
+            message: format!("{what} of stream '{table}' failed: {source}"),
+        }
+    } else {
+        StateError::Io {
+            table,
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    }
 }
 
 /// The last batch whose state was committed.
@@ -98,6 +169,28 @@ impl StateStore {
             message,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_error(format!("cannot create {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked {
+                    path: dir.to_path_buf(),
+                    lock: lock_path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(open_error(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )));
+            }
+        }
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -118,19 +211,20 @@ impl StateStore {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(n, table_options()));
         let db = Db::open_cf_descriptors(&options, dir, descriptors).map_err(|e| {
-            let text = e.to_string();
-            if text.contains("lock") {
-                open_error(format!(
-                    "{text}; another process holds it: is the job already running?"
-                ))
+            if e.kind() == rocksdb::ErrorKind::Corruption {
+                StateError::Damaged {
+                    path: dir.to_path_buf(),
+                    message: e.to_string(),
+                }
             } else {
-                open_error(text)
+                open_error(e.to_string())
             }
         })?;
         Ok(Self {
             db: Arc::new(db),
             dir: dir.to_path_buf(),
             job: Arc::from(job),
+            _lock: lock,
         })
     }
 
@@ -168,12 +262,7 @@ impl StateStore {
     }
 
     fn meta_error(&self, what: &'static str, source: rocksdb::Error) -> StateError {
-        StateError::Io {
-            table: format!("{}/(metadata)", self.job),
-            path: self.dir.clone(),
-            what,
-            source,
-        }
+        rocks_error(format!("{}/(metadata)", self.job), &self.dir, what, source)
     }
 
     /// The last committed batch, if any.
@@ -234,19 +323,25 @@ impl StateStore {
             .map_err(|source| self.meta_error("commit", source))
     }
 
-    /// Copy the committed state into `path` as a RocksDB checkpoint (table files hard-linked,
-    /// so it is cheap); `path` is replaced if it exists.
+    /// Copy the committed state into `path` as a RocksDB checkpoint whose files are real
+    /// copies (not hard links to the live files, so damage to those cannot reach it), with the
+    /// size and CRC-32 of each in [`CHECKSUMS`]; `path` is replaced if it exists. It is built in
+    /// `<path>.tmp` and renamed into place, so `path` is whole or absent.
     pub fn checkpoint(&self, path: &Path) -> Result<(), StateError> {
-        let fail = |message: String| StateError::Open {
+        let fail = |message: String| StateError::Checkpoint {
             path: path.to_path_buf(),
             message,
         };
-        // An older copy of the same batch, or one a killed run left half-made in `<path>.tmp`.
-        let mut half_made = path.as_os_str().to_owned();
-        half_made.push(".tmp");
-        for old in [path, Path::new(&half_made)] {
+        // An older copy of the same batch, or one a killed run left half-made in `<path>.tmp`
+        // (and RocksDB's own staging folder of that, `<path>.tmp.tmp`).
+        let staging = with_suffix(path, ".tmp");
+        for old in [
+            path.to_path_buf(),
+            staging.clone(),
+            with_suffix(&staging, ".tmp"),
+        ] {
             if old.exists() {
-                std::fs::remove_dir_all(old)
+                std::fs::remove_dir_all(&old)
                     .map_err(|e| fail(format!("cannot replace an older copy: {e}")))?;
             }
         }
@@ -254,8 +349,44 @@ impl StateStore {
             std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
         }
         rocksdb::checkpoint::Checkpoint::new(&*self.db)
-            .and_then(|c| c.create_checkpoint(path))
-            .map_err(|source| self.meta_error("checkpoint", source))
+            .and_then(|c| c.create_checkpoint(&staging))
+            .map_err(|source| self.meta_error("checkpoint", source))?;
+        // RocksDB hard-links table files on the same filesystem: replace each link by a copy,
+        // and list every file with its size and checksum.
+        let mut listing = String::new();
+        let mut names: Vec<_> = std::fs::read_dir(&staging)
+            .map_err(|e| fail(format!("cannot list {}: {e}", staging.display())))?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            let file = staging.join(&name);
+            let copy = with_suffix(&file, ".copy");
+            let (size, crc) = copy_verified(&file, &copy, None)
+                .map_err(|e| fail(format!("cannot copy {}: {e}", file.display())))?;
+            std::fs::rename(&copy, &file)
+                .map_err(|e| fail(format!("cannot rename {}: {e}", copy.display())))?;
+            listing.push_str(&format!("{crc:08x} {size} {}\n", name.to_string_lossy()));
+        }
+        let sums = staging.join(CHECKSUMS);
+        std::fs::File::create(&sums)
+            .and_then(|mut f| {
+                f.write_all(listing.as_bytes())?;
+                f.sync_all()
+            })
+            .map_err(|e| fail(format!("cannot write {}: {e}", sums.display())))?;
+        sync_dir(&staging).map_err(|e| fail(e.to_string()))?;
+        std::fs::rename(&staging, path).map_err(|e| {
+            fail(format!(
+                "cannot rename {} into place: {e}",
+                staging.display()
+            ))
+        })?;
+        if let Some(parent) = path.parent() {
+            sync_dir(parent).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Flush memtables to disk (on a graceful stop), so a restart reads no log.
@@ -265,6 +396,133 @@ impl StateStore {
             .and_then(|_| self.db.flush())
             .map_err(|source| self.meta_error("flush", source))
     }
+}
+
+/// `path` with `suffix` appended to its last component.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Copy the regular file `from` to a new file `to` (fsynced), streaming; returns its size and
+/// CRC-32. With `expect`, `from` must have that size (checked before reading) and checksum
+/// (checked before `to` is kept: on a mismatch `to` is removed).
+fn copy_verified(from: &Path, to: &Path, expect: Option<(u64, u32)>) -> Result<(u64, u32), String> {
+    let meta = std::fs::symlink_metadata(from).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    if let Some((size, _)) = expect
+        && meta.len() != size
+    {
+        return Err(format!(
+            "{} bytes where the checkpoint listed {size}",
+            meta.len()
+        ));
+    }
+    let limit = expect.map_or(meta.len(), |(size, _)| size);
+    let mut input = std::fs::File::open(from)
+        .map_err(|e| e.to_string())?
+        .take(limit + 1);
+    let mut output = std::fs::File::create(to).map_err(|e| e.to_string())?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buffer).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        output.write_all(&buffer[..n]).map_err(|e| e.to_string())?;
+        size += n as u64;
+    }
+    output.sync_all().map_err(|e| e.to_string())?;
+    let crc = hasher.finalize();
+    if let Some((want_size, want_crc)) = expect
+        && (size != want_size || crc != want_crc)
+    {
+        let _ = std::fs::remove_file(to);
+        return Err(format!(
+            "checksum mismatch ({size} bytes, CRC-32 {crc:08x}; the checkpoint listed {want_size} bytes, {want_crc:08x}): the file is damaged"
+        ));
+    }
+    Ok((size, crc))
+}
+
+/// Copy the data checkpoint `from` into the empty folder `to`, verifying every file against
+/// its [`CHECKSUMS`] listing before it is used (each a regular file of the listed size). A
+/// checkpoint written before listings existed is copied as it is, with a warning. Returns how
+/// many files were verified.
+pub fn restore_checkpoint(from: &Path, to: &Path) -> Result<usize, StateError> {
+    let fail = |path: &Path, message: String| StateError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let sums = from.join(CHECKSUMS);
+    let listing = match std::fs::symlink_metadata(&sums) {
+        Ok(meta) if !meta.file_type().is_file() || meta.len() > MAX_CHECKSUMS_BYTES => {
+            return Err(fail(
+                &sums,
+                format!(
+                    "not a regular file of at most {MAX_CHECKSUMS_BYTES} bytes; the data checkpoint cannot be verified"
+                ),
+            ));
+        }
+        Ok(_) => {
+            let mut text = String::new();
+            std::fs::File::open(&sums)
+                .and_then(|f| f.take(MAX_CHECKSUMS_BYTES).read_to_string(&mut text))
+                .map_err(|e| fail(&sums, e.to_string()))?;
+            Some(text)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(fail(&sums, e.to_string())),
+    };
+    let Some(listing) = listing else {
+        tracing::warn!(checkpoint = %from.display(), "the data checkpoint has no {CHECKSUMS} (written by an older version): copied without verification");
+        for entry in std::fs::read_dir(from)
+            .map_err(|e| fail(from, e.to_string()))?
+            .filter_map(Result::ok)
+        {
+            let file = entry.path();
+            copy_verified(&file, &to.join(entry.file_name()), None).map_err(|e| fail(&file, e))?;
+        }
+        return Ok(0);
+    };
+    let mut verified = 0;
+    for (n, line) in listing.lines().enumerate() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(crc), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(fail(
+                &sums,
+                format!("line {} is not `crc size name`", n + 1),
+            ));
+        };
+        let (Ok(crc), Ok(size)) = (u32::from_str_radix(crc, 16), size.parse::<u64>()) else {
+            return Err(fail(
+                &sums,
+                format!("line {}: a bad checksum or size", n + 1),
+            ));
+        };
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(fail(&sums, format!("line {}: a bad file name", n + 1)));
+        }
+        let file = from.join(name);
+        copy_verified(&file, &to.join(name), Some((size, crc))).map_err(|e| {
+            fail(
+                &file,
+                format!("{e}; the data checkpoint cannot be restored: restore the file from a backup, or move the checkpoint folder aside to start the job afresh"),
+            )
+        })?;
+        verified += 1;
+    }
+    Ok(verified)
 }
 
 fn cf_name(job: &str, stream: &str) -> String {
@@ -308,12 +566,7 @@ impl StateTable {
     }
 
     fn error(&self, what: &'static str, source: rocksdb::Error) -> StateError {
-        StateError::Io {
-            table: self.cf.to_string(),
-            path: self.dir.clone(),
-            what,
-            source,
-        }
+        rocks_error(self.cf.to_string(), &self.dir, what, source)
     }
 
     fn full_key(&self, key: &[u8]) -> Vec<u8> {
@@ -540,6 +793,63 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let _first = StateStore::open(dir.path(), "job", &[]).expect("open");
         let err = StateStore::open(dir.path(), "job", &[]).expect_err("locked");
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("already running"), "{err}");
+    }
+
+    #[test]
+    fn a_data_checkpoint_is_a_verified_copy_that_damage_to_the_live_files_does_not_reach() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("live");
+        let store = StateStore::open(&live, "job", &["counts"]).expect("open");
+        let table = store.table("counts");
+        let mut w = StateWrites::default();
+        for i in 0..1000u32 {
+            w.put(&table, &i.to_be_bytes(), vec![7; 100], None);
+        }
+        store
+            .commit(w, Some(Committed { batch: 1, time: 1 }))
+            .expect("commit");
+        store.flush().expect("flush");
+        let ckpt = dir.path().join("data/batch-1");
+        store.checkpoint(&ckpt).expect("checkpoint");
+        assert!(ckpt.join(CHECKSUMS).exists());
+        let ssts: Vec<PathBuf> = std::fs::read_dir(&ckpt)
+            .expect("list")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+            .collect();
+        assert!(!ssts.is_empty(), "the flush made a table file");
+        for sst in &ssts {
+            assert_eq!(
+                std::fs::metadata(sst).expect("stat").nlink(),
+                1,
+                "a copy, not a link"
+            );
+        }
+        drop(table);
+        drop(store);
+        // Restored: every file verified.
+        let back = dir.path().join("back");
+        std::fs::create_dir_all(&back).expect("mkdir");
+        assert!(restore_checkpoint(&ckpt, &back).expect("restore") >= ssts.len());
+        let store = StateStore::open(&back, "job", &["counts"]).expect("open restored");
+        assert_eq!(store.table("counts").scan(b"").expect("scan").len(), 1000);
+        drop(store);
+        // A damaged file in the checkpoint is refused, naming it.
+        let mut data = std::fs::read(&ssts[0]).expect("read");
+        let middle = data.len() / 2;
+        data[middle] ^= 0xff;
+        std::fs::write(&ssts[0], &data).expect("damage");
+        let again = dir.path().join("again");
+        std::fs::create_dir_all(&again).expect("mkdir");
+        let err = restore_checkpoint(&ckpt, &again).expect_err("damaged");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        assert!(
+            err.to_string().contains(&*ssts[0].to_string_lossy()),
+            "{err}"
+        );
     }
 }
