@@ -13,7 +13,8 @@
 //!
 //! A line that is not UTF-8 is not a record: it is counted (`invalid_lines` in the batch's stats
 //! and `sluice_source_invalid_lines_total`) and logged with where it came from, and the job goes
-//! on.
+//! on. So is a socket line over `max_line_bytes`, dropped as it arrives. No client can hang or
+//! exhaust a receiver: see the limits of [`socket`] and [`http`].
 
 pub mod directory;
 pub mod http;
@@ -67,6 +68,11 @@ pub trait Source: Send {
     fn status(&mut self) -> SourceStatus;
     /// Stop receiving (a graceful stop): what was received stays to be taken.
     fn stop(&mut self);
+    /// What the source refused, cut off or dropped since it started, by reason (e.g.
+    /// `("connections_refused", 3)`), for metrics. Most sources refuse nothing.
+    fn refusals(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// The records of write-ahead log range `from..to` again, for a batch being re-run after a
     /// crash. Only receivers with a log have any.
     fn replay(&mut self, from: u64, to: u64) -> Result<SourceInput, crate::wal::WalError> {
@@ -127,7 +133,7 @@ pub fn push_lines(
 }
 
 fn memchr_newline(data: &[u8]) -> Option<usize> {
-    data.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', data)
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -126,6 +126,12 @@ impl Received {
         })
     }
 
+    /// Count `lines` the receiver skipped without taking them in (over a line cap): they are
+    /// reported with the lines that are not UTF-8.
+    pub fn skipped(&self, lines: u64) {
+        self.lock().invalid_lines += lines;
+    }
+
     /// Where the receiver stands; `ended` when its input will not come back.
     pub fn status(&self, ended: bool) -> super::SourceStatus {
         let buffered = self.buffered();
