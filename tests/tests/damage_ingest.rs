@@ -591,3 +591,70 @@ prefix = "out/lines"
         measured.peak_rss >> 20
     );
 }
+
+/// `max_line_bytes` on a socket source is the manifest's: a 40-byte line over a 16-byte cap is
+/// skipped and counted; the limits of one kind of source are refused on another.
+#[test]
+fn source_limits_are_manifest_fields() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("address").port();
+    let dir = JobDir::new();
+    dir.manifest(&format!(
+        r#"[job]
+name = "short-lines"
+batch_interval = "100ms"
+partitions = 1
+
+[[sources]]
+name = "lines"
+kind = "socket"
+host = "127.0.0.1"
+port = {port}
+max_line_bytes = "16B"
+
+[[sinks]]
+kind = "text_files"
+input = "lines"
+prefix = "out/lines"
+"#
+    ));
+    let peer = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("the source connects");
+        stream
+            .write_all(format!("short\n{}\nalso short\n", "y".repeat(40)).as_bytes())
+            .expect("write");
+    });
+    let measured = run_measured(&mut dir.command(&["--until-idle"]), b"");
+    peer.join().expect("the peer");
+    assert_eq!(measured.code, Some(0), "{}", measured.describe());
+    assert_eq!(dir.output_lines("out/lines"), ["also short", "short"]);
+    assert!(
+        measured
+            .stderr_text()
+            .contains("is 40 bytes, over max_line_bytes"),
+        "{}",
+        measured.describe()
+    );
+
+    // An http limit on a socket source, and a header timeout out of range, are refused.
+    dir.manifest(&format!(
+        "[job]\nname = \"x\"\n\n[[sources]]\nname = \"lines\"\nkind = \"socket\"\nhost = \"127.0.0.1\"\nport = {port}\nmax_connections = 5\n"
+    ));
+    let out = run_measured(&mut dir.command(&["--check"]), b"");
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    assert!(
+        out.stderr_text().contains("max_connections"),
+        "{}",
+        out.describe()
+    );
+    dir.manifest(
+        "[job]\nname = \"x\"\ncheckpoint = \"ckpt\"\n\n[[sources]]\nname = \"lines\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\nheader_timeout = \"2h\"\n\n[[sinks]]\nkind = \"print\"\ninput = \"lines\"\n",
+    );
+    let out = run_measured(&mut dir.command(&["--check"]), b"");
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    assert!(
+        out.stderr_text().contains("header_timeout") && out.stderr_text().contains("1h"),
+        "{}",
+        out.describe()
+    );
+}

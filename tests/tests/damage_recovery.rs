@@ -659,3 +659,45 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A stateless job has no committed batch to guard it: its metadata, written before any
+/// record is acknowledged, is what says which logged records were counted. With metadata/
+/// deleted, a restart refuses instead of replaying the whole log into the sink again.
+#[test]
+fn deleted_metadata_of_a_stateless_receiver_job_is_refused_not_replayed() {
+    let dir = JobDir::new();
+    let port = free_port();
+    dir.manifest(&format!(
+        r#"[job]
+name = "ingest"
+batch_interval = "100ms"
+checkpoint = "ckpt"
+
+[[sources]]
+name = "events"
+kind = "http"
+address = "127.0.0.1:{port}"
+
+[[sinks]]
+kind = "text_files"
+input = "events"
+prefix = "out/lines"
+"#
+    ));
+    http_round(&dir, port, &["a 1\n", "b 2\n"], &[]);
+    assert_eq!(dir.output_lines("out/lines"), ["a 1", "b 2"]);
+    std::fs::remove_dir_all(dir.path().join("ckpt/metadata")).expect("delete metadata");
+    http_refused(
+        &dir,
+        &[
+            "has no metadata",
+            "ckpt/wal/events",
+            "bytes of received records",
+        ],
+    );
+    assert_eq!(
+        dir.output_lines("out/lines"),
+        ["a 1", "b 2"],
+        "nothing replayed"
+    );
+}

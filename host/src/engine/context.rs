@@ -197,6 +197,10 @@ impl StreamingContext {
             SourceKind::Http {
                 address: address.to_string(),
                 max_request_bytes: crate::plan::spec::DEFAULT_MAX_REQUEST_BYTES,
+                header_timeout: None,
+                body_timeout: None,
+                max_connections: None,
+                max_inflight_bytes: None,
             },
         )
     }
@@ -229,6 +233,7 @@ impl StreamingContext {
                 host: host.to_string(),
                 port,
                 reconnect_delay: Duration::from_secs(1),
+                max_line_bytes: None,
             },
         )
     }

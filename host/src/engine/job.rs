@@ -19,9 +19,9 @@ use crate::checkpoint::{BatchRecord, CheckpointLog, RecordedInput};
 use crate::metrics::{Registry, SeriesKey};
 use crate::plan::{ErrorPolicy, Plan, SourceKind};
 use crate::sources::directory::DirectorySource;
-use crate::sources::http::HttpSource;
+use crate::sources::http::{HttpLimits, HttpSource};
 use crate::sources::queue::QueueSource;
-use crate::sources::socket::SocketSource;
+use crate::sources::socket::{SocketOptions, SocketSource};
 use crate::sources::{Source, SourceContext, SourceInput, now_ms};
 use crate::state::StateError;
 
@@ -317,14 +317,21 @@ impl Scheduler {
                     host,
                     port,
                     reconnect_delay,
-                } => Box::new(SocketSource::start(
-                    &s.name,
-                    host,
-                    *port,
-                    *reconnect_delay,
-                    received(&s.name),
-                    &ctx,
-                )),
+                    max_line_bytes,
+                } => {
+                    let mut options = SocketOptions::new(*reconnect_delay);
+                    if let Some(max) = max_line_bytes {
+                        options.max_line_bytes = usize::try_from(*max).unwrap_or(usize::MAX);
+                    }
+                    Box::new(SocketSource::start_with(
+                        &s.name,
+                        host,
+                        *port,
+                        options,
+                        received(&s.name),
+                        &ctx,
+                    ))
+                }
                 SourceKind::Directory {
                     path,
                     start,
@@ -338,11 +345,24 @@ impl Scheduler {
                 SourceKind::Http {
                     address,
                     max_request_bytes,
+                    header_timeout,
+                    body_timeout,
+                    max_connections,
+                    max_inflight_bytes,
                 } => Box::new(
-                    HttpSource::start(
+                    HttpSource::start_with(
                         &s.name,
                         address,
-                        *max_request_bytes,
+                        {
+                            let mut limits = HttpLimits::new(*max_request_bytes);
+                            limits.header_timeout = header_timeout.unwrap_or(limits.header_timeout);
+                            limits.body_timeout = body_timeout.unwrap_or(limits.body_timeout);
+                            limits.max_connections =
+                                max_connections.unwrap_or(limits.max_connections);
+                            limits.max_inflight_bytes =
+                                max_inflight_bytes.unwrap_or(limits.max_inflight_bytes);
+                            limits
+                        },
                         received(&s.name),
                         &ctx,
                     )

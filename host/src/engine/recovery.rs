@@ -233,7 +233,7 @@ pub fn open(plan: &Plan) -> Result<Option<Recovered>, CheckpointError> {
     let Some(c) = &plan.checkpoint else {
         return Ok(None);
     };
-    let (dir, found) = CheckpointDir::open(&c.dir)?;
+    let (mut dir, found) = CheckpointDir::open(&c.dir)?;
     let resumed = found.is_some();
     let loaded = dir.loaded().map(Path::to_path_buf);
     let damaged = dir.damaged().to_vec();
@@ -290,6 +290,25 @@ pub fn open(plan: &Plan) -> Result<Option<Recovered>, CheckpointError> {
             )?));
             wals.insert(s.name.clone(), wal);
         }
+    }
+    if !resumed && damaged.is_empty() {
+        // A fresh job writes its metadata before any receiver acknowledges a record, so a log
+        // that holds records without metadata means the metadata was deleted: replaying the
+        // log as new input would count it twice.
+        for (name, wal) in &wals {
+            let wal = wal.lock().unwrap_or_else(PoisonError::into_inner);
+            if wal.end() > wal.start() {
+                return Err(CheckpointError::Orphaned {
+                    dir: dir.path().to_path_buf(),
+                    what: format!(
+                        "the write-ahead log of source '{name}' ({}) holds {} bytes of received records",
+                        wal.dir().display(),
+                        wal.end() - wal.start()
+                    ),
+                });
+            }
+        }
+        dir.write(&meta)?;
     }
     let sources = plan.sources.iter().map(|s| s.name.clone()).collect();
     let checkpoint_dir = dir.path().to_path_buf();

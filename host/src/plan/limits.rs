@@ -80,6 +80,8 @@ pub const CHECKPOINT_INTERVAL: DurationRange = DurationRange::new(MS, YEAR);
 pub const RECONNECT_DELAY: DurationRange = DurationRange::new(MS, HOUR);
 /// `wal_fsync` as an interval: 1 ms … 1 hour.
 pub const WAL_FSYNC: DurationRange = DurationRange::new(MS, HOUR);
+/// An http source's `header_timeout` and `body_timeout`: 1 ms … 1 hour.
+pub const INGEST_TIMEOUT: DurationRange = DurationRange::new(MS, HOUR);
 
 /// A duration as a manifest writes it (`1day`, `500ms`).
 pub(super) fn show_duration(d: Duration) -> String {
@@ -220,17 +222,38 @@ impl Planner<'_, '_> {
             }
         }
         for source in &spec.sources {
-            if let super::SourceKind::Socket {
-                reconnect_delay, ..
-            } = &source.kind
-            {
-                check(
+            let subject = || format!("source '{}'", source.name);
+            match &source.kind {
+                super::SourceKind::Socket {
+                    reconnect_delay, ..
+                } => check(
                     source.line,
-                    &|| format!("source '{}'", source.name),
+                    &subject,
                     "reconnect_delay",
                     Some(*reconnect_delay),
                     RECONNECT_DELAY,
-                );
+                ),
+                super::SourceKind::Http {
+                    header_timeout,
+                    body_timeout,
+                    ..
+                } => {
+                    check(
+                        source.line,
+                        &subject,
+                        "header_timeout",
+                        *header_timeout,
+                        INGEST_TIMEOUT,
+                    );
+                    check(
+                        source.line,
+                        &subject,
+                        "body_timeout",
+                        *body_timeout,
+                        INGEST_TIMEOUT,
+                    );
+                }
+                super::SourceKind::Directory { .. } | super::SourceKind::Queue(_) => {}
             }
         }
         for s in &spec.streams {

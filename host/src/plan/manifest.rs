@@ -185,6 +185,13 @@ struct SourceToml {
     max_files_per_batch: Option<usize>,
     address: Option<String>,
     max_request_bytes: Option<ByteSize>,
+    max_line_bytes: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    body_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    max_inflight_bytes: Option<ByteSize>,
 }
 
 /// `input = "a"` or `inputs = ["a", "b"]`.
@@ -406,6 +413,10 @@ fn parse_with(
                         ("max_files_per_batch", s.max_files_per_batch.is_some()),
                         ("address", s.address.is_some()),
                         ("max_request_bytes", s.max_request_bytes.is_some()),
+                        ("header_timeout", s.header_timeout.is_some()),
+                        ("body_timeout", s.body_timeout.is_some()),
+                        ("max_connections", s.max_connections.is_some()),
+                        ("max_inflight_bytes", s.max_inflight_bytes.is_some()),
                     ],
                     "socket",
                 ) {
@@ -424,6 +435,7 @@ fn parse_with(
                     host,
                     port,
                     reconnect_delay: s.reconnect_delay.unwrap_or(Duration::from_secs(1)),
+                    max_line_bytes: s.max_line_bytes.map(|b| b.0),
                 }
             }
             SourceKindToml::Directory => {
@@ -463,6 +475,7 @@ fn parse_with(
                         ("path", s.path.is_some()),
                         ("start", s.start.is_some()),
                         ("max_files_per_batch", s.max_files_per_batch.is_some()),
+                        ("max_line_bytes", s.max_line_bytes.is_some()),
                     ],
                     "http",
                 ) {
@@ -482,6 +495,10 @@ fn parse_with(
                     max_request_bytes: s
                         .max_request_bytes
                         .map_or(DEFAULT_MAX_REQUEST_BYTES, |b| b.0),
+                    header_timeout: s.header_timeout,
+                    body_timeout: s.body_timeout,
+                    max_connections: s.max_connections,
+                    max_inflight_bytes: s.max_inflight_bytes.map(|b| b.0),
                 }
             }
         };

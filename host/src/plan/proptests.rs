@@ -151,10 +151,14 @@ fn targets(text: &str) -> (Ranges, Ranges) {
     (quoted, digits)
 }
 
+/// `text` with `start..end` replaced by `with`; the range is clamped to the text, since an
+/// earlier mutation may have shortened it.
 fn splice(text: &[u8], (start, end): (usize, usize), with: &[u8]) -> Vec<u8> {
+    let start = start.min(text.len());
+    let end = end.clamp(start, text.len());
     let mut out = text[..start].to_vec();
     out.extend_from_slice(with);
-    out.extend_from_slice(&text[end.min(text.len())..]);
+    out.extend_from_slice(&text[end..]);
     out
 }
 

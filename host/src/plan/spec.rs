@@ -152,6 +152,9 @@ pub enum SourceKind {
         port: u16,
         /// Wait between reconnection attempts. Default 1 s.
         reconnect_delay: Duration,
+        /// The longest line kept, in bytes; longer lines are skipped and counted. Default
+        /// (none): the source's, 1 MiB.
+        max_line_bytes: Option<u64>,
     },
     /// Spark's `textFileStream`: each new file in `path` is read once, whole, into one batch.
     Directory {
@@ -169,6 +172,15 @@ pub enum SourceKind {
         address: String,
         /// The largest request body accepted. Default 16 MiB.
         max_request_bytes: u64,
+        /// How long a request's head may take to arrive. Default (none): the source's, 10 s.
+        header_timeout: Option<Duration>,
+        /// How long a request's body may take once its head is in. Default (none): 30 s.
+        body_timeout: Option<Duration>,
+        /// Connections served at once, `503` beyond. Default (none): 512.
+        max_connections: Option<usize>,
+        /// Bytes of all bodies being read at once, `429` beyond. Default (none): 4 ×
+        /// `max_request_bytes`.
+        max_inflight_bytes: Option<u64>,
     },
     /// Batches pushed by the program through a [`QueueSender`](crate::sources::QueueSender)
     /// (Spark's `queueStream`, one queued batch per micro-batch).
