@@ -190,6 +190,12 @@ impl JobDir {
             .expect("start host run")
     }
 
+    /// Start `host run job.toml --udfs udfs` with `args`, stdout dropped and stderr gathered
+    /// line by line into the returned log as it comes (for tests that wait on what it says).
+    pub fn spawn_logged(&self, args: &[&str]) -> (Child, Arc<Mutex<String>>) {
+        spawn_logged(&mut self.command(args))
+    }
+
     /// Run `host run job.toml --until-idle` to the end.
     pub fn run_until_idle(&self) -> std::process::Output {
         self.command(&["--until-idle"])
@@ -474,4 +480,31 @@ pub fn rss_of(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Start `cmd` with stdout dropped and stderr gathered line by line into the returned log as it
+/// comes.
+pub fn spawn_logged(cmd: &mut Command) -> (Child, Arc<Mutex<String>>) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the job");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut log = keep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, log)
 }

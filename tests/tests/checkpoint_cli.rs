@@ -4,7 +4,7 @@
 //! a data checkpoint, and plan changes a checkpoint can and cannot follow.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,30 +79,6 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-fn spawn_logged(dir: &JobDir, args: &[&str]) -> (Child, Arc<Mutex<String>>) {
-    let mut child = dir
-        .command(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the job");
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().expect("piped");
-    let keep = log.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let mut log = keep.lock().expect("log");
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    (child, log)
-}
-
 fn wait_listening(log: &Arc<Mutex<String>>) {
     wait_for("the ingest endpoint", || {
         log.lock().expect("log").contains("listening on http://")
@@ -145,13 +121,13 @@ fn every_acknowledged_post_counts_exactly_once_across_kill_nine_and_sigterm_exit
         })
     };
     for round in 0..5u64 {
-        let (mut child, log) = spawn_logged(&dir, &[]);
+        let (mut child, log) = dir.spawn_logged(&[]);
         wait_listening(&log);
         std::thread::sleep(Duration::from_millis(150 + round * 97 % 400));
         child.kill().expect("kill -9");
         child.wait().expect("reap");
     }
-    let (child, log) = spawn_logged(&dir, &[]);
+    let (child, log) = dir.spawn_logged(&[]);
     wait_listening(&log);
     std::thread::sleep(Duration::from_millis(500));
     posting.store(false, Ordering::Release);
@@ -185,7 +161,7 @@ fn every_acknowledged_post_counts_exactly_once_across_kill_nine_and_sigterm_exit
 /// they live only in the write-ahead log.
 fn three_posts_in_the_log_only(dir: &JobDir, port: u16) -> Vec<u64> {
     dir.manifest(&http_job(port, "20s", ""));
-    let (mut child, log) = spawn_logged(dir, &[]);
+    let (mut child, log) = dir.spawn_logged(&[]);
     wait_listening(&log);
     // The first tick seals at once; the next is 20 s away.
     wait_for("the first, empty batch", || {
@@ -243,7 +219,7 @@ fn a_damaged_write_ahead_log_is_reported_and_only_an_explicit_choice_goes_on_wit
     );
 
     // Accepting the loss: the record before the damage is counted, the rest moved aside.
-    let (child, log) = spawn_logged(&dir, &["--accept-wal-loss"]);
+    let (child, log) = dir.spawn_logged(&["--accept-wal-loss"]);
     wait_listening(&log);
     wait_for("the recovered record in a batch", || {
         last_totals(&dir).contains_key("a")
@@ -290,7 +266,7 @@ fn records_acknowledged_before_a_crash_come_back_from_the_log() {
         "nothing was sealed before the kill"
     );
     dir.manifest(&http_job(port, "100ms", ""));
-    let (child, log) = spawn_logged(&dir, &[]);
+    let (child, log) = dir.spawn_logged(&[]);
     wait_listening(&log);
     wait_for("the logged records in a batch", || {
         last_totals(&dir).len() == 3
@@ -490,7 +466,7 @@ fn the_ingest_endpoint_refuses_what_it_cannot_take_whole() {
         &http_job(port, "100ms", "")
             .replace("address = ", "max_request_bytes = \"64B\"\naddress = "),
     );
-    let (child, log) = spawn_logged(&dir, &[]);
+    let (child, log) = dir.spawn_logged(&[]);
     wait_listening(&log);
     let (status, body) = post(port, "/ingest/events", b"a 1\n\xff\xfe 2\n").expect("post");
     assert_eq!(status, 400, "{body}");
@@ -618,7 +594,7 @@ fn lines_a_socket_receiver_read_survive_kill_nine_through_its_log() {
     };
     let dir = JobDir::new();
     dir.manifest(&manifest("20s"));
-    let (mut child, log) = spawn_logged(&dir, &[]);
+    let (mut child, log) = dir.spawn_logged(&[]);
     // Lines sent after the job's first, immediate seal wait 20 s for the next.
     wait_for("the first, empty batch", || {
         log.lock().expect("log").contains("batch done")
@@ -637,7 +613,7 @@ fn lines_a_socket_receiver_read_survive_kill_nine_through_its_log() {
     );
 
     dir.manifest(&manifest("100ms"));
-    let (child, log) = spawn_logged(&dir, &[]);
+    let (child, log) = dir.spawn_logged(&[]);
     wait_for("the logged lines in a batch", || {
         last_totals(&dir).len() == 2
     });

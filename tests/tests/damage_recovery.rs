@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sluice_tests::{JobDir, describe, free_port, post, wait_for};
@@ -424,33 +423,9 @@ fn a_damaged_live_sst_is_restored_from_a_verified_data_checkpoint() {
     assert_eq!(totals(&dir), expected(1..=7));
 }
 
-fn spawn_logged(dir: &JobDir, args: &[&str]) -> (Child, Arc<Mutex<String>>) {
-    let mut child = dir
-        .command(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the job");
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().expect("piped");
-    let keep = log.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let mut log = keep.lock().expect("log");
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    (child, log)
-}
-
 /// Start the HTTP job, post `bodies` (each acknowledged), stop it with SIGTERM (exit 0).
 fn http_round(dir: &JobDir, port: u16, bodies: &[&str], args: &[&str]) -> String {
-    let (mut child, log) = spawn_logged(dir, args);
+    let (mut child, log) = dir.spawn_logged(args);
     wait_for("the ingest endpoint", || {
         log.lock().expect("log").contains("listening on http://")
             || child.try_wait().ok().flatten().is_some()

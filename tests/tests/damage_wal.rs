@@ -7,8 +7,6 @@
 //! hang.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_tests::{JobDir, free_port, post, wait_for};
@@ -36,30 +34,6 @@ prefix = "out/events"
     )
 }
 
-fn spawn_logged(dir: &JobDir, args: &[&str]) -> (Child, Arc<Mutex<String>>) {
-    let mut child = dir
-        .command(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the job");
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().expect("piped");
-    let keep = log.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let mut log = keep.lock().expect("log");
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    (child, log)
-}
-
 /// A job killed with SIGKILL after four acknowledged posts that live only in its log.
 struct Crashed {
     dir: JobDir,
@@ -77,7 +51,7 @@ impl Crashed {
         let dir = JobDir::new();
         // The first tick seals at once; the next is a minute away: the posts stay unsealed.
         dir.manifest(&job(port, "60s"));
-        let (mut child, log) = spawn_logged(&dir, &[]);
+        let (mut child, log) = dir.spawn_logged(&[]);
         wait_for("the first, empty batch", || {
             log.lock().expect("log").contains("batch done")
         });
@@ -123,7 +97,7 @@ impl Crashed {
     fn restart(&self) -> Result<String, String> {
         self.dir.manifest(&job(self.port, "100ms"));
         let started = Instant::now();
-        let (mut child, log) = spawn_logged(&self.dir, &[]);
+        let (mut child, log) = self.dir.spawn_logged(&[]);
         let text = || log.lock().expect("log").clone();
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
