@@ -8,6 +8,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod files;
 pub mod metrics;
 pub mod plan;
 pub mod sinks;

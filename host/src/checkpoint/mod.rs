@@ -375,43 +375,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
         .map_err(io(dir, "fsync the folder"))
 }
 
-/// The bytes of `path` if it is a regular file of at most `cap` bytes: opened without
-/// following a symlink and without blocking (a FIFO), checked on the open file before reading,
-/// and never read past the cap.
-pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => "a symbolic link, not a regular file".to_string(),
-            _ => e.to_string(),
-        })?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.file_type().is_file() {
-        return Err("not a regular file (a FIFO, device or folder)".into());
-    }
-    if meta.len() > cap {
-        return Err(format!(
-            "{} bytes, over the {cap} bytes a metadata file may have",
-            meta.len()
-        ));
-    }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    file.take(cap + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| e.to_string())?;
-    if data.len() as u64 > cap {
-        return Err(format!("over the {cap} bytes a metadata file may have"));
-    }
-    Ok(data)
-}
-
 /// Read a metadata file, checking its header, length and checksum.
 fn read_metadata(path: &Path) -> Result<Metadata, String> {
-    let data = read_capped(path, MAX_METADATA_BYTES)?;
+    let data =
+        crate::files::read_regular_file(path, MAX_METADATA_BYTES).map_err(|e| e.to_string())?;
     let newline = data
         .iter()
         .position(|&b| b == b'\n')

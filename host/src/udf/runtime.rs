@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +20,7 @@ use super::config::RuntimeConfig;
 use super::error::LoadError;
 use super::guest_text;
 use super::host_state::HostState;
+use crate::files::{FileError, read_regular_file};
 use crate::metrics::Registry;
 
 /// The ABI version of `wit/udf.wit` this host speaks (`sluice_guest::ABI_VERSION` on the guest
@@ -150,28 +150,20 @@ impl UdfRuntime {
             path: path.display().to_string(),
             source,
         };
-        // Only a regular file: `/dev/zero` or a FIFO would be read without end or block.
-        let meta = std::fs::metadata(path).map_err(read_error)?;
-        if !meta.is_file() {
-            return Err(LoadError::NotAFile {
-                path: path.display().to_string(),
-            });
-        }
-        self.check_size(&name, meta.len())?;
-        // The cap also holds on the bytes read, not only on the size the file reported: a file
-        // that grows while it is read gives more than it said.
+        // Only a regular file (`/dev/zero` or a FIFO would be read without end or block), with
+        // the cap on the bytes read, not only on the size the file reports.
         let limit = self.config.max_component_size;
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|file| file.take(limit.0.saturating_add(1)).read_to_end(&mut bytes))
-            .map_err(read_error)?;
-        if bytes.len() as u64 > limit.0 {
-            return Err(LoadError::TooLarge {
-                name,
-                size: None,
+        let bytes = read_regular_file(path, limit.0).map_err(|e| match e {
+            FileError::NotRegular { .. } => LoadError::NotAFile {
+                path: path.display().to_string(),
+            },
+            FileError::TooLarge { size, .. } => LoadError::TooLarge {
+                name: name.clone(),
+                size: Some(size),
                 limit,
-            });
-        }
+            },
+            FileError::Io { error, .. } => read_error(error),
+        })?;
         self.load(&name, &bytes)
     }
 
