@@ -9,7 +9,7 @@
 pub mod transform {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "sluice:udf/transform@0.1.0",
+        world: "sluice:udf/transform@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_transform_world",
         default_bindings_module: "::sluice_guest::bindings::transform",
@@ -19,14 +19,14 @@ pub mod transform {
 pub mod reducer {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "sluice:udf/reducer@0.1.0",
+        world: "sluice:udf/reducer@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_reducer_world",
         default_bindings_module: "::sluice_guest::bindings::reducer",
         with: {
-            "sluice:udf/types@0.1.0": crate::bindings::transform::sluice::udf::types,
-            "sluice:udf/logging@0.1.0": crate::bindings::transform::sluice::udf::logging,
-            "sluice:udf/metrics@0.1.0": crate::bindings::transform::sluice::udf::metrics,
+            "sluice:udf/types@0.2.0": crate::bindings::transform::sluice::udf::types,
+            "sluice:udf/logging@0.2.0": crate::bindings::transform::sluice::udf::logging,
+            "sluice:udf/metrics@0.2.0": crate::bindings::transform::sluice::udf::metrics,
         },
     });
 }
@@ -34,14 +34,14 @@ pub mod reducer {
 pub mod updater {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "sluice:udf/updater@0.1.0",
+        world: "sluice:udf/updater@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_updater_world",
         default_bindings_module: "::sluice_guest::bindings::updater",
         with: {
-            "sluice:udf/types@0.1.0": crate::bindings::transform::sluice::udf::types,
-            "sluice:udf/logging@0.1.0": crate::bindings::transform::sluice::udf::logging,
-            "sluice:udf/metrics@0.1.0": crate::bindings::transform::sluice::udf::metrics,
+            "sluice:udf/types@0.2.0": crate::bindings::transform::sluice::udf::types,
+            "sluice:udf/logging@0.2.0": crate::bindings::transform::sluice::udf::logging,
+            "sluice:udf/metrics@0.2.0": crate::bindings::transform::sluice::udf::metrics,
         },
     });
 }
@@ -49,16 +49,16 @@ pub mod updater {
 pub mod sink {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "sluice:udf/sink@0.1.0",
+        world: "sluice:udf/sink@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_sink_world",
         default_bindings_module: "::sluice_guest::bindings::sink",
         with: {
-            "sluice:udf/types@0.1.0": crate::bindings::transform::sluice::udf::types,
-            "sluice:udf/logging@0.1.0": crate::bindings::transform::sluice::udf::logging,
-            "sluice:udf/metrics@0.1.0": crate::bindings::transform::sluice::udf::metrics,
+            "sluice:udf/types@0.2.0": crate::bindings::transform::sluice::udf::types,
+            "sluice:udf/logging@0.2.0": crate::bindings::transform::sluice::udf::logging,
+            "sluice:udf/metrics@0.2.0": crate::bindings::transform::sluice::udf::metrics,
         },
     });
 }
 
-pub use transform::sluice::udf::types::{Batch, Column, FunctionInfo, UdfError};
+pub use transform::sluice::udf::types::{Batch, Column, FunctionInfo, FunctionKind, UdfError};

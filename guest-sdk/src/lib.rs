@@ -36,7 +36,7 @@ pub mod sink;
 pub mod transform;
 pub mod update;
 
-pub use bindings::{Batch, Column, FunctionInfo, UdfError};
+pub use bindings::{Batch, Column, FunctionInfo, FunctionKind, UdfError};
 pub use codec::{Bincode, CodecError, Decode, Encode, Json};
 pub use records::{
     ColumnBuilder, ColumnRef, Emit, FromRecord, Input, Output, RecordRef, Timed, error,
@@ -56,16 +56,65 @@ static ALLOCATOR: alloc::SizeClasses<std::alloc::System> =
     alloc::SizeClasses::new(std::alloc::System);
 
 /// The Sluice UDF ABI version this SDK builds against; the host refuses components whose ABI
-/// version it does not speak. Bumped whenever the meaning of the exchanged columns changes.
+/// version it does not speak. Bumped whenever the meaning of the exchanged columns changes (the
+/// shapes are versioned by the WIT package, `sluice:udf@0.2.0`, which the host checks first).
 pub const ABI_VERSION: u32 = 1;
 
 #[doc(hidden)]
-pub fn __function_info(name: &str, kind: &str, has_inverse: bool) -> FunctionInfo {
+pub fn __function_info(name: &str, kind: FunctionKind, has_inverse: bool) -> FunctionInfo {
     FunctionInfo {
         name: name.to_string(),
-        kind: kind.replace('_', "-"),
+        kind,
         has_inverse,
     }
+}
+
+/// The [`FunctionKind`] of a runner named as an `export_*!` entry writes it (`flat_map`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __function_kind {
+    (map) => {
+        $crate::FunctionKind::Map
+    };
+    (try_map) => {
+        $crate::FunctionKind::TryMap
+    };
+    (flat_map) => {
+        $crate::FunctionKind::FlatMap
+    };
+    (try_flat_map) => {
+        $crate::FunctionKind::TryFlatMap
+    };
+    (filter) => {
+        $crate::FunctionKind::Filter
+    };
+    (try_filter) => {
+        $crate::FunctionKind::TryFilter
+    };
+    (map_partitions) => {
+        $crate::FunctionKind::MapPartitions
+    };
+    (raw) => {
+        $crate::FunctionKind::Raw
+    };
+    (update) => {
+        $crate::FunctionKind::Update
+    };
+    (update_with_key) => {
+        $crate::FunctionKind::UpdateWithKey
+    };
+    (map_with_state) => {
+        $crate::FunctionKind::MapWithState
+    };
+    (foreach) => {
+        $crate::FunctionKind::Foreach
+    };
+    (try_foreach) => {
+        $crate::FunctionKind::TryForeach
+    };
+    (foreach_batch) => {
+        $crate::FunctionKind::ForeachBatch
+    };
 }
 
 #[doc(hidden)]
@@ -93,7 +142,7 @@ macro_rules! export_transforms {
                 $crate::ABI_VERSION
             }
             fn functions() -> ::std::vec::Vec<$crate::FunctionInfo> {
-                ::std::vec![$($crate::__function_info(stringify!($name), stringify!($kind), false)),+]
+                ::std::vec![$($crate::__function_info(stringify!($name), $crate::__function_kind!($kind), false)),+]
             }
         }
 
@@ -149,7 +198,7 @@ macro_rules! export_reducers {
             fn functions() -> ::std::vec::Vec<$crate::FunctionInfo> {
                 ::std::vec![$($crate::__function_info(
                     stringify!($name),
-                    "reduce",
+                    $crate::FunctionKind::Reduce,
                     $crate::__has_inverse!($($inverse)?),
                 )),+]
             }
@@ -238,7 +287,7 @@ macro_rules! export_updaters {
                 $crate::ABI_VERSION
             }
             fn functions() -> ::std::vec::Vec<$crate::FunctionInfo> {
-                ::std::vec![$($crate::__function_info(stringify!($name), stringify!($kind), false)),+]
+                ::std::vec![$($crate::__function_info(stringify!($name), $crate::__function_kind!($kind), false)),+]
             }
         }
 
@@ -287,7 +336,7 @@ macro_rules! export_sinks {
                 $crate::ABI_VERSION
             }
             fn functions() -> ::std::vec::Vec<$crate::FunctionInfo> {
-                ::std::vec![$($crate::__function_info(stringify!($name), stringify!($kind), false)),+]
+                ::std::vec![$($crate::__function_info(stringify!($name), $crate::__function_kind!($kind), false)),+]
             }
         }
 

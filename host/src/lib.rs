@@ -2,7 +2,8 @@
 //! user logic is a sandboxed WebAssembly component.
 //!
 //! Data flows one way through the modules: sources → [`batch`] → operators calling [`udf`]s →
-//! state → sinks → checkpoint. See `docs/architecture.md` for the map.
+//! state → sinks → checkpoint. See `docs/architecture.md` for the map; the layers are in
+//! `host/layers.toml`, and `cargo xtask layers` fails on a module using one of a higher layer.
 
 pub mod batch;
 pub mod checkpoint;

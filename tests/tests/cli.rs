@@ -69,7 +69,7 @@ fn check_prints_the_world_abi_and_functions() {
     let text = udf("text");
     let out = host.ok(&["check", text.to_str().unwrap()], "");
     assert!(
-        out.contains("world      transform (exports sluice:udf/transforms@0.1.0)"),
+        out.contains("world      transform (exports sluice:udf/transforms@0.2.0)"),
         "{out}"
     );
     assert!(out.contains("abi        1"), "{out}");

@@ -3,8 +3,8 @@
 use sluice_host::batch::{Batch, Column};
 use sluice_host::metrics::SeriesKey;
 use sluice_host::udf::{
-    CallContext, CallError, CallErrorKind, ResolveError, Role, RuntimeConfig, UdfRuntime,
-    UpdateInput,
+    CallContext, CallError, CallErrorKind, FunctionKind, ResolveError, Role, RuntimeConfig,
+    UdfRuntime, UpdateInput,
 };
 use sluice_tests::{load, runtime_with, udf};
 
@@ -75,17 +75,17 @@ fn text_transforms_give_exact_outputs() {
     let names: Vec<_> = text
         .functions()
         .iter()
-        .map(|f| (f.name.as_str(), f.kind.as_str()))
+        .map(|f| (f.name.as_str(), f.kind))
         .collect();
     assert_eq!(
         names,
         [
-            ("split_words", "flat-map"),
-            ("pair_one", "map"),
-            ("key_number", "try-map"),
-            ("uppercase", "map"),
-            ("lowercase", "map"),
-            ("non_empty", "filter")
+            ("split_words", FunctionKind::FlatMap),
+            ("pair_one", FunctionKind::Map),
+            ("key_number", FunctionKind::TryMap),
+            ("uppercase", FunctionKind::Map),
+            ("lowercase", FunctionKind::Map),
+            ("non_empty", FunctionKind::Filter)
         ]
     );
 
@@ -397,7 +397,7 @@ fn updaters_keep_running_totals_and_sessions() {
 
     // A session counts events while active and is emitted, then removed, when it times out.
     let session = state.function("session").unwrap();
-    assert_eq!(session.info().kind, "map-with-state");
+    assert_eq!(session.info().kind, FunctionKind::MapWithState);
     let out = session
         .update(
             &ctx(),

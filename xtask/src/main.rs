@@ -3,7 +3,10 @@
 //! `cargo xtask udfs [NAME…]` builds the crates under `udfs/` for `wasm32-unknown-unknown` and
 //! wraps each core module into a component in `dist/udfs/NAME.wasm`; `--tests` builds the hostile
 //! guests of `tests/guests/` into `dist/test-guests/` as well. `cargo xtask componentize IN OUT`
-//! wraps any core module built with `sluice-guest`.
+//! wraps any core module built with `sluice-guest`. `cargo xtask layers` checks that no module of
+//! `host/src` uses one of a higher layer (`host/layers.toml`; see `layers.rs`).
+
+mod layers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +23,9 @@ Usage:
       --tests   also build the hostile guests of tests/guests/ into dist/test-guests/
   cargo xtask componentize IN.wasm OUT.wasm
                 wrap a core module built with sluice-guest into a component
+  cargo xtask layers [--markdown]
+                fail on a module of host/src using one of a higher layer (host/layers.toml);
+                --markdown prints the layers as a table for docs/architecture.md
 
 Examples:
   cargo xtask udfs                 # every bundled UDF -> dist/udfs/*.wasm
@@ -48,6 +54,7 @@ fn run(args: Vec<String>) -> Result<()> {
             [input, output] => componentize(Path::new(input), Path::new(output)),
             _ => bail!("componentize takes IN.wasm OUT.wasm\n\n{USAGE}"),
         },
+        Some("layers") => layers::run(&workspace_root()?, &args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())

@@ -3,14 +3,51 @@
 //!
 //! A [`Batch`] is exactly what crosses the Wasm boundary (one buffer plus end offsets per
 //! column), so handing a partition to a guest costs no conversion on the host side, and a
-//! guest's output becomes the next operator's input as it is.
+//! guest's output becomes the next operator's input as it is. The types are this module's own
+//! (the `column` and `batch` records of `sluice:udf/types`, with the WIT's field names for
+//! wasmtime's component model); `udf`'s bindings use them, this module does not depend on
+//! `udf`.
 
+mod bounds;
 pub mod codec;
 mod ops;
 
+pub use bounds::{BatchError, MAX_COLUMN_BYTES, cut};
 pub use ops::key_hash;
 
-pub use crate::udf::bindings::transform::sluice::udf::types::{Batch, Column};
+use wasmtime::component::{ComponentType, Lift, Lower};
+
+/// A column of byte strings stored back to back in one buffer (`column` in `wit/udf.wit`).
+///
+/// Item `i` is `data[start(i)..ends[i]]`, where `start(0) = 0` and `start(i) = ends[i - 1]`.
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(record)]
+pub struct Column {
+    /// Every item's bytes, back to back.
+    #[component(name = "data")]
+    pub data: Vec<u8>,
+    /// The exclusive end offset in `data` of each item.
+    #[component(name = "ends")]
+    pub ends: Vec<u32>,
+}
+
+/// A batch of records, stored column by column (`batch` in `wit/udf.wit`).
+///
+/// Record `i` is `(keys[i] if keys is present, values[i], event_times[i])`; all present columns
+/// have the same number of items (see [`Batch::validate`]).
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(record)]
+pub struct Batch {
+    /// The key of every record, or none when the stream is not keyed.
+    #[component(name = "keys")]
+    pub keys: Option<Column>,
+    /// The value of every record.
+    #[component(name = "values")]
+    pub values: Column,
+    /// The event time of every record, in milliseconds since the Unix epoch (UTC).
+    #[component(name = "event-times")]
+    pub event_times: Vec<i64>,
+}
 
 /// One record of a [`Batch`], borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,21 +77,52 @@ impl Column {
         }
     }
 
-    /// A column of the given items.
+    /// A column of the given items, for items bounded by construction (constants, a guest's
+    /// output). Panics past [`MAX_COLUMN_BYTES`]; where input decides the size, use
+    /// [`try_from_items`](Self::try_from_items).
     pub fn from_items<I: IntoIterator<Item = T>, T: AsRef<[u8]>>(items: I) -> Self {
-        let mut column = Self::new();
-        for item in items {
-            column.push(item.as_ref());
-        }
-        column
+        Self::try_from_items(items).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Append one item. Panics if the column passes 4 GiB, which batches never approach (the
-    /// engine splits partitions long before).
+    /// A column of the given items, or [`BatchError::ColumnFull`] past [`MAX_COLUMN_BYTES`].
+    pub fn try_from_items<I: IntoIterator<Item = T>, T: AsRef<[u8]>>(
+        items: I,
+    ) -> Result<Self, BatchError> {
+        let mut column = Self::new();
+        for item in items {
+            column.try_push(item.as_ref())?;
+        }
+        Ok(column)
+    }
+
+    /// Append one item to a column bounded by construction (a part of a partition, a guest's
+    /// output, a group's accumulator). Panics past [`MAX_COLUMN_BYTES`]; where input decides
+    /// the size (a receiver's buffer, a whole batch gathered into one partition), use
+    /// [`try_push`](Self::try_push).
     pub fn push(&mut self, item: &[u8]) {
+        if let Err(e) = self.try_push(item) {
+            panic!("{e}");
+        }
+    }
+
+    /// Append one item, or refuse with [`BatchError::ColumnFull`] (the column unchanged) when
+    /// the column would pass [`MAX_COLUMN_BYTES`].
+    pub fn try_push(&mut self, item: &[u8]) -> Result<(), BatchError> {
+        self.push_within(item, MAX_COLUMN_BYTES, "value")
+    }
+
+    /// [`try_push`](Self::try_push) against `limit` bytes (lowered in tests).
+    fn push_within(
+        &mut self,
+        item: &[u8],
+        limit: u64,
+        what: &'static str,
+    ) -> Result<(), BatchError> {
+        let bytes = (self.data.len() as u64).saturating_add(item.len() as u64);
+        let end = bounds::end_within(what, bytes, limit)?;
         self.data.extend_from_slice(item);
-        let end = u32::try_from(self.data.len()).expect("a column of over 4 GiB");
         self.ends.push(end);
+        Ok(())
     }
 
     /// Number of items.
@@ -142,17 +210,46 @@ impl Batch {
         self.values.data.len() + self.keys.as_ref().map_or(0, |k| k.data.len())
     }
 
-    /// Append a record. A key on an unkeyed batch (or none on a keyed one) is a bug of the
-    /// caller: the engine decides keyedness per stream.
+    /// Append a record to a batch bounded by construction (see [`Column::push`]; panics past
+    /// [`MAX_COLUMN_BYTES`] in a column). A key on an unkeyed batch (or none on a keyed one) is
+    /// a bug of the caller: the engine decides keyedness per stream.
     pub fn push(&mut self, key: Option<&[u8]>, value: &[u8], event_time: i64) {
+        if let Err(e) = self.try_push(key, value, event_time) {
+            panic!("{e}");
+        }
+    }
+
+    /// Append a record, or refuse with [`BatchError::ColumnFull`] (the batch unchanged) when
+    /// its key or value column would pass [`MAX_COLUMN_BYTES`].
+    pub fn try_push(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        event_time: i64,
+    ) -> Result<(), BatchError> {
+        self.push_within(key, value, event_time, MAX_COLUMN_BYTES)
+    }
+
+    /// [`try_push`](Self::try_push) against `limit` bytes per column (lowered in tests).
+    fn push_within(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        event_time: i64,
+        limit: u64,
+    ) -> Result<(), BatchError> {
+        // Check the value column first so that a refusal leaves both columns as they were.
+        let value_bytes = (self.values.data.len() as u64).saturating_add(value.len() as u64);
+        bounds::end_within("value", value_bytes, limit)?;
         match (&mut self.keys, key) {
-            (Some(keys), Some(key)) => keys.push(key),
+            (Some(keys), Some(key)) => keys.push_within(key, limit, "key")?,
             (None, None) => {}
-            (Some(keys), None) => keys.push(b""),
+            (Some(keys), None) => keys.push_within(b"", limit, "key")?,
             (None, Some(_)) => debug_assert!(false, "a key pushed onto an unkeyed batch"),
         }
-        self.values.push(value);
+        self.values.push_within(value, limit, "value")?;
         self.event_times.push(event_time);
+        Ok(())
     }
 
     /// Every record, in order. Assumes a [`validate`d](Self::validate) batch.

@@ -3,13 +3,39 @@
 
 use std::hash::Hasher;
 
+use super::bounds::{self, BatchError, MAX_COLUMN_BYTES};
 use super::{Batch, Column};
 
 impl Column {
-    /// Append item range `range` of `other`.
+    /// Append item range `range` of `other` (which must lie within it) to a column bounded by
+    /// construction. Panics past [`MAX_COLUMN_BYTES`]; where input decides the size, use
+    /// [`try_extend_from`](Self::try_extend_from).
     pub fn extend_from(&mut self, other: &Column, range: std::ops::Range<usize>) {
+        if let Err(e) = self.try_extend_from(other, range) {
+            panic!("{e}");
+        }
+    }
+
+    /// Append item range `range` of `other`, or refuse with [`BatchError::ColumnFull`] (the
+    /// column unchanged) when it would pass [`MAX_COLUMN_BYTES`].
+    pub fn try_extend_from(
+        &mut self,
+        other: &Column,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), BatchError> {
+        self.extend_within(other, range, MAX_COLUMN_BYTES, "value")
+    }
+
+    /// [`try_extend_from`](Self::try_extend_from) against `limit` bytes (lowered in tests).
+    pub(super) fn extend_within(
+        &mut self,
+        other: &Column,
+        range: std::ops::Range<usize>,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<(), BatchError> {
         if range.is_empty() {
-            return;
+            return Ok(());
         }
         let start = if range.start == 0 {
             0
@@ -18,47 +44,142 @@ impl Column {
         };
         let end = other.ends[range.end - 1] as usize;
         let base = self.data.len();
+        // The new last end bounds every new end: check it once, then no shift can overflow.
+        bounds::end_within(what, (base + (end - start)) as u64, limit)?;
         self.data.extend_from_slice(&other.data[start..end]);
         let shift = |e: u32| (e as usize - start + base) as u32;
         self.ends
             .extend(other.ends[range].iter().map(|&e| shift(e)));
+        Ok(())
     }
 }
 
 impl Batch {
-    /// Append records `range` of `other`. Keys are kept when both are keyed; a keyed batch
-    /// taking unkeyed records gives them empty keys.
+    /// Append records `range` of `other` to a batch bounded by construction. Panics past
+    /// [`MAX_COLUMN_BYTES`] in a column; where input decides the size, use
+    /// [`try_extend_from`](Self::try_extend_from). Keys are kept when both are keyed; a keyed
+    /// batch taking unkeyed records gives them empty keys.
     pub fn extend_from(&mut self, other: &Batch, range: std::ops::Range<usize>) {
+        if let Err(e) = self.try_extend_from(other, range) {
+            panic!("{e}");
+        }
+    }
+
+    /// Append records `range` of `other`, or refuse with [`BatchError::ColumnFull`] (the batch
+    /// unchanged) when a column would pass [`MAX_COLUMN_BYTES`].
+    pub fn try_extend_from(
+        &mut self,
+        other: &Batch,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), BatchError> {
+        self.extend_within(other, range, MAX_COLUMN_BYTES)
+    }
+
+    /// [`try_extend_from`](Self::try_extend_from) against `limit` bytes per column.
+    fn extend_within(
+        &mut self,
+        other: &Batch,
+        range: std::ops::Range<usize>,
+        limit: u64,
+    ) -> Result<(), BatchError> {
+        // Check the value column first, so that a refusal changes nothing.
+        let value_bytes = self.values.data.len() + other.values.span_bytes(range.clone());
+        bounds::end_within("value", value_bytes as u64, limit)?;
         match (&mut self.keys, &other.keys) {
-            (Some(mine), Some(theirs)) => mine.extend_from(theirs, range.clone()),
+            (Some(mine), Some(theirs)) => {
+                mine.extend_within(theirs, range.clone(), limit, "key")?
+            }
             (Some(mine), None) => {
                 for _ in range.clone() {
-                    mine.push(b"");
+                    mine.push_within(b"", limit, "key")?;
                 }
             }
             (None, _) => {}
         }
-        self.values.extend_from(&other.values, range.clone());
+        self.values
+            .extend_within(&other.values, range.clone(), limit, "value")?;
         self.event_times
             .extend_from_slice(&other.event_times[range]);
+        Ok(())
     }
 
-    /// All records of `parts`, in order; keyed if any part is.
+    /// All records of `parts`, in order; keyed if any part is. For parts bounded together by
+    /// construction; panics past [`MAX_COLUMN_BYTES`] in a column. Where input decides the
+    /// size, use [`try_concat`](Self::try_concat), or [`spread`](Self::spread) to repartition
+    /// without gathering everything into one batch.
     pub fn concat<'a>(parts: impl IntoIterator<Item = &'a Batch> + Clone) -> Batch {
+        Self::try_concat(parts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// All records of `parts`, in order (keyed if any part is), or [`BatchError::ColumnFull`]
+    /// when together they pass [`MAX_COLUMN_BYTES`] in a column. Checks the sizes before
+    /// copying anything.
+    pub fn try_concat<'a>(
+        parts: impl IntoIterator<Item = &'a Batch> + Clone,
+    ) -> Result<Batch, BatchError> {
+        Self::concat_within(parts, MAX_COLUMN_BYTES)
+    }
+
+    fn concat_within<'a>(
+        parts: impl IntoIterator<Item = &'a Batch> + Clone,
+        limit: u64,
+    ) -> Result<Batch, BatchError> {
         let keyed = parts.clone().into_iter().any(Batch::is_keyed);
-        let (n, bytes) = parts
-            .clone()
-            .into_iter()
-            .fold((0, 0), |(n, b), p| (n + p.len(), b + p.values.data.len()));
+        let (n, bytes, key_bytes) =
+            parts
+                .clone()
+                .into_iter()
+                .fold((0, 0u64, 0u64), |(n, b, k), p| {
+                    (
+                        n + p.len(),
+                        b + p.values.data.len() as u64,
+                        k + p.keys.as_ref().map_or(0, |c| c.data.len() as u64),
+                    )
+                });
+        bounds::end_within("value", bytes, limit)?;
+        bounds::end_within("key", key_bytes, limit)?;
         let mut out = Batch {
             keys: keyed.then(Column::new),
-            values: Column::with_capacity(n, bytes),
+            values: Column::with_capacity(n, bytes as usize),
             event_times: Vec::with_capacity(n),
         };
         for part in parts {
-            out.extend_from(part, 0..part.len());
+            out.extend_within(part, 0..part.len(), limit)?;
         }
-        out
+        Ok(out)
+    }
+
+    /// The records of `parts`, in order, over `n` partitions of nearly equal record counts
+    /// (what `concat(parts).split(n)` gives), without gathering them into one batch first: no
+    /// partition passes the size of its share. Keyed if any part is.
+    /// [`BatchError::ColumnFull`] only when one partition's share passes
+    /// [`MAX_COLUMN_BYTES`]: more partitions are needed.
+    pub fn spread(parts: &[Batch], n: usize) -> Result<Vec<Batch>, BatchError> {
+        Self::spread_within(parts, n, MAX_COLUMN_BYTES)
+    }
+
+    fn spread_within(parts: &[Batch], n: usize, limit: u64) -> Result<Vec<Batch>, BatchError> {
+        let n = n.max(1);
+        let keyed = parts.iter().any(Batch::is_keyed);
+        let total: usize = parts.iter().map(Batch::len).sum();
+        let mut out: Vec<Batch> = (0..n).map(|_| Batch::empty(keyed)).collect();
+        // Walk the parts once; output j takes global records [j*total/n, (j+1)*total/n).
+        let (mut part, mut offset) = (0usize, 0usize);
+        for (j, target) in out.iter_mut().enumerate() {
+            let mut want = (j + 1) * total / n - j * total / n;
+            while want > 0 {
+                let Some(p) = parts.get(part) else { break };
+                let take = want.min(p.len() - offset);
+                target.extend_within(p, offset..offset + take, limit)?;
+                want -= take;
+                offset += take;
+                if offset == p.len() {
+                    part += 1;
+                    offset = 0;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Split into `n` partitions of nearly equal record counts, order kept.
@@ -92,7 +213,8 @@ impl Batch {
         out
     }
 
-    /// A batch back from [`to_bytes`](Self::to_bytes); `None` if the bytes are not one.
+    /// A batch back from [`to_bytes`](Self::to_bytes); `None` if the bytes are not one (or
+    /// would not fit one: a column past [`MAX_COLUMN_BYTES`]).
     pub fn from_bytes(data: &[u8]) -> Option<Batch> {
         let (&keyed, mut rest) = data.split_first()?;
         let mut batch = Batch::empty(keyed == 1);
@@ -112,7 +234,9 @@ impl Batch {
             let value = field(&mut rest)?;
             let (time, tail) = rest.split_first_chunk::<8>()?;
             rest = tail;
-            batch.push(key.as_deref(), &value, i64::from_le_bytes(*time));
+            batch
+                .try_push(key.as_deref(), &value, i64::from_le_bytes(*time))
+                .ok()?;
         }
         Some(batch)
     }
@@ -213,6 +337,96 @@ mod tests {
             [9]
         );
         assert!(Batch::from_bytes(&keyed.to_bytes()[..5]).is_none());
+    }
+
+    #[test]
+    fn builders_refuse_past_the_column_limit_and_change_nothing() {
+        // The 4 GiB guard, against a lowered limit of 8 bytes per column.
+        let mut column = Column::from_items(["abc", "de"]);
+        let err = column.push_within(b"xyz9", 8, "value").unwrap_err();
+        assert_eq!(
+            err,
+            BatchError::ColumnFull {
+                what: "value",
+                bytes: 9,
+                limit: 8
+            }
+        );
+        assert!(
+            err.to_string().contains("raise the job's `partitions`"),
+            "{err}"
+        );
+        assert_eq!(column, Column::from_items(["abc", "de"]));
+        column.push_within(b"xyz", 8, "value").unwrap();
+        assert_eq!(column.ends, [3, 5, 8]);
+
+        let b = batch(&[("a", "1234"), ("bb", "5678")]);
+        let mut into = batch(&[("k", "v")]);
+        let before = into.clone();
+        // values 1 + 8 = 9 > 8
+        assert!(matches!(
+            into.extend_within(&b, 0..2, 8),
+            Err(BatchError::ColumnFull {
+                what: "value",
+                bytes: 9,
+                ..
+            })
+        ));
+        assert_eq!(into, before);
+        // keys: 1 + 1 + 2 = 4 ≤ 4, values 1 + 8 = 9 > 4: refused on values first, unchanged
+        assert!(into.extend_within(&b, 0..2, 4).is_err());
+        assert_eq!(into, before);
+        into.extend_within(&b, 0..1, 8).unwrap();
+        assert_eq!(values(&into), ["v", "1234"]);
+        // a keyed batch refusing an unkeyed record leaves its keys alone too
+        let mut keyed = batch(&[("k", "1234567")]);
+        let mut plain = Batch::empty(false);
+        plain.push(None, b"xx", 0);
+        assert!(keyed.extend_within(&plain, 0..1, 8).is_err());
+        assert_eq!(keyed.keys.as_ref().unwrap().len(), 1);
+        keyed.validate().unwrap();
+        // push: the value is checked before the key is written
+        let mut k = batch(&[("k", "1234567")]);
+        assert!(k.push_within(Some(b"x"), b"xx", 0, 8).is_err());
+        k.validate().unwrap();
+        assert_eq!(k.len(), 1);
+
+        // concat: sizes are checked before anything is copied
+        let parts = [batch(&[("a", "12345")]), batch(&[("b", "6789")])];
+        assert!(matches!(
+            Batch::concat_within(&parts, 8),
+            Err(BatchError::ColumnFull { bytes: 9, .. })
+        ));
+        assert_eq!(Batch::concat_within(&parts, 9).unwrap().len(), 2);
+        // spread: only a partition's share must fit
+        let spread = Batch::spread_within(&parts, 2, 5).unwrap();
+        assert_eq!(values(&spread[0]), ["12345"]);
+        assert!(Batch::spread_within(&parts, 1, 8).is_err());
+        // from_bytes refuses what is not a batch rather than panicking
+        assert!(Batch::from_bytes(&[1, 9, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn spread_is_concat_then_split_without_the_concat() {
+        let parts = [
+            batch(&[("a", "1"), ("b", "22")]),
+            Batch::empty(true),
+            batch(&[("c", "333"), ("d", ""), ("e", "5")]),
+            batch(&[("f", "6")]),
+        ];
+        for n in [1, 2, 3, 4, 7, 9] {
+            let spread = Batch::spread(&parts, n).unwrap();
+            let reference = Batch::concat(&parts).split(n);
+            assert_eq!(spread, reference, "n = {n}");
+        }
+        let mixed = [Batch::empty(false), batch(&[("a", "1")])];
+        assert!(
+            Batch::spread(&mixed, 2)
+                .unwrap()
+                .iter()
+                .all(Batch::is_keyed)
+        );
+        assert!(Batch::spread(&[], 3).unwrap().iter().all(Batch::is_empty));
     }
 
     #[test]

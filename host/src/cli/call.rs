@@ -42,7 +42,9 @@ pub fn run(args: &CallArgs, runtime: &UdfRuntime) -> anyhow::Result<()> {
     if args.partition_size == 0 {
         bail!("--partition-size must be at least 1");
     }
-    let component = runtime.load_file(Path::new(path))?;
+    let component = runtime
+        .load_file(Path::new(path))
+        .map_err(super::check::with_hint)?;
     let function = component.function(function)?;
     let mut input = Vec::new();
     match &args.input {

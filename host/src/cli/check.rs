@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use sluice_host::udf::{ABI_VERSION, MAX_FUNCTION_NAME, UdfRuntime};
+use sluice_host::udf::{ABI_VERSION, LoadError, MAX_FUNCTION_NAME, UdfRuntime};
 
 /// Arguments of `host check`.
 #[derive(Debug, clap::Args)]
@@ -19,12 +19,12 @@ pub fn run(args: &CheckArgs, runtime: &UdfRuntime) -> anyhow::Result<()> {
     let size = std::fs::metadata(&args.component)
         .with_context(|| format!("cannot read {}", args.component.display()))?
         .len();
-    let component = runtime.load_file(&args.component)?;
+    let component = runtime.load_file(&args.component).map_err(with_hint)?;
     if args.json {
         let functions: Vec<_> = component
             .functions()
             .iter()
-            .map(|f| serde_json::json!({ "name": f.name, "kind": f.kind, "has_inverse": f.has_inverse }))
+            .map(|f| serde_json::json!({ "name": f.name, "kind": f.kind.wit_name(), "has_inverse": f.has_inverse }))
             .collect();
         let out = serde_json::json!({
             "component": component.name(),
@@ -70,8 +70,13 @@ pub fn run(args: &CheckArgs, runtime: &UdfRuntime) -> anyhow::Result<()> {
             "  {}#{:<width$}  {}{inverse}",
             component.name(),
             f.name,
-            f.kind
+            f.kind.wit_name()
         );
     }
     Ok(())
+}
+
+/// A load error with what to do about it on a line of its own, as the planner shows it.
+pub fn with_hint(e: LoadError) -> anyhow::Error {
+    anyhow::anyhow!("{e}\n    hint: {}", e.hint())
 }

@@ -51,6 +51,18 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SIZE", default_value = "256MiB")]
     pub udf_memory: ByteSize,
 
+    /// Records one guest call is given at most: a larger partition is cut into pieces, the
+    /// guest called once per piece and the results joined (a reducer's group over it is
+    /// reduced in pieces, then their results; a key of a stateful updater is never cut, so one
+    /// with more new values fails its batch). Keeps every call within --udf-memory.
+    #[arg(long, global = true, value_name = "N", default_value = "1000000", value_parser = clap::value_parser!(u64).range(1..))]
+    pub udf_max_call_records: u64,
+
+    /// Bytes of keys and values one guest call is given at most, e.g. `32MiB` (with
+    /// --udf-max-call-records). A single larger record still gets a call of its own.
+    #[arg(long, global = true, value_name = "SIZE", default_value = "32MiB")]
+    pub udf_max_call_bytes: ByteSize,
+
     /// CPU time one guest call may take, e.g. `500ms`, `10s`; or `off`: no deadline, and guest
     /// code compiled without the checks that enforce one (tight loops run up to ~1.5× faster),
     /// for hosts whose UDFs are all trusted: a UDF that never returns then hangs its job.
@@ -199,6 +211,8 @@ fn make_runtime(cli: &Cli) -> anyhow::Result<UdfRuntime> {
         ..RuntimeConfig::default()
     };
     config.limits.memory = cli.udf_memory;
+    config.limits.max_call_records = cli.udf_max_call_records;
+    config.limits.max_call_bytes = cli.udf_max_call_bytes;
     match cli.udf_timeout {
         Timeout::After(d) => config.limits.call_timeout = d,
         Timeout::Off => config.interruptible = false,

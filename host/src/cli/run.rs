@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sluice_host::engine::{Job, JobOptions, JobSummary, percentile};
+use sluice_host::engine::{Core, CoreConfig, Job, JobHandle, JobOptions, JobSummary, percentile};
 use sluice_host::plan::{self, UdfDirectory, manifest};
 use sluice_host::udf::UdfRuntime;
 
@@ -100,17 +100,21 @@ pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         return Ok(());
     }
     let name = plan.name.clone();
+    let core = Core::new(CoreConfig::default())?;
+    // Listening before the job starts: a signal that comes while it starts is not lost.
+    let signals = Signals::listen(&core);
     let job = Job::start(
         plan,
         JobOptions {
             until_idle: args.until_idle,
-            handle_signals: true,
-            workers: None,
+            core: Some(core.clone()),
             skip_batch: args.skip_batch,
             restore_state: args.restore_state,
+            ..JobOptions::default()
         },
         runtime.registry().clone(),
     )?;
+    signals.stop(&core, &name, job.handle());
     let summary = job
         .wait()
         .with_context(|| format!("running {}", args.manifest.display()))?;
@@ -122,6 +126,62 @@ pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Ctrl-C and SIGTERM for `host run`: the first stops the job gracefully, the second exits at
+/// once with status 130. The library never exits; this is the CLI's decision.
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Take over Ctrl-C and SIGTERM now (until then they end the process).
+    fn listen(core: &Core) -> Self {
+        let _entered = core.handle().enter();
+        let listen = |kind, what: &str| match tokio::signal::unix::signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!("cannot listen for {what}: {e}; it ends the job at once");
+                None
+            }
+        };
+        Self {
+            interrupt: listen(tokio::signal::unix::SignalKind::interrupt(), "Ctrl-C"),
+            terminate: listen(tokio::signal::unix::SignalKind::terminate(), "SIGTERM"),
+        }
+    }
+
+    /// Stop `job` on the first signal; exit 130 on the second.
+    fn stop(mut self, core: &Core, job: &str, handle: JobHandle) {
+        let job = job.to_string();
+        core.handle().spawn(async move {
+            let how = self.next().await;
+            tracing::info!(%job, "{how}: stopping gracefully after the batches in flight (send it again to exit at once)");
+            handle.stop();
+            let how = self.next().await;
+            tracing::warn!(%job, "{how} again: exiting now without finishing batches in flight");
+            std::process::exit(130);
+        });
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        async fn on(signal: &mut Option<tokio::signal::unix::Signal>) {
+            // `None` from `recv`: the runtime is shutting down; no signal comes any more.
+            let got = match signal {
+                Some(s) => s.recv().await.is_some(),
+                None => false,
+            };
+            if !got {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::select! {
+            _ = on(&mut self.interrupt) => "interrupted (Ctrl-C)",
+            _ = on(&mut self.terminate) => "terminated (SIGTERM)",
+        }
+    }
 }
 
 /// One line about a finished run.

@@ -128,24 +128,19 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor with a worker pool of `workers` threads; opens the job's state, if it has
-    /// any, and loads initial states the first time.
+    /// An executor running partitions on `pool` (the process's shared worker pool, see
+    /// [`Core`](super::core::Core)); opens the job's state, if it has any, and loads initial
+    /// states the first time.
     pub fn new(
         plan: Arc<Plan>,
-        workers: usize,
+        pool: Arc<rayon::ThreadPool>,
         registry: Arc<Registry>,
         log: Option<Arc<CheckpointLog>>,
     ) -> Result<Self, StartError> {
-        let job = plan.name.clone();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers.max(1))
-            .thread_name(move |i| format!("sluice-{job}-worker-{i}"))
-            .build()
-            .map_err(|e| StartError::Pool(e.to_string()))?;
         let stateful: Vec<&str> = plan.stateful_nodes().map(|(_, n)| &*n.name).collect();
         let store = match &plan.state_dir {
             Some(dir) if !stateful.is_empty() => {
-                Some(StateStore::open(dir, &plan.name, &stateful)?)
+                Some(StateStore::open(dir, &plan.tenant, &plan.name, &stateful)?)
             }
             _ => None,
         };
@@ -193,7 +188,7 @@ impl Executor {
         }
         Ok(Self {
             plan,
-            pool: Arc::new(pool),
+            pool,
             registry,
             store,
             memory,

@@ -1,6 +1,11 @@
-//! A running job: the scheduler (a tokio loop on its own thread: ticks, receivers, early
-//! seals, signals) and the executor (its own thread, batches in order, partitions on the
-//! worker pool). Batches run one after another while the next is received.
+//! A running job: the scheduler (a task on the [`Core`]'s runtime: ticks, receivers, early
+//! seals) and the executor (its own thread, batches in order, partitions on the core's worker
+//! pool). Batches run one after another while the next is received. Jobs on one core share
+//! its threads: a job adds only its executor thread.
+//!
+//! The library never exits the process nor handles signals: [`Job::stop`] asks for a graceful
+//! stop and [`Job::abort`] abandons the batches not yet running; `host run` maps Ctrl-C and
+//! SIGTERM onto them.
 //!
 //! Batch times are multiples of the batch interval (Spark's), strictly increasing: a batch
 //! sealed early or back to back (`--until-idle`) takes the next free multiple.
@@ -12,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::core::{Core, CoreConfig, CoreError};
 use super::executor::{Executor, SealedBatch, StartError, ms};
 use super::recovery::{self, Recovered};
 use super::stats::{BatchReport, JobSummary};
@@ -19,7 +25,7 @@ use crate::checkpoint::{BatchRecord, CheckpointLog, RecordedInput};
 use crate::metrics::{Registry, SeriesKey};
 use crate::plan::{ErrorPolicy, Plan, SourceKind};
 use crate::sources::directory::DirectorySource;
-use crate::sources::http::{HttpLimits, HttpSource};
+use crate::sources::http::{HttpLimits, HttpSource, IngestEndpoint};
 use crate::sources::queue::QueueSource;
 use crate::sources::socket::{SocketOptions, SocketSource};
 use crate::sources::{Source, SourceContext, SourceInput, now_ms};
@@ -34,10 +40,17 @@ pub struct JobOptions {
     /// End once every source is exhausted and every batch is done (Structured Streaming's
     /// available-now trigger): batches run back to back while input is ready.
     pub until_idle: bool,
-    /// Stop gracefully on Ctrl-C / SIGTERM (a second one exits at once). For `host run`.
-    pub handle_signals: bool,
-    /// Worker threads; default one per core.
+    /// The worker pool and runtime the job runs on, shared with the other jobs given the same
+    /// core. Default: [`Core::global`] (or a core of its own when `workers` is set).
+    pub core: Option<Arc<Core>>,
+    /// Without `core`: run on a core of the job's own with this many workers rather than on
+    /// the shared one (for measuring a pool size; it does not share threads).
     pub workers: Option<usize>,
+    /// Serve every `http` source through [`Job::ingest_router`], a router the caller mounts on
+    /// its own server, instead of binding the source's `address`. Only the per-request limits
+    /// apply then; the connection limits are the caller server's (see
+    /// [`sources::http`](crate::sources::http)).
+    pub mount_http: bool,
     /// Go past this sealed batch without running it (`host run --skip-batch ID`): it must be
     /// the next batch to run again; recorded in the checkpoint, logged and counted.
     pub skip_batch: Option<u64>,
@@ -72,6 +85,25 @@ pub enum JobError {
         /// What happened (boxed: checkpoint errors carry the offsets and files a user needs).
         error: Box<super::executor::StartError>,
     },
+    /// The worker pool and runtime the job runs on could not be started.
+    #[error("job '{job}': {error}")]
+    Core {
+        /// The job.
+        job: String,
+        /// Why.
+        error: CoreError,
+    },
+    /// [`Job::abort`] ended the job: the batches sealed but not yet running were abandoned
+    /// (with a checkpoint they run again, with the same input, when the job restarts).
+    #[error(
+        "job '{job}' was aborted: {abandoned} batches sealed but not finished were abandoned; with a checkpoint they run again when the job restarts"
+    )]
+    Aborted {
+        /// The job.
+        job: String,
+        /// Batches sent to the executor and not finished when the job was aborted.
+        abandoned: usize,
+    },
     /// The job's threads could not be started or died.
     #[error("job '{job}': {message}")]
     Internal {
@@ -85,18 +117,64 @@ pub enum JobError {
 struct Shared {
     stop: Notify,
     stopping: AtomicBool,
+    abort: Notify,
+    aborted: AtomicBool,
     history: Mutex<VecDeque<BatchReport>>,
 }
 
 /// A job that is running; [`wait`](Job::wait) for it to end.
 pub struct Job {
-    shared: Arc<Shared>,
-    scheduler: std::thread::JoinHandle<Result<JobSummary, JobError>>,
+    name: String,
+    handle: JobHandle,
+    /// The scheduler task's result, sent once when it ends.
+    done: mpsc::Receiver<Result<JobSummary, JobError>>,
     executor: std::thread::JoinHandle<()>,
+    /// The http sources served on the caller's router ([`JobOptions::mount_http`]).
+    mounted: Vec<IngestEndpoint>,
+    /// Kept alive until the job has ended.
+    _core: Arc<Core>,
+}
+
+/// A handle to ask a running [`Job`] to stop or abort, or to read its batch reports, from
+/// anywhere (another thread, a signal handler task) while the job's owner waits for it.
+#[derive(Clone)]
+pub struct JobHandle {
+    shared: Arc<Shared>,
+}
+
+impl JobHandle {
+    /// Ask the job to stop gracefully: receivers stop, what they received is sealed into a
+    /// last batch, batches in flight finish, then [`Job::wait`] returns its summary.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.stop.notify_one();
+    }
+
+    /// End the job without finishing what it has sealed: receivers stop, no further batch
+    /// starts (the one running finishes: its UDF calls are bounded by their deadlines), and
+    /// [`Job::wait`] returns [`JobError::Aborted`] once the executor has let go of the job's
+    /// state. With a checkpoint the abandoned batches run again on restart, as after a crash.
+    pub fn abort(&self) {
+        self.shared.aborted.store(true, Ordering::Release);
+        self.shared.abort.notify_one();
+    }
+
+    /// The most recent finished batches, oldest first.
+    pub fn reports(&self) -> Vec<BatchReport> {
+        self.shared
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
 }
 
 impl Job {
-    /// Start a planned job.
+    /// Start a planned job on [`JobOptions::core`] (by default the process's shared
+    /// [`Core::global`]). Sources are started before this returns: a port that cannot be bound
+    /// is an error here.
     pub fn start(
         plan: Plan,
         options: JobOptions,
@@ -107,6 +185,18 @@ impl Job {
             job: job.clone(),
             message,
         };
+        let core = match (&options.core, options.workers) {
+            (Some(core), _) => Ok(core.clone()),
+            (None, Some(workers)) => Core::new(CoreConfig {
+                workers: Some(workers),
+                ..CoreConfig::default()
+            }),
+            (None, None) => Core::global(),
+        }
+        .map_err(|error| JobError::Core {
+            job: job.clone(),
+            error,
+        })?;
         for warning in &plan.warnings {
             tracing::warn!(job = %plan.name, "{warning}");
         }
@@ -114,11 +204,10 @@ impl Job {
         let shared = Arc::new(Shared {
             stop: Notify::new(),
             stopping: AtomicBool::new(false),
+            abort: Notify::new(),
+            aborted: AtomicBool::new(false),
             history: Mutex::new(VecDeque::new()),
         });
-        let workers = options
-            .workers
-            .unwrap_or_else(crate::plan::spec::default_partitions);
         let start_error = |error: StartError| JobError::Start {
             job: plan.name.to_string(),
             error: Box::new(error),
@@ -136,8 +225,13 @@ impl Job {
             ));
         }
         let log = recovered.as_ref().map(|r| r.log.clone());
-        let mut executor = match Executor::new(plan.clone(), workers, registry.clone(), log.clone())
-        {
+        let pool = core.pool().clone();
+        let mut executor = match Executor::new(
+            plan.clone(),
+            pool.clone(),
+            registry.clone(),
+            log.clone(),
+        ) {
             // Live state that cannot be opened (damaged, not locked by another run) comes
             // back from the newest data checkpoint when there is one.
             Err(StartError::State(
@@ -153,7 +247,7 @@ impl Job {
                     "cannot be opened",
                 )
                 .map_err(|e| start_error(e.into()))?;
-                Executor::new(plan.clone(), workers, registry.clone(), log.clone())
+                Executor::new(plan.clone(), pool, registry.clone(), log.clone())
                     .map_err(start_error)?
             }
             other => other.map_err(start_error)?,
@@ -176,10 +270,14 @@ impl Job {
         let (to_executor, batches) = mpsc::channel::<SealedBatch>();
         let (report_tx, reports) = tokio::sync::mpsc::unbounded_channel::<BatchReport>();
         let policy = plan.on_udf_error;
+        let executor_shared = shared.clone();
         let executor = std::thread::Builder::new()
             .name(format!("sluice-{job}-executor"))
             .spawn(move || {
                 for batch in batches {
+                    if executor_shared.aborted.load(Ordering::Acquire) {
+                        break;
+                    }
                     let report = executor.run(batch);
                     // After a batch that ends the job, later batches must not run (nor commit).
                     let ends_job =
@@ -191,61 +289,82 @@ impl Job {
                 executor.close();
             })
             .map_err(|e| internal(format!("cannot start the executor thread: {e}")))?;
-        let scheduler_shared = shared.clone();
-        let scheduler = std::thread::Builder::new()
-            .name(format!("sluice-{job}-scheduler"))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| JobError::Internal {
-                        job: plan.name.to_string(),
-                        message: format!("cannot start the scheduler: {e}"),
-                    })?;
-                let scheduler = Scheduler::new(
-                    plan,
-                    options,
-                    scheduler_shared,
-                    to_executor,
-                    registry,
-                    runtime.handle().clone(),
-                    recovered,
-                    replay,
-                    committed,
-                )?;
-                runtime.block_on(scheduler.run(reports))
-            })
-            .map_err(|e| internal(format!("cannot start the scheduler thread: {e}")))?;
+        // The sources start here, on the caller's thread (their tasks on the core's runtime);
+        // the scheduler's loop then runs as a task there too.
+        let mut scheduler = match Scheduler::new(
+            plan,
+            options,
+            shared.clone(),
+            to_executor,
+            registry,
+            core.handle().clone(),
+            recovered,
+            replay,
+            committed,
+        ) {
+            Ok(scheduler) => scheduler,
+            Err(e) => {
+                // The executor's queue is gone with the scheduler: it ends and lets go of the
+                // job's state before the error is returned.
+                let _ = executor.join();
+                return Err(e);
+            }
+        };
+        let mounted = std::mem::take(&mut scheduler.mounted);
+        let (done_tx, done) = mpsc::sync_channel(1);
+        core.handle().spawn(async move {
+            let result = scheduler.run(reports).await;
+            // Sources end (their tasks, listeners, connections) before the job is said done.
+            let _ = done_tx.send(result);
+        });
         Ok(Job {
-            shared,
-            scheduler,
+            name: job,
+            handle: JobHandle { shared },
+            done,
             executor,
+            mounted,
+            _core: core,
         })
     }
 
     /// Ask the job to stop gracefully: receivers stop, what they received is sealed into a
     /// last batch, batches in flight finish, then [`wait`](Job::wait) returns.
     pub fn stop(&self) {
-        self.shared.stopping.store(true, Ordering::Release);
-        self.shared.stop.notify_one();
+        self.handle.stop();
+    }
+
+    /// End the job without finishing what it sealed; see [`JobHandle::abort`].
+    pub fn abort(&self) {
+        self.handle.abort();
+    }
+
+    /// A handle to stop or abort the job, or read its reports, while another thread waits
+    /// for it.
+    pub fn handle(&self) -> JobHandle {
+        self.handle.clone()
     }
 
     /// The most recent finished batches, oldest first.
     pub fn reports(&self) -> Vec<BatchReport> {
-        self.shared
-            .history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        self.handle.reports()
     }
 
-    /// Wait for the job to end.
+    /// With [`JobOptions::mount_http`]: an axum router serving `POST /ingest/<source>` for
+    /// the job's http sources, to nest on the caller's own router and server (e.g.
+    /// `app.nest("/tenants/a", job.ingest_router()?)`); `None` when the job mounts none.
+    /// Answers and per-request limits are the standalone endpoint's; once the job ends it
+    /// answers `503`.
+    pub fn ingest_router(&self) -> Option<axum::Router> {
+        (!self.mounted.is_empty())
+            .then(|| crate::sources::http::ingest_router(self.mounted.iter().cloned()))
+    }
+
+    /// Wait for the job to end (blocking the calling thread: do not call it from a task on the
+    /// job's own runtime).
     pub fn wait(self) -> Result<JobSummary, JobError> {
-        let result = self.scheduler.join().unwrap_or_else(|_| {
+        let result = self.done.recv().unwrap_or_else(|_| {
             Err(JobError::Internal {
-                job: "?".into(),
+                job: self.name.clone(),
                 message: "the scheduler panicked".into(),
             })
         });
@@ -275,6 +394,8 @@ struct Scheduler {
     replay: Vec<BatchRecord>,
     /// Batches sealed but not yet recorded and sent.
     sealing: Vec<SealedBatch>,
+    /// Http sources served on the caller's router, handed to the [`Job`].
+    mounted: Vec<IngestEndpoint>,
 }
 
 impl Scheduler {
@@ -311,6 +432,7 @@ impl Scheduler {
                 .unwrap_or_default()
         };
         let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(plan.sources.len());
+        let mut mounted = Vec::new();
         for s in &plan.sources {
             sources.push(match &s.kind {
                 SourceKind::Socket {
@@ -349,28 +471,38 @@ impl Scheduler {
                     body_timeout,
                     max_connections,
                     max_inflight_bytes,
-                } => Box::new(
-                    HttpSource::start_with(
-                        &s.name,
-                        address,
-                        {
-                            let mut limits = HttpLimits::new(*max_request_bytes);
-                            limits.header_timeout = header_timeout.unwrap_or(limits.header_timeout);
-                            limits.body_timeout = body_timeout.unwrap_or(limits.body_timeout);
-                            limits.max_connections =
-                                max_connections.unwrap_or(limits.max_connections);
-                            limits.max_inflight_bytes =
-                                max_inflight_bytes.unwrap_or(limits.max_inflight_bytes);
-                            limits
-                        },
-                        received(&s.name),
-                        &ctx,
-                    )
-                    .map_err(|e| JobError::Internal {
-                        job: plan.name.to_string(),
-                        message: e.to_string(),
-                    })?,
-                ),
+                } => {
+                    let mut limits = HttpLimits::new(*max_request_bytes);
+                    limits.header_timeout = header_timeout.unwrap_or(limits.header_timeout);
+                    limits.body_timeout = body_timeout.unwrap_or(limits.body_timeout);
+                    limits.max_connections = max_connections.unwrap_or(limits.max_connections);
+                    limits.max_inflight_bytes =
+                        max_inflight_bytes.unwrap_or(limits.max_inflight_bytes);
+                    if options.mount_http {
+                        if header_timeout.is_some() || max_connections.is_some() {
+                            tracing::warn!(job = %plan.name, source = %s.name, "header_timeout and max_connections limit connections, which the server this source is mounted on owns: set them there (they are not applied here)");
+                        }
+                        tracing::info!(job = %plan.name, source = %s.name, "serving POST /ingest/{} on the caller's router (not binding {address})", s.name);
+                        let source =
+                            HttpSource::mounted(&s.name, limits, received(&s.name), &ctx);
+                        mounted.push(source.endpoint());
+                        Box::new(source)
+                    } else {
+                        Box::new(
+                            HttpSource::start_with(
+                                &s.name,
+                                address,
+                                limits,
+                                received(&s.name),
+                                &ctx,
+                            )
+                            .map_err(|e| JobError::Internal {
+                                job: plan.name.to_string(),
+                                message: e.to_string(),
+                            })?,
+                        )
+                    }
+                }
                 SourceKind::Queue(q) => Box::new(QueueSource::new(&s.name, q.clone())),
             });
         }
@@ -398,6 +530,7 @@ impl Scheduler {
             log: recovered.map(|r| r.log),
             replay,
             sealing: Vec::new(),
+            mounted,
         })
     }
 
@@ -459,30 +592,23 @@ impl Scheduler {
         );
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut signals = Signals::new(self.options.handle_signals);
         let mut summary = JobSummary::default();
-        self.resend()?;
+        self.blocking(Self::resend)?;
         let mut stopping = false;
         let mut last_end = Instant::now();
         loop {
             tokio::select! {
                 biased;
-                how = signals.next() => {
-                    if stopping {
-                        tracing::warn!(%job, "{how} again: exiting now without finishing batches in flight");
-                        std::process::exit(130);
-                    }
-                    tracing::info!(%job, "{how}: stopping gracefully after the batches in flight (send it again to exit at once)");
-                    stopping = true;
-                    summary.stopped = true;
-                    self.drain()?;
-                    if self.in_flight == 0 { break; }
+                _ = self.shared.abort.notified() => {
+                    tracing::warn!(%job, "abort requested: ending now; {} batches in flight are abandoned", self.in_flight);
+                    for s in &mut self.sources { s.stop(); }
+                    return Err(JobError::Aborted { job: job.to_string(), abandoned: self.in_flight });
                 }
                 _ = self.shared.stop.notified(), if !stopping => {
                     tracing::info!(%job, "stop requested: stopping gracefully after the batches in flight");
                     stopping = true;
                     summary.stopped = true;
-                    self.drain()?;
+                    self.blocking(Self::drain)?;
                     if self.in_flight == 0 { break; }
                 }
                 report = reports.recv() => {
@@ -510,14 +636,14 @@ impl Scheduler {
                     if self.options.until_idle && self.in_flight == 0 {
                         let statuses: Vec<_> = self.sources.iter_mut().map(|s| s.status()).collect();
                         if statuses.iter().any(|s| s.backlog || s.buffered > 0) {
-                            self.seal()?;
+                            self.blocking(Self::seal)?;
                         } else if statuses.iter().all(|s| s.exhausted) {
                             if self.plan.final_batch && !self.final_sent {
                                 // Available-now: one more batch, with no data, in which the
                                 // watermarks move past the last records seen.
                                 tracing::info!(%job, "input exhausted: one last, empty batch to advance watermarks");
                                 self.final_sent = true;
-                                self.seal()?;
+                                self.blocking(Self::seal)?;
                                 continue;
                             }
                             tracing::info!(%job, "every source is exhausted and every batch is done");
@@ -526,12 +652,12 @@ impl Scheduler {
                     }
                 }
                 _ = self.early_seal.notified(), if !stopping => {
-                    self.seal()?;
+                    self.blocking(Self::seal)?;
                     if self.any_full() { self.early_seal.notify_one(); }
                 }
                 _ = ticker.tick(), if !stopping => {
                     if !(self.options.until_idle && self.in_flight > 0) {
-                        self.seal()?;
+                        self.blocking(Self::seal)?;
                     }
                 }
             }
@@ -543,6 +669,18 @@ impl Scheduler {
             last_end.saturating_duration_since(first)
         });
         Ok(summary)
+    }
+
+    /// Run `work` (sealing: with a checkpoint, metadata and log files written and fsynced)
+    /// while the runtime's other tasks move to another thread, so that one job's disk does not
+    /// hold up the receivers and schedulers of every job on the core. Without a checkpoint
+    /// sealing touches no disk but directory listings, and runs in place.
+    fn blocking<R>(&mut self, work: impl FnOnce(&mut Self) -> R) -> R {
+        if self.log.is_some() {
+            tokio::task::block_in_place(|| work(self))
+        } else {
+            work(self)
+        }
     }
 
     fn any_full(&mut self) -> bool {
@@ -714,39 +852,5 @@ fn record(batch: &SealedBatch) -> BatchRecord {
                 },
             })
             .collect(),
-    }
-}
-
-/// Ctrl-C and SIGTERM, when the job handles them.
-struct Signals {
-    terminate: Option<tokio::signal::unix::Signal>,
-    enabled: bool,
-}
-
-impl Signals {
-    fn new(enabled: bool) -> Self {
-        let terminate = enabled
-            .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok())
-            .flatten();
-        Self { terminate, enabled }
-    }
-
-    /// The next signal's name; never, when signals are not handled.
-    async fn next(&mut self) -> &'static str {
-        if !self.enabled {
-            return std::future::pending().await;
-        }
-        let term = async {
-            match &mut self.terminate {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
-            _ = term => "terminated (SIGTERM)",
-        }
     }
 }

@@ -4,6 +4,7 @@
 //! jobs.
 
 pub mod context;
+pub mod core;
 pub mod event_time;
 pub mod executor;
 pub mod job;
@@ -15,5 +16,6 @@ pub mod stats;
 pub mod windows;
 
 pub use context::{By, ContextError, DStream, EventTimeSpec, StateSpec, StreamingContext};
-pub use job::{Job, JobError, JobOptions};
+pub use core::{Core, CoreConfig, CoreError};
+pub use job::{Job, JobError, JobHandle, JobOptions};
 pub use stats::{BatchReport, JobSummary, OperatorStats, percentile};

@@ -386,9 +386,10 @@ pub fn skip(
     };
     let stateful: Vec<&str> = plan.stateful_nodes().map(|(_, n)| &*n.name).collect();
     let store = match &plan.state_dir {
-        Some(dir) if !stateful.is_empty() => {
-            Some(StateStore::open(dir, &plan.name, &stateful).map_err(|e| state_error(dir, e))?)
-        }
+        Some(dir) if !stateful.is_empty() => Some(
+            StateStore::open(dir, &plan.tenant, &plan.name, &stateful)
+                .map_err(|e| state_error(dir, e))?,
+        ),
         _ => None,
     };
     let mark_done = |store: &StateStore, record: &BatchRecord| {
@@ -553,7 +554,7 @@ mod tests {
         let live = dir.path().join("state");
         let ckpt = dir.path().join("data/batch-1");
         {
-            let store = StateStore::open(&live, "j", &["s"]).expect("open");
+            let store = StateStore::open(&live, "t", "j", &["s"]).expect("open");
             let table = store.table("s");
             let mut w = crate::state::StateWrites::default();
             w.put(&table, b"k", b"v".to_vec(), None);
@@ -564,7 +565,7 @@ mod tests {
             store.checkpoint(&ckpt).expect("checkpoint");
         }
         restore_state(&ckpt, 1, &live, "is damaged").expect("restore");
-        let store = StateStore::open(&live, "j", &["s"]).expect("reopen");
+        let store = StateStore::open(&live, "t", "j", &["s"]).expect("reopen");
         assert_eq!(store.committed().expect("marker").map(|c| c.batch), Some(1));
         drop(store);
         std::fs::write(ckpt.join("CURRENT"), "MANIFEST-999999\n").expect("damage");

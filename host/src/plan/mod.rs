@@ -23,7 +23,7 @@ pub use spec::{
 pub use stateful::{EventWindow, Reducer, StateOp, Updater, WindowKind, WindowSpec};
 
 use crate::sinks::NativeSink;
-use crate::udf::{Role, UdfComponent, UdfFunction, UdfRuntime, parse_spec};
+use crate::udf::{FunctionKind, Role, UdfComponent, UdfFunction, UdfRuntime, parse_spec};
 use limits::{FileError, MAX_REPORTED_ERRORS, MAX_STATIC_BYTES, MAX_WARNINGS, read_regular_file};
 
 /// One problem with a job.
@@ -839,7 +839,7 @@ impl Planner<'_, '_> {
             (None, None, _) => None,
         };
         if let Some(f) = &function
-            && let Some(ok) = kind_fits(op, &f.info().kind)
+            && let Some(ok) = kind_fits(op, f.info().kind)
             && !ok
         {
             self.error(
@@ -848,11 +848,11 @@ impl Planner<'_, '_> {
                 format!(
                     "{} is a `{}` function, which does not fit op = \"{opname}\"",
                     f.spec(),
-                    f.info().kind
+                    f.info().kind.wit_name()
                 ),
                 Some(format!(
                     "use op = \"{}\"{}",
-                    suggested_op(&f.info().kind),
+                    suggested_op(f.info().kind),
                     if udf_role == Some(Role::Transform) {
                         ", or map_partitions for any transform function"
                     } else {
@@ -1205,16 +1205,19 @@ fn load_component(
 
 /// Whether a function's SDK kind fits the operator (`None`: no opinion, e.g. a raw function or
 /// a component not built with the SDK).
-fn kind_fits(op: Op, kind: &str) -> Option<bool> {
-    // The SDK reports kinds in WIT style (`flat-map`); manifests use `flat_map`.
-    let kind = kind.replace('-', "_");
-    let family = match kind.as_str() {
-        "map" | "try_map" => Op::Map,
-        "flat_map" | "try_flat_map" => Op::FlatMap,
-        "filter" | "try_filter" => Op::Filter,
-        "update" | "update_with_key" => Op::UpdateStateByKey,
-        "map_with_state" => Op::MapWithState,
-        _ => return None,
+fn kind_fits(op: Op, kind: FunctionKind) -> Option<bool> {
+    let family = match kind {
+        FunctionKind::Map | FunctionKind::TryMap => Op::Map,
+        FunctionKind::FlatMap | FunctionKind::TryFlatMap => Op::FlatMap,
+        FunctionKind::Filter | FunctionKind::TryFilter => Op::Filter,
+        FunctionKind::Update | FunctionKind::UpdateWithKey => Op::UpdateStateByKey,
+        FunctionKind::MapWithState => Op::MapWithState,
+        FunctionKind::MapPartitions
+        | FunctionKind::Raw
+        | FunctionKind::Reduce
+        | FunctionKind::Foreach
+        | FunctionKind::TryForeach
+        | FunctionKind::ForeachBatch => return None,
     };
     match op {
         Op::Map | Op::FlatMap | Op::Filter | Op::UpdateStateByKey | Op::MapWithState => {
@@ -1224,14 +1227,19 @@ fn kind_fits(op: Op, kind: &str) -> Option<bool> {
     }
 }
 
-fn suggested_op(kind: &str) -> &'static str {
-    match kind.replace('-', "_").as_str() {
-        "map" | "try_map" => "map",
-        "flat_map" | "try_flat_map" => "flat_map",
-        "filter" | "try_filter" => "filter",
-        "update" | "update_with_key" => "update_state_by_key",
-        "map_with_state" => "map_with_state",
-        _ => "map_partitions",
+fn suggested_op(kind: FunctionKind) -> &'static str {
+    match kind {
+        FunctionKind::Map | FunctionKind::TryMap => "map",
+        FunctionKind::FlatMap | FunctionKind::TryFlatMap => "flat_map",
+        FunctionKind::Filter | FunctionKind::TryFilter => "filter",
+        FunctionKind::Update | FunctionKind::UpdateWithKey => "update_state_by_key",
+        FunctionKind::MapWithState => "map_with_state",
+        FunctionKind::MapPartitions
+        | FunctionKind::Raw
+        | FunctionKind::Reduce
+        | FunctionKind::Foreach
+        | FunctionKind::TryForeach
+        | FunctionKind::ForeachBatch => "map_partitions",
     }
 }
 
@@ -1486,18 +1494,24 @@ mod tests {
 
     #[test]
     fn function_kinds_fit_their_operators() {
-        assert_eq!(kind_fits(Op::Filter, "try_filter"), Some(true));
-        assert_eq!(kind_fits(Op::Map, "filter"), Some(false));
-        assert_eq!(kind_fits(Op::MapPartitions, "filter"), None);
-        assert_eq!(kind_fits(Op::Map, "raw"), None);
-        assert_eq!(kind_fits(Op::Map, "try-map"), Some(true));
-        assert_eq!(kind_fits(Op::Map, "flat-map"), Some(false));
-        assert_eq!(kind_fits(Op::UpdateStateByKey, "update"), Some(true));
+        assert_eq!(kind_fits(Op::Filter, FunctionKind::TryFilter), Some(true));
+        assert_eq!(kind_fits(Op::Map, FunctionKind::Filter), Some(false));
+        assert_eq!(kind_fits(Op::MapPartitions, FunctionKind::Filter), None);
+        assert_eq!(kind_fits(Op::Map, FunctionKind::Raw), None);
+        assert_eq!(kind_fits(Op::Map, FunctionKind::TryMap), Some(true));
+        assert_eq!(kind_fits(Op::Map, FunctionKind::FlatMap), Some(false));
         assert_eq!(
-            kind_fits(Op::UpdateStateByKey, "map-with-state"),
+            kind_fits(Op::UpdateStateByKey, FunctionKind::Update),
+            Some(true)
+        );
+        assert_eq!(
+            kind_fits(Op::UpdateStateByKey, FunctionKind::MapWithState),
             Some(false)
         );
-        assert_eq!(kind_fits(Op::MapWithState, "map-with-state"), Some(true));
+        assert_eq!(
+            kind_fits(Op::MapWithState, FunctionKind::MapWithState),
+            Some(true)
+        );
     }
 
     #[test]

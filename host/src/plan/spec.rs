@@ -187,16 +187,7 @@ pub enum SourceKind {
     Queue(QueueReceiver),
 }
 
-/// Whether a directory source reads the files already present when the job starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Start {
-    /// Read them (default).
-    #[default]
-    Earliest,
-    /// Skip them: only files that appear later are read.
-    Latest,
-}
+pub use crate::sources::Start;
 
 /// The operators of a derived stream, with Spark's meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -483,13 +474,4 @@ pub enum SinkKind {
     Native(Arc<NativeSink>),
 }
 
-/// The line format of `text_files`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputFormat {
-    /// `(key,value)` or `value` per line, as `print` shows them.
-    #[default]
-    Text,
-    /// `{"key": …, "value": …}` per line, keys and values decoded by their codecs.
-    Jsonl,
-}
+pub use crate::sinks::OutputFormat;

@@ -8,6 +8,8 @@
 
 pub mod text_files;
 
+pub use text_files::OutputFormat;
+
 use std::io::Write;
 use std::path::PathBuf;
 

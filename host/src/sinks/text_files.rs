@@ -9,8 +9,20 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 use super::{SinkBatch, SinkError};
-use crate::plan::OutputFormat;
+
+/// The line format of `text_files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// `(key,value)` or `value` per line, as `print` shows them.
+    #[default]
+    Text,
+    /// `{"key": …, "value": …}` per line, keys and values decoded by their codecs.
+    Jsonl,
+}
 
 /// The directory a batch lands in.
 pub fn batch_dir(prefix: &Path, suffix: Option<&str>, time: i64) -> PathBuf {

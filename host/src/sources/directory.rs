@@ -11,8 +11,20 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use serde::Deserialize;
+
 use super::{Source, SourceInput, SourceStatus};
-use crate::plan::Start;
+
+/// Whether a directory source reads the files already present when the job starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// Read them (default).
+    #[default]
+    Earliest,
+    /// Skip them: only files that appear later are read.
+    Latest,
+}
 
 /// How old a file's last change must be before it is taken, once two listings agree on it.
 const QUIET: Duration = Duration::from_millis(500);

@@ -24,6 +24,25 @@
 //!   logs it once per 10 s with the count, and goes on serving: it is never fatal to the job.
 //!
 //! What was refused is counted in [`IngestCounters`] and logged (once per 10 s per kind).
+//!
+//! # Mounted on a caller's router
+//!
+//! A program that owns its HTTP server (a `host serve`, a service embedding Sluice) starts the
+//! job with [`JobOptions::mount_http`](crate::engine::JobOptions::mount_http): the source binds
+//! nothing, and [`Job::ingest_router`](crate::engine::Job::ingest_router) (built by
+//! [`ingest_router`] from each source's [`IngestEndpoint`]) is an axum `Router` serving
+//! `POST /ingest/<source>` that the caller nests under a prefix of its own. The answers are the
+//! same, records are acknowledged only once in the write-ahead log, and the limits that concern
+//! a request hold as they are: `max_request_bytes` (`413`), `max_inflight_bytes` (`429`),
+//! `body_timeout` (`408`), and `503` once the job stops. The limits that concern connections
+//! belong to whoever owns the listener and are the caller's to set on its server:
+//! `header_timeout` and the 64 KiB head cap, `max_connections` and the open-file budget, and
+//! the back-off when `accept` fails. Once the job has stopped, a mounted endpoint answers `503`
+//! and holds nothing of the job (its write-ahead log is closed with the job). The caller's
+//! server is not stopped with the job, so a request already being logged when the job stops
+//! may still be answered `200`: its records are in the log, after the last batch sealed, and
+//! the job's next start runs them (as it does for records logged just before a crash). The log
+//! append runs on the blocking pool of the runtime serving the request.
 
 use std::future::poll_fn;
 use std::io;
@@ -91,19 +110,25 @@ pub struct ListenError {
 }
 
 /// What an http source lets clients hold: time, connections, memory.
+///
+/// `max_request_bytes`, `body_timeout` and `max_inflight_bytes` hold per request, wherever the
+/// endpoint is served; `header_timeout` and `max_connections` hold only when the source owns
+/// its listener (not when it is mounted on a caller's router).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// The largest request body accepted (`413` beyond).
+    /// The largest request body accepted (`413` beyond). Per request.
     pub max_request_bytes: u64,
     /// How long a request's head may take to arrive (from the connection's start or the
-    /// previous answer); past it the connection is closed.
+    /// previous answer); past it the connection is closed. Per connection: the listener's.
     pub header_timeout: Duration,
-    /// How long a request's body may take to arrive once its head is in; past it `408`.
+    /// How long a request's body may take to arrive once its head is in; past it `408`. Per
+    /// request.
     pub body_timeout: Duration,
     /// Connections served at once (`503` beyond); also never more than half the process's
-    /// open-file limit over all http sources.
+    /// open-file limit over all http sources. Per listener.
     pub max_connections: usize,
-    /// The bytes of all bodies being read at once (`429` beyond).
+    /// The bytes of all bodies being read at once (`429` beyond). Per source, wherever it is
+    /// served.
     pub max_inflight_bytes: u64,
 }
 
@@ -135,19 +160,56 @@ pub struct IngestCounters {
     pub bodies_throttled: AtomicU64,
 }
 
-/// A running http ingest endpoint.
+/// A running http ingest endpoint: on a listener of its own ([`start_with`](Self::start_with))
+/// or mounted on a caller's router ([`mounted`](Self::mounted)). Stopping or dropping it ends
+/// its listener and every connection on it.
 pub struct HttpSource {
     name: String,
     buffer: Received,
-    stopping: Arc<AtomicBool>,
+    endpoint: Arc<Endpoint>,
     counters: Arc<IngestCounters>,
-    task: tokio::task::JoinHandle<()>,
+    /// The accept loop, when the source owns its listener.
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// One source's ingest endpoint, to serve on a router the caller owns (see [`ingest_router`]).
+/// It holds nothing of the job once the job has stopped: it then answers `503`.
+#[derive(Clone)]
+pub struct IngestEndpoint {
+    endpoint: Arc<Endpoint>,
+}
+
+impl IngestEndpoint {
+    /// The source's name: the endpoint takes `POST /ingest/<name>`.
+    pub fn name(&self) -> &str {
+        &self.endpoint.name
+    }
+}
+
+impl std::fmt::Debug for IngestEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestEndpoint")
+            .field("name", &self.endpoint.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An axum router serving `POST /ingest/<source>` for each of `endpoints` (other names get
+/// `404`), with each source's per-request limits; nest it under any prefix. The caller's
+/// server owns the connections: it sets their header timeout and count.
+pub fn ingest_router(endpoints: impl IntoIterator<Item = IngestEndpoint>) -> Router {
+    let endpoints: Vec<Arc<Endpoint>> = endpoints.into_iter().map(|e| e.endpoint).collect();
+    Router::new()
+        .route("/ingest/{source}", post(ingest))
+        .with_state(Arc::new(endpoints))
 }
 
 struct Endpoint {
     name: String,
-    buffer: Received,
-    stopping: Arc<AtomicBool>,
+    /// The job's buffer while the job runs; taken away when it stops, so that a router the
+    /// caller keeps does not hold the job's write-ahead log open.
+    buffer: Mutex<Option<Received>>,
+    stopping: AtomicBool,
     ctx: SourceContext,
     limits: HttpLimits,
     inflight: Arc<Budget>,
@@ -195,12 +257,30 @@ impl HttpSource {
             let _entered = ctx.runtime.enter();
             TcpListener::from_std(listener).map_err(listen_error)?
         };
-        let stopping = Arc::new(AtomicBool::new(false));
+        let mut source = Self::mounted(name, limits, buffer, ctx);
+        let fds = fd_budget();
+        let max_connections = limits.max_connections.max(1);
+        if fds < max_connections {
+            tracing::info!(job = %ctx.job, source = %name, "serving at most {fds} connections at once (half the open-file limit), not {max_connections}");
+        }
+        tracing::info!(job = %ctx.job, source = %name, "listening on http://{local}/ingest/{name}");
+        source.task = Some(
+            ctx.runtime
+                .spawn(accept_loop(listener, source.endpoint.clone())),
+        );
+        Ok(source)
+    }
+
+    /// Take records into `buffer` through an endpoint served by a router the caller owns
+    /// ([`endpoint`](Self::endpoint), [`ingest_router`]): nothing is bound. Of `limits`, only
+    /// the per-request ones apply (`max_request_bytes`, `body_timeout`,
+    /// `max_inflight_bytes`); the connection limits are the caller server's.
+    pub fn mounted(name: &str, limits: HttpLimits, buffer: Received, ctx: &SourceContext) -> Self {
         let counters = Arc::new(IngestCounters::default());
         let endpoint = Arc::new(Endpoint {
             name: name.to_string(),
-            buffer: buffer.clone(),
-            stopping: stopping.clone(),
+            buffer: Mutex::new(Some(buffer.clone())),
+            stopping: AtomicBool::new(false),
             ctx: ctx.clone(),
             limits,
             inflight: Arc::new(Budget::new(limits.max_inflight_bytes)),
@@ -208,20 +288,20 @@ impl HttpSource {
             throttled_log: Mutex::new(Throttle::default()),
             timed_out_log: Mutex::new(Throttle::default()),
         });
-        let fds = fd_budget();
-        let max_connections = limits.max_connections.max(1);
-        if fds < max_connections {
-            tracing::info!(job = %ctx.job, source = %name, "serving at most {fds} connections at once (half the open-file limit), not {max_connections}");
-        }
-        tracing::info!(job = %ctx.job, source = %name, "listening on http://{local}/ingest/{name}");
-        let task = ctx.runtime.spawn(accept_loop(listener, endpoint));
-        Ok(Self {
+        Self {
             name: name.to_string(),
             buffer,
-            stopping,
+            endpoint,
             counters,
-            task,
-        })
+            task: None,
+        }
+    }
+
+    /// The endpoint, to serve on a router (see [`ingest_router`]).
+    pub fn endpoint(&self) -> IngestEndpoint {
+        IngestEndpoint {
+            endpoint: self.endpoint.clone(),
+        }
     }
 
     /// What the endpoint refused or cut off so far.
@@ -369,9 +449,9 @@ fn shed(stream: &TcpStream) {
 
 /// Accept connections until the task is aborted; never ends on an error.
 async fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>) {
-    let app = Router::new()
-        .route("/ingest/{source}", post(ingest))
-        .with_state(endpoint.clone());
+    let app = ingest_router([IngestEndpoint {
+        endpoint: endpoint.clone(),
+    }]);
     let (job, source) = (endpoint.ctx.job.clone(), endpoint.name.clone());
     let open = Arc::new(AtomicUsize::new(0));
     let max_connections = endpoint.limits.max_connections.max(1);
@@ -607,25 +687,32 @@ fn closing(status: StatusCode, text: String, retry: bool) -> Response {
 }
 
 async fn ingest(
-    State(endpoint): State<Arc<Endpoint>>,
+    State(endpoints): State<Arc<Vec<Arc<Endpoint>>>>,
     Path(source): Path<String>,
     body: Body,
 ) -> Response {
-    if source != endpoint.name {
+    let Some(endpoint) = endpoints.iter().find(|e| e.name == source) else {
+        let names: Vec<String> = endpoints
+            .iter()
+            .map(|e| format!("POST /ingest/{}", e.name))
+            .collect();
         return answer(
             StatusCode::NOT_FOUND,
             format!(
-                "no source '{source}' here; this endpoint takes POST /ingest/{}\n",
-                endpoint.name
+                "no source '{source}' here; this endpoint takes {}\n",
+                names.join(", ")
             ),
         );
-    }
-    if endpoint.stopping.load(Ordering::Acquire) {
-        return closing(
+    };
+    let stopping = || {
+        closing(
             StatusCode::SERVICE_UNAVAILABLE,
             "the job is stopping: nothing was taken; send it again once the job is back\n".into(),
             false,
-        );
+        )
+    };
+    if endpoint.stopping.load(Ordering::Acquire) {
+        return stopping();
     }
     let limits = endpoint.limits;
     let too_large = || {
@@ -710,9 +797,11 @@ async fn ingest(
     if body.is_empty() {
         return answer(StatusCode::OK, "{\"accepted\":0}\n".into());
     }
-    // The log append (and its fsync) runs off the scheduler's thread; the body's bytes stay
-    // counted in flight until it is done.
-    let buffer = endpoint.buffer.clone();
+    // The log append (and its fsync) runs on the runtime's blocking pool; the body's bytes
+    // stay counted in flight until it is done.
+    let Some(buffer) = lock(&endpoint.buffer).clone() else {
+        return stopping();
+    };
     let pushed = tokio::task::spawn_blocking(move || {
         let _held = reservation;
         buffer.push(&body, true, now_ms())
@@ -767,8 +856,11 @@ impl Source for HttpSource {
     }
 
     fn stop(&mut self) {
-        self.stopping.store(true, Ordering::Release);
-        self.task.abort();
+        self.endpoint.stopping.store(true, Ordering::Release);
+        lock(&self.endpoint.buffer).take();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 
     fn refusals(&self) -> Vec<(&'static str, u64)> {
@@ -787,6 +879,12 @@ impl Source for HttpSource {
 
     fn replay(&mut self, from: u64, to: u64) -> Result<SourceInput, crate::wal::WalError> {
         self.buffer.replay(from, to)
+    }
+}
+
+impl Drop for HttpSource {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

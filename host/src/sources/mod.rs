@@ -25,6 +25,7 @@ pub mod socket;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use directory::Start;
 pub use queue::{QueueReceiver, QueueSender, queue};
 
 use crate::batch::Batch;
@@ -88,7 +89,9 @@ pub trait Source: Send {
 /// What a source needs from the job that runs it.
 #[derive(Clone)]
 pub struct SourceContext {
-    /// The scheduler's runtime, for receiver tasks.
+    /// The runtime the job's scheduler runs on (the [`Core`](crate::engine::Core)'s, shared by
+    /// every job of the process), for receiver tasks; a source ends its tasks when it stops or
+    /// is dropped.
     pub runtime: tokio::runtime::Handle,
     /// Woken when a receiver holds `max_batch_records` records.
     pub early_seal: Arc<tokio::sync::Notify>,

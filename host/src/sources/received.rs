@@ -126,6 +126,12 @@ impl Received {
         })
     }
 
+    /// Whether blocks go to a write-ahead log first: [`push`](Self::push) may then wait for a
+    /// disk write and its fsync, so async receivers call it on the blocking pool.
+    pub fn is_logged(&self) -> bool {
+        self.lock().wal.is_some()
+    }
+
     /// Count `lines` the receiver skipped without taking them in (over a line cap): they are
     /// reported with the lines that are not UTF-8.
     pub fn skipped(&self, lines: u64) {

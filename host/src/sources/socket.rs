@@ -189,10 +189,23 @@ impl Receiver {
                     .fetch_add(oversized.len() as u64, Ordering::Relaxed);
             }
             if !block.is_empty() {
-                let pushed = self
-                    .buffer
-                    .push(&block, last, now_ms())
+                let pushed = if self.buffer.is_logged() {
+                    // The log append and its fsync run on the runtime's blocking pool, not on
+                    // a worker every job's receivers share.
+                    let buffer = self.buffer.clone();
+                    let data = std::mem::take(&mut block);
+                    let (pushed, data) = tokio::task::spawn_blocking(move || {
+                        let pushed = buffer.push(&data, last, now_ms());
+                        (pushed, data)
+                    })
+                    .await
                     .map_err(std::io::Error::other)?;
+                    block = data;
+                    pushed
+                } else {
+                    self.buffer.push(&block, last, now_ms())
+                }
+                .map_err(std::io::Error::other)?;
                 for &i in &pushed.invalid {
                     // The block's lines are the connection's lines from `first` on, less the
                     // skipped ones.
@@ -314,6 +327,13 @@ impl Source for SocketSource {
 
     fn refusals(&self) -> Vec<(&'static str, u64)> {
         vec![("long_lines", self.long_lines.load(Ordering::Relaxed))]
+    }
+}
+
+impl Drop for SocketSource {
+    /// The receiver task (and its connection) ends with the source, however the job ended.
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

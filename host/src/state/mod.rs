@@ -1,6 +1,14 @@
 //! Operator state on RocksDB: one database per state directory, one column family per stateful
-//! operator (`<job>/<stream>`), every key prefixed by the job's name, and all the state changes
-//! of a batch written in one atomic write batch together with the batch's id and time.
+//! operator (`<tenant>/<job>/<stream>`), every key prefixed by the tenant and the job, and all
+//! the state changes of a batch written in one atomic write batch together with the batch's id
+//! and time.
+//!
+//! The folder's [`Layout`] is kept in it (a typed, versioned marker written on creation). A
+//! folder written before tenants existed (layout 1: no marker, column families `<job>/<stream>`,
+//! keys prefixed by the job) is migrated when opened: its jobs belong to tenant
+//! [`LEGACY_TENANT`] (the only tenant `host run` had), their entries are copied into the new
+//! column families and the switch (metadata rekeyed, marker written) is one atomic write, so a
+//! kill at any point leaves a folder that opens as before or as migrated.
 //!
 //! Operators read committed state during a batch and stage their changes in [`StateWrites`];
 //! the executor commits them once the batch is whole, so a failed or skipped batch leaves the
@@ -87,6 +95,17 @@ pub enum StateError {
         /// What was wrong.
         what: String,
     },
+    /// The folder was written by a newer Sluice, in a layout this one does not know.
+    #[error(
+        "the state in {path} has layout version {found}; this host reads versions 1 to {}: it was written by a newer Sluice. Run the job with that version, or move the folder aside to start the state afresh",
+        Layout::CURRENT.version()
+    )]
+    Layout {
+        /// The state directory.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
     /// The job holds more state than it may.
     #[error(
         "the job's state would grow to {size} bytes, over max_state_bytes = {limit} ({largest}); the batch is not committed. Raise max_state_bytes, shorten windows or timeouts, or reduce the key space"
@@ -105,7 +124,10 @@ pub enum StateError {
 pub struct StateStore {
     db: Arc<Db>,
     dir: PathBuf,
+    tenant: Arc<str>,
     job: Arc<str>,
+    /// `<tenant>\0<job>\0` (escaped): the start of every key of the job.
+    prefix: Vec<u8>,
     /// Held (locked) while the store is open.
     _lock: std::fs::File,
 }
@@ -118,6 +140,96 @@ pub const CHECKSUMS: &str = "SLUICE-CHECKSUMS";
 
 /// The largest [`CHECKSUMS`] file read (a listing, one line per table file).
 pub const MAX_CHECKSUMS_BYTES: u64 = 16 << 20;
+
+/// The tenant of every job whose state was written before tenants existed (layout 1): `host
+/// run`'s tenant.
+pub const LEGACY_TENANT: &str = "local";
+
+/// How a state folder names its column families and keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Before tenants: column families `<job>/<stream>`, keys and metadata prefixed by
+    /// `<job>\0`; no marker.
+    V1,
+    /// Column families `<tenant>/<job>/<stream>`, keys and metadata prefixed by
+    /// `<tenant>\0<job>\0` (names escaped, see [`column_family`]); the marker [`LAYOUT_KEY`].
+    V2,
+}
+
+impl Layout {
+    /// The layout this version writes.
+    pub const CURRENT: Layout = Layout::V2;
+
+    /// Its version number.
+    pub fn version(self) -> u32 {
+        match self {
+            Layout::V1 => 1,
+            Layout::V2 => 2,
+        }
+    }
+
+    /// The marker value: the version, 4 bytes big-endian.
+    fn marker(self) -> [u8; 4] {
+        self.version().to_be_bytes()
+    }
+}
+
+/// The key (in the default column family) of the [`Layout`] marker. Every key of a job holds a
+/// `\0`, so no job key is this.
+pub const LAYOUT_KEY: &[u8] = b"sluice.layout";
+
+/// The key (in the default column family) listing a layout-1 folder's column families while it
+/// is being migrated and until they are dropped: each name as a 4-byte big-endian length and its
+/// bytes.
+const LAYOUT_V1_FAMILIES: &[u8] = b"sluice.layout.v1-families";
+
+/// Entries copied per write while migrating a layout-1 column family (bytes, about).
+const MIGRATION_CHUNK_BYTES: usize = 8 << 20;
+
+/// `name` with every byte outside `[A-Za-z0-9_.-]` written as `%XX`: names the planner accepts
+/// are unchanged, and no escaped name holds `/` or `\0`, so column families and key prefixes
+/// built from them are unambiguous whatever the caller passes.
+fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The column family of a stream's state: `<tenant>/<job>/<stream>`, each part escaped.
+pub fn column_family(tenant: &str, job: &str, stream: &str) -> String {
+    format!("{}/{}/{}", escape(tenant), escape(job), escape(stream))
+}
+
+/// The start of every key, and of every metadata key, of a job: `<tenant>\0<job>\0`, escaped.
+fn key_prefix(tenant: &str, job: &str) -> Vec<u8> {
+    format!("{}\0{}\0", escape(tenant), escape(job)).into_bytes()
+}
+
+fn encode_names(names: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in names {
+        out.extend_from_slice(&(n.len() as u32).to_be_bytes());
+        out.extend_from_slice(n.as_bytes());
+    }
+    out
+}
+
+fn decode_names(mut bytes: &[u8]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let name = bytes.get(4..4 + len)?;
+        out.push(String::from_utf8(name.to_vec()).ok()?);
+        bytes = &bytes[4 + len..];
+    }
+    Some(out)
+}
 
 /// `source` as a [`StateError`]: [`StateError::Damaged`] when RocksDB says the data is corrupt,
 /// else [`StateError::Io`].
@@ -155,15 +267,16 @@ impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateStore")
             .field("dir", &self.dir)
+            .field("tenant", &self.tenant)
             .field("job", &self.job)
             .finish()
     }
 }
 
 impl StateStore {
-    /// Open (or create) the state of `job` in `dir`, with a column family for each of
-    /// `streams`.
-    pub fn open(dir: &Path, job: &str, streams: &[&str]) -> Result<Self, StateError> {
+    /// Open (or create) the state of `tenant`'s `job` in `dir`, with a column family for each
+    /// of `streams`. A folder of layout 1 is migrated first (see [`Layout`]).
+    pub fn open(dir: &Path, tenant: &str, job: &str, streams: &[&str]) -> Result<Self, StateError> {
         let open_error = |message: String| StateError::Open {
             path: dir.to_path_buf(),
             message,
@@ -201,12 +314,6 @@ impl StateStore {
         if !names.iter().any(|n| n == "default") {
             names.push("default".into());
         }
-        for s in streams {
-            let cf = cf_name(job, s);
-            if !names.contains(&cf) {
-                names.push(cf);
-            }
-        }
         let descriptors = names
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(n, table_options()));
@@ -220,12 +327,195 @@ impl StateStore {
                 open_error(e.to_string())
             }
         })?;
-        Ok(Self {
+        let store = Self {
             db: Arc::new(db),
             dir: dir.to_path_buf(),
+            tenant: Arc::from(tenant),
             job: Arc::from(job),
+            prefix: key_prefix(tenant, job),
             _lock: lock,
-        })
+        };
+        store.settle_layout(&names)?;
+        for s in streams {
+            let cf = column_family(tenant, job, s);
+            if store.db.cf_handle(&cf).is_none() {
+                store
+                    .db
+                    .create_cf(&cf, &table_options())
+                    .map_err(|source| store.meta_error("create the column family", source))?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Bring the folder to [`Layout::CURRENT`]: mark a new folder, migrate a layout-1 one (or
+    /// finish a migration a kill interrupted), drop what a finished migration left.
+    fn settle_layout(&self, families: &[String]) -> Result<(), StateError> {
+        let corrupt = |what: String| StateError::Corrupt {
+            table: "(layout)".into(),
+            what,
+        };
+        let get = |key: &[u8]| {
+            self.db
+                .get(key)
+                .map_err(|source| self.meta_error("read the layout", source))
+        };
+        let v1_families = get(LAYOUT_V1_FAMILIES)?
+            .map(|v| {
+                decode_names(&v).ok_or_else(|| corrupt("the list of layout-1 families".into()))
+            })
+            .transpose()?;
+        match get(LAYOUT_KEY)? {
+            Some(marker) => {
+                let found = marker
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .filter(|_| marker.len() == 4)
+                    .ok_or_else(|| corrupt(format!("a layout marker of {} bytes", marker.len())))?;
+                if found > Layout::CURRENT.version() {
+                    return Err(StateError::Layout {
+                        path: self.dir.clone(),
+                        found,
+                    });
+                }
+                if found < Layout::CURRENT.version() {
+                    // Layout 1 has no marker: no version of Sluice writes this one.
+                    return Err(corrupt(format!("a layout marker of version {found}")));
+                }
+                if let Some(old) = v1_families {
+                    self.drop_families(&old)?;
+                }
+                Ok(())
+            }
+            None => {
+                let old: Vec<String> = match v1_families {
+                    Some(old) => old,
+                    None => families
+                        .iter()
+                        .filter(|n| *n != "default")
+                        .cloned()
+                        .collect(),
+                };
+                let has_metadata = self
+                    .db
+                    .iterator(IteratorMode::Start)
+                    .next()
+                    .transpose()
+                    .map_err(|source| self.meta_error("read the layout", source))?
+                    .is_some();
+                if old.is_empty() && !has_metadata {
+                    // A new folder (or one that never held anything).
+                    return self
+                        .db
+                        .put(LAYOUT_KEY, Layout::CURRENT.marker())
+                        .map_err(|source| self.meta_error("write the layout", source));
+                }
+                self.migrate_v1(&old)
+            }
+        }
+    }
+
+    /// Migrate a layout-1 folder whose column families are `old`: copy every entry into the
+    /// column family of tenant [`LEGACY_TENANT`] (idempotent: the old families are not changed,
+    /// so a kill part-way and another run copy the same entries again), then rekey the
+    /// metadata and write the marker in one atomic write, then drop the old families.
+    fn migrate_v1(&self, old: &[String]) -> Result<(), StateError> {
+        let corrupt = |table: &str, what: String| StateError::Corrupt {
+            table: table.to_string(),
+            what: format!("{what} (migrating a layout-1 state folder)"),
+        };
+        let mut plain = WriteOptions::default();
+        plain.set_sync(false);
+        // Remember which families are the old ones before any new one exists.
+        self.db
+            .put(LAYOUT_V1_FAMILIES, encode_names(old))
+            .map_err(|source| self.meta_error("migrate", source))?;
+        let mut entries = 0u64;
+        for name in old {
+            let Some((job, stream)) = name.split_once('/') else {
+                return Err(corrupt(name, "not a `<job>/<stream>` column family".into()));
+            };
+            let from_prefix = format!("{job}\0").into_bytes();
+            let to_prefix = key_prefix(LEGACY_TENANT, job);
+            let to_name = column_family(LEGACY_TENANT, job, stream);
+            if self.db.cf_handle(&to_name).is_none() {
+                self.db
+                    .create_cf(&to_name, &table_options())
+                    .map_err(|source| self.meta_error("migrate", source))?;
+            }
+            let from = self
+                .db
+                .cf_handle(name)
+                .ok_or_else(|| corrupt(name, "its column family is missing".into()))?;
+            let to = self
+                .db
+                .cf_handle(&to_name)
+                .ok_or_else(|| corrupt(&to_name, "its column family is missing".into()))?;
+            let mut wb = WriteBatch::default();
+            for item in self.db.iterator_cf(&from, IteratorMode::Start) {
+                let (key, value) =
+                    item.map_err(|e| rocks_error(name.clone(), &self.dir, "migrate", e))?;
+                let Some(rest) = key.strip_prefix(from_prefix.as_slice()) else {
+                    return Err(corrupt(name, "a key not prefixed by its job".into()));
+                };
+                let mut new_key = to_prefix.clone();
+                new_key.extend_from_slice(rest);
+                wb.put_cf(&to, new_key, value);
+                entries += 1;
+                if wb.size_in_bytes() >= MIGRATION_CHUNK_BYTES {
+                    self.db
+                        .write_opt(std::mem::take(&mut wb), &plain)
+                        .map_err(|source| self.meta_error("migrate", source))?;
+                }
+            }
+            self.db
+                .write_opt(wb, &plain)
+                .map_err(|source| self.meta_error("migrate", source))?;
+        }
+        // The copies reach the disk before the switch names them the state.
+        self.db
+            .flush_wal(true)
+            .map_err(|source| self.meta_error("migrate", source))?;
+        // The switch: every metadata key rekeyed, and the marker, in one write.
+        let mut wb = WriteBatch::default();
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (key, value) = item.map_err(|source| self.meta_error("migrate", source))?;
+            if &*key == LAYOUT_V1_FAMILIES {
+                continue;
+            }
+            let Some(at) = key.iter().position(|&b| b == 0) else {
+                return Err(corrupt("(metadata)", "a metadata key without a job".into()));
+            };
+            let job = String::from_utf8_lossy(&key[..at]);
+            let mut new_key = key_prefix(LEGACY_TENANT, &job);
+            new_key.extend_from_slice(&key[at + 1..]);
+            wb.delete(&key);
+            wb.put(new_key, value);
+        }
+        wb.put(LAYOUT_KEY, Layout::CURRENT.marker());
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        self.db
+            .write_opt(wb, &synced)
+            .map_err(|source| self.meta_error("migrate", source))?;
+        tracing::info!(dir = %self.dir.display(), families = old.len(), entries, tenant = LEGACY_TENANT,
+            "migrated the state folder from layout 1 (job only) to layout 2 (tenant and job)");
+        self.drop_families(old)
+    }
+
+    /// Drop the layout-1 families a migration left, then forget them.
+    fn drop_families(&self, old: &[String]) -> Result<(), StateError> {
+        for name in old {
+            if self.db.cf_handle(name).is_some() {
+                self.db
+                    .drop_cf(name)
+                    .map_err(|source| self.meta_error("drop a layout-1 column family", source))?;
+            }
+        }
+        self.db
+            .delete(LAYOUT_V1_FAMILIES)
+            .map_err(|source| self.meta_error("migrate", source))
     }
 
     /// The state directory.
@@ -235,21 +525,22 @@ impl StateStore {
 
     /// The table of stream `stream`'s operator.
     pub fn table(&self, stream: &str) -> StateTable {
-        let mut prefix = self.job.as_bytes().to_vec();
-        prefix.push(0);
         StateTable {
             db: self.db.clone(),
-            cf: Arc::from(cf_name(&self.job, stream)),
+            cf: Arc::from(column_family(&self.tenant, &self.job, stream)),
             stream: Arc::from(stream),
-            prefix,
+            prefix: self.prefix.clone(),
             dir: self.dir.clone(),
         }
     }
 
+    /// The metadata key `<tenant>\0<job>\0<part>\0<part>…`.
     fn meta_key(&self, parts: &[&[u8]]) -> Vec<u8> {
-        let mut key = self.job.as_bytes().to_vec();
-        for p in parts {
-            key.push(0);
+        let mut key = self.prefix.clone();
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                key.push(0);
+            }
             key.extend_from_slice(p);
         }
         key
@@ -262,7 +553,12 @@ impl StateStore {
     }
 
     fn meta_error(&self, what: &'static str, source: rocksdb::Error) -> StateError {
-        rocks_error(format!("{}/(metadata)", self.job), &self.dir, what, source)
+        rocks_error(
+            format!("{}/{}/(metadata)", self.tenant, self.job),
+            &self.dir,
+            what,
+            source,
+        )
     }
 
     /// The last committed batch, if any.
@@ -525,10 +821,6 @@ pub fn restore_checkpoint(from: &Path, to: &Path) -> Result<usize, StateError> {
     Ok(verified)
 }
 
-fn cf_name(job: &str, stream: &str) -> String {
-    format!("{job}/{stream}")
-}
-
 fn table_options() -> Options {
     let mut o = Options::default();
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -540,7 +832,7 @@ fn table_options() -> Options {
     o
 }
 
-/// One operator's entries: a column family, keys prefixed by the job's name.
+/// One operator's entries: a column family, keys prefixed by the tenant and the job.
 #[derive(Clone)]
 pub struct StateTable {
     db: Arc<Db>,
@@ -556,7 +848,7 @@ impl std::fmt::Debug for StateTable {
     }
 }
 
-/// A key and value read from a table (the key without the job prefix).
+/// A key and value read from a table (the key without the tenant and job prefix).
 pub type Entry = (Vec<u8>, Vec<u8>);
 
 impl StateTable {
@@ -720,7 +1012,7 @@ mod tests {
     #[test]
     fn writes_commit_atomically_and_survive_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::open(dir.path(), "job", &["counts"]).expect("open");
+        let store = StateStore::open(dir.path(), "local", "job", &["counts"]).expect("open");
         let table = store.table("counts");
         let mut w = StateWrites::default();
         w.put(&table, b"a", b"1".to_vec(), None);
@@ -752,7 +1044,7 @@ mod tests {
         drop(table);
         drop(store);
 
-        let store = StateStore::open(dir.path(), "job", &["counts"]).expect("reopen");
+        let store = StateStore::open(dir.path(), "local", "job", &["counts"]).expect("reopen");
         let table = store.table("counts");
         assert_eq!(
             table.scan(b"").expect("scan"),
@@ -773,9 +1065,236 @@ mod tests {
         // Another job in the same directory sees none of it.
         drop(table);
         drop(store);
-        let other = StateStore::open(dir.path(), "other", &["counts"]).expect("open");
+        let other = StateStore::open(dir.path(), "local", "other", &["counts"]).expect("open");
         assert!(other.table("counts").scan(b"").expect("scan").is_empty());
         assert_eq!(other.committed().expect("marker"), None);
+    }
+
+    /// A copy of `tests/fixtures/state-v1/state` (see its README) in a new temporary folder.
+    fn v1_fixture() -> (tempfile::TempDir, PathBuf) {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/state-v1/state");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let to = dir.path().join("state");
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for entry in std::fs::read_dir(&from).expect("fixture") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+        (dir, to)
+    }
+
+    /// Every entry of a table as (key, last active time, state), the state as text.
+    fn entries(table: &StateTable) -> Vec<(String, i64, String)> {
+        table
+            .scan(b"")
+            .expect("scan")
+            .into_iter()
+            .map(|(k, v)| {
+                let (time, state) = v.split_first_chunk::<8>().expect("an entry");
+                (
+                    String::from_utf8(k).expect("a text key"),
+                    i64::from_be_bytes(*time),
+                    String::from_utf8(state.to_vec()).expect("a text state"),
+                )
+            })
+            .collect()
+    }
+
+    fn families(dir: &Path) -> Vec<String> {
+        let mut names = Db::list_cf(&Options::default(), dir).expect("list");
+        names.sort();
+        names
+    }
+
+    fn layout_marker(dir: &Path) -> Option<Vec<u8>> {
+        let db = Db::open_for_read_only(&Options::default(), dir, false).expect("open");
+        db.get(LAYOUT_KEY).expect("read")
+    }
+
+    const FIXTURE_JOB: &str = "totals-v1";
+    const T1: i64 = 1796185333000;
+    const T2: i64 = 1796185333100;
+
+    fn assert_fixture_state(store: &StateStore) {
+        let row = |k: &str, t: i64, s: &str| (k.to_string(), t, s.to_string());
+        assert_eq!(
+            entries(&store.table("sums")),
+            [
+                row("a", T2, "11"),
+                row("b", T1, "2"),
+                row("c", T1, "3"),
+                row("d", T2, "4")
+            ]
+        );
+        assert_eq!(
+            entries(&store.table("counts")),
+            [
+                row("a", T2, "2"),
+                row("b", T1, "1"),
+                row("c", T1, "1"),
+                row("d", T2, "1")
+            ]
+        );
+        assert_eq!(
+            store.committed().expect("marker"),
+            Some(Committed { batch: 2, time: T2 })
+        );
+        // Sizes are key + value bytes of the live entries: 4 keys of 1 byte, 8-byte times.
+        assert_eq!(store.number("sums", SIZE).expect("size"), Some(4 + 32 + 5));
+        assert_eq!(
+            store.number("counts", SIZE).expect("size"),
+            Some(4 + 32 + 4)
+        );
+    }
+
+    #[test]
+    fn a_layout_1_folder_is_migrated_to_carry_the_tenant() {
+        let (_tmp, dir) = v1_fixture();
+        assert_eq!(
+            families(&dir),
+            ["default", "totals-v1/counts", "totals-v1/sums"]
+        );
+        assert_eq!(layout_marker(&dir), None, "the fixture predates the marker");
+        let store = StateStore::open(&dir, LEGACY_TENANT, FIXTURE_JOB, &["sums", "counts"])
+            .expect("open layout 1");
+        assert_fixture_state(&store);
+        drop(store);
+        assert_eq!(
+            families(&dir),
+            ["default", "local/totals-v1/counts", "local/totals-v1/sums"],
+            "the layout-1 families are dropped"
+        );
+        assert_eq!(layout_marker(&dir), Some(2u32.to_be_bytes().to_vec()));
+        // Opened again, it is read as layout 2 and nothing moves.
+        let store = StateStore::open(&dir, LEGACY_TENANT, FIXTURE_JOB, &["sums", "counts"])
+            .expect("reopen");
+        assert_fixture_state(&store);
+        drop(store);
+        // The job under another tenant is another job: it starts empty.
+        let other = StateStore::open(&dir, "acme", FIXTURE_JOB, &["sums"]).expect("open");
+        assert!(other.table("sums").scan(b"").expect("scan").is_empty());
+        assert_eq!(other.committed().expect("marker"), None);
+        assert_eq!(other.number("sums", SIZE).expect("size"), None);
+    }
+
+    #[test]
+    fn a_migration_cut_short_by_a_kill_is_finished_on_the_next_open() {
+        // Cut after copying part of one family: the list of old families is written and a new
+        // family holds one of the copied entries, no marker yet.
+        let (_tmp, dir) = v1_fixture();
+        {
+            let mut options = Options::default();
+            options.create_missing_column_families(true);
+            let names = [
+                "default",
+                "totals-v1/counts",
+                "totals-v1/sums",
+                "local/totals-v1/sums",
+            ];
+            let db = Db::open_cf(&options, &dir, names).expect("open raw");
+            let old = ["totals-v1/counts".to_string(), "totals-v1/sums".to_string()];
+            db.put(LAYOUT_V1_FAMILIES, encode_names(&old)).expect("put");
+            let from = db.cf_handle("totals-v1/sums").expect("old family");
+            let first = db
+                .get_cf(&from, b"totals-v1\0a")
+                .expect("read")
+                .expect("the fixture's entry a");
+            let to = db.cf_handle("local/totals-v1/sums").expect("new family");
+            db.put_cf(&to, b"local\0totals-v1\0a", first).expect("put");
+        }
+        let store =
+            StateStore::open(&dir, LEGACY_TENANT, FIXTURE_JOB, &["sums", "counts"]).expect("open");
+        assert_fixture_state(&store);
+        drop(store);
+        assert_eq!(
+            families(&dir),
+            ["default", "local/totals-v1/counts", "local/totals-v1/sums"]
+        );
+
+        // Cut after the switch, before the old families were dropped: they are dropped now.
+        {
+            let names = families(&dir);
+            let mut options = Options::default();
+            options.create_missing_column_families(true);
+            let mut with_old = names.clone();
+            with_old.push("totals-v1/sums".into());
+            let db = Db::open_cf(&options, &dir, &with_old).expect("open raw");
+            db.put(LAYOUT_V1_FAMILIES, encode_names(&["totals-v1/sums".into()]))
+                .expect("put");
+        }
+        let store =
+            StateStore::open(&dir, LEGACY_TENANT, FIXTURE_JOB, &["sums", "counts"]).expect("open");
+        assert_fixture_state(&store);
+        assert_eq!(store.db.get(LAYOUT_V1_FAMILIES).expect("read"), None);
+        drop(store);
+        assert_eq!(
+            families(&dir),
+            ["default", "local/totals-v1/counts", "local/totals-v1/sums"]
+        );
+    }
+
+    #[test]
+    fn a_new_folder_is_marked_and_a_newer_layout_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(StateStore::open(dir.path(), "t", "j", &["s"]).expect("open"));
+        assert_eq!(families(dir.path()), ["default", "t/j/s"]);
+        assert_eq!(layout_marker(dir.path()), Some(2u32.to_be_bytes().to_vec()));
+        {
+            let db = Db::open_cf(&Options::default(), dir.path(), ["default", "t/j/s"])
+                .expect("open raw");
+            db.put(LAYOUT_KEY, 3u32.to_be_bytes()).expect("put");
+        }
+        let err = StateStore::open(dir.path(), "t", "j", &["s"]).expect_err("newer");
+        assert!(matches!(err, StateError::Layout { found: 3, .. }), "{err}");
+        assert!(err.to_string().contains("newer Sluice"), "{err}");
+    }
+
+    #[test]
+    fn tenants_and_jobs_are_kept_apart_whatever_their_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Without escaping, these pairs would share a family or a key prefix.
+        let owners = [
+            ("a/b", "c"),
+            ("a", "b/c"),
+            ("a\0b", "c"),
+            ("a", "b\0c"),
+            ("a%2Fb", "c"),
+        ];
+        for (n, (tenant, job)) in owners.iter().enumerate() {
+            let store = StateStore::open(dir.path(), tenant, job, &["s"]).expect("open");
+            let table = store.table("s");
+            let mut w = StateWrites::default();
+            w.put(&table, b"k", vec![n as u8], None);
+            w.set_number(&table, SIZE, n as i64);
+            store
+                .commit(
+                    w,
+                    Some(Committed {
+                        batch: n as u64,
+                        time: 0,
+                    }),
+                )
+                .expect("commit");
+        }
+        for (n, (tenant, job)) in owners.iter().enumerate() {
+            let store = StateStore::open(dir.path(), tenant, job, &["s"]).expect("open");
+            assert_eq!(
+                store.table("s").scan(b"").expect("scan"),
+                [(b"k".to_vec(), vec![n as u8])],
+                "{tenant:?} {job:?}"
+            );
+            assert_eq!(store.number("s", SIZE).expect("size"), Some(n as i64));
+            assert_eq!(
+                store.committed().expect("marker").map(|c| c.batch),
+                Some(n as u64)
+            );
+        }
+        assert_eq!(column_family("a/b", "c", "s"), "a%2Fb/c/s");
+        assert_eq!(column_family("a%2Fb", "c", "s"), "a%252Fb/c/s");
+        assert_eq!(
+            column_family("local", "job-1.x_y", "s"),
+            "local/job-1.x_y/s"
+        );
     }
 
     #[test]
@@ -791,8 +1310,8 @@ mod tests {
     #[test]
     fn a_second_opener_is_told_the_job_may_be_running() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let _first = StateStore::open(dir.path(), "job", &[]).expect("open");
-        let err = StateStore::open(dir.path(), "job", &[]).expect_err("locked");
+        let _first = StateStore::open(dir.path(), "local", "job", &[]).expect("open");
+        let err = StateStore::open(dir.path(), "local", "job", &[]).expect_err("locked");
         assert!(matches!(err, StateError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("already running"), "{err}");
     }
@@ -802,7 +1321,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let live = dir.path().join("live");
-        let store = StateStore::open(&live, "job", &["counts"]).expect("open");
+        let store = StateStore::open(&live, "local", "job", &["counts"]).expect("open");
         let table = store.table("counts");
         let mut w = StateWrites::default();
         for i in 0..1000u32 {
@@ -835,7 +1354,7 @@ mod tests {
         let back = dir.path().join("back");
         std::fs::create_dir_all(&back).expect("mkdir");
         assert!(restore_checkpoint(&ckpt, &back).expect("restore") >= ssts.len());
-        let store = StateStore::open(&back, "job", &["counts"]).expect("open restored");
+        let store = StateStore::open(&back, "local", "job", &["counts"]).expect("open restored");
         assert_eq!(store.table("counts").scan(b"").expect("scan").len(), 1000);
         drop(store);
         // A damaged file in the checkpoint is refused, naming it.

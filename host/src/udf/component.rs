@@ -14,6 +14,7 @@ use super::bindings::transform::sluice::udf::types::{FunctionInfo, UdfError as G
 use super::bindings::transform::{Transform, TransformPre};
 use super::bindings::updater::exports::sluice::udf::updaters::{UpdateInput, UpdateOutput};
 use super::bindings::updater::{Updater, UpdaterPre};
+use super::chunks::{self, CallBounds};
 use super::config::{RuntimeConfig, UdfLimits};
 use super::error::{CallError, CallErrorKind, FunctionsProblem, LoadError, ResolveError};
 use super::guest_text;
@@ -21,7 +22,7 @@ use super::host_state::{
     CallContext, HostState, ImportBudget, Limiter, MemoryLimitExceeded, Overflow,
     TableLimitExceeded,
 };
-use super::runtime::{ABI_VERSION, EPOCH_TICK};
+use super::runtime::{ABI_VERSION, EPOCH_TICK, wit_version};
 use crate::batch::{Batch, Column};
 use crate::metrics::{Registry, SeriesKey};
 
@@ -45,10 +46,10 @@ impl Role {
     /// The interface a component of this role exports.
     pub fn export_name(self) -> &'static str {
         match self {
-            Role::Transform => "sluice:udf/transforms@0.1.0",
-            Role::Reducer => "sluice:udf/reducers@0.1.0",
-            Role::Updater => "sluice:udf/updaters@0.1.0",
-            Role::Sink => "sluice:udf/sinks@0.1.0",
+            Role::Transform => concat!("sluice:udf/transforms@", wit_version!()),
+            Role::Reducer => concat!("sluice:udf/reducers@", wit_version!()),
+            Role::Updater => concat!("sluice:udf/updaters@", wit_version!()),
+            Role::Sink => concat!("sluice:udf/sinks@", wit_version!()),
         }
     }
 
@@ -227,7 +228,7 @@ impl UdfComponent {
                 expected: ABI_VERSION,
             });
         }
-        check_functions(name, &functions, config.limits.max_functions as usize)?;
+        check_functions(name, role, &functions, config.limits.max_functions as usize)?;
         component.abi_version = abi;
         component.counters = functions
             .iter()
@@ -657,8 +658,21 @@ impl UdfFunction {
         self.finish(context, started, records_in, result, records_out)
     }
 
-    /// A transform function over one partition.
+    /// How much one call may be given (`max_call_records`, `max_call_bytes`).
+    fn call_bounds(&self) -> CallBounds {
+        CallBounds::of(&self.component.limits)
+    }
+
+    /// A transform function over one partition: one call, or one per piece when the partition
+    /// is over the call bounds (`udf::chunks`), the outputs joined in order.
     pub fn transform(&self, context: &CallContext, input: &Batch) -> Result<Batch, CallError> {
+        let fail = |kind| self.fail(context, kind);
+        chunks::transform(self.call_bounds(), input, &fail, |piece| {
+            self.transform_one(context, piece)
+        })
+    }
+
+    fn transform_one(&self, context: &CallContext, input: &Batch) -> Result<Batch, CallError> {
         self.run(
             context,
             Role::Transform,
@@ -677,8 +691,22 @@ impl UdfFunction {
         )
     }
 
-    /// A reducer over groups of values: one value out per group.
+    /// A reducer over groups of values: one value out per group. Over the call bounds, cut at
+    /// group boundaries; a group over them alone is reduced in pieces whose results are reduced
+    /// again (`udf::chunks`).
     pub fn reduce(
+        &self,
+        context: &CallContext,
+        values: &Column,
+        group_ends: &[u32],
+    ) -> Result<Column, CallError> {
+        let fail = |kind| self.fail(context, kind);
+        chunks::reduce(self.call_bounds(), values, group_ends, &fail, |v, e| {
+            self.reduce_one(context, v, e)
+        })
+    }
+
+    fn reduce_one(
         &self,
         context: &CallContext,
         values: &Column,
@@ -699,8 +727,21 @@ impl UdfFunction {
         )
     }
 
-    /// The inverse reducer, item by item: `left[i]` with `right[i]` taken out.
+    /// The inverse reducer, item by item: `left[i]` with `right[i]` taken out (in pieces
+    /// over the call bounds).
     pub fn invert(
+        &self,
+        context: &CallContext,
+        left: &Column,
+        right: &Column,
+    ) -> Result<Column, CallError> {
+        let fail = |kind| self.fail(context, kind);
+        chunks::invert(self.call_bounds(), left, right, &fail, |l, r| {
+            self.invert_one(context, l, r)
+        })
+    }
+
+    fn invert_one(
         &self,
         context: &CallContext,
         left: &Column,
@@ -721,8 +762,20 @@ impl UdfFunction {
         )
     }
 
-    /// A state updater over the keys of one partition.
+    /// A state updater over the keys of one partition, in pieces of whole keys over the call
+    /// bounds; a key that alone passes them is [`CallErrorKind::KeyTooLarge`].
     pub fn update(
+        &self,
+        context: &CallContext,
+        input: &UpdateInput,
+    ) -> Result<UpdateOutput, CallError> {
+        let fail = |kind| self.fail(context, kind);
+        chunks::update(self.call_bounds(), input, &fail, |piece| {
+            self.update_one(context, piece)
+        })
+    }
+
+    fn update_one(
         &self,
         context: &CallContext,
         input: &UpdateInput,
@@ -754,8 +807,15 @@ impl UdfFunction {
         )
     }
 
-    /// A foreach-batch sink over one partition.
+    /// A foreach-batch sink over one partition: over the call bounds, several calls in order,
+    /// each with the same batch id, time and partition.
     pub fn sink(&self, context: &CallContext, input: &Batch) -> Result<(), CallError> {
+        chunks::sink(self.call_bounds(), input, |piece| {
+            self.sink_one(context, piece)
+        })
+    }
+
+    fn sink_one(&self, context: &CallContext, input: &Batch) -> Result<(), CallError> {
         self.run(
             context,
             Role::Sink,
@@ -784,14 +844,14 @@ fn role_mismatch() -> wasmtime::Error {
 
 /// The longest function name a component may export.
 pub const MAX_FUNCTION_NAME: usize = 128;
-/// The longest function kind a component may report.
-pub const MAX_FUNCTION_KIND: usize = 32;
 
 /// What a component says about its functions, checked before anything prints or resolves it:
 /// a bounded count, names a manifest can write (`[A-Za-z0-9_.-]`, at most
-/// [`MAX_FUNCTION_NAME`] bytes, no duplicates) and short, plain kinds.
+/// [`MAX_FUNCTION_NAME`] bytes, no duplicates) and kinds of the component's own world (or
+/// `raw`). Kinds are a WIT enum, so they need no check of length or characters.
 fn check_functions(
     name: &str,
+    role: Role,
     functions: &[FunctionInfo],
     max_functions: usize,
 ) -> Result<(), LoadError> {
@@ -823,15 +883,14 @@ fn check_functions(
                 bytes: f.name.len(),
             }));
         }
-        let kind_ok = f.kind.len() <= MAX_FUNCTION_KIND
-            && f.kind
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-        if !kind_ok {
-            return Err(bad(FunctionsProblem::BadKind {
+        if let Some(kind_role) = f.kind.role()
+            && kind_role != role
+        {
+            return Err(bad(FunctionsProblem::KindOfAnotherRole {
                 function: shown(),
-                kind: guest_text::sanitize(&f.kind, MAX_FUNCTION_KIND),
-                bytes: f.kind.len(),
+                kind: f.kind,
+                kind_role,
+                role,
             }));
         }
         if !seen.insert(f.name.as_str()) {
@@ -856,16 +915,18 @@ fn check_column(column: &Column, expected: usize, what: &str) -> Result<(), Call
 mod tests {
     use super::*;
 
-    fn info(name: &str, kind: &str) -> FunctionInfo {
+    use super::super::bindings::types::FunctionKind;
+
+    fn info(name: &str, kind: FunctionKind) -> FunctionInfo {
         FunctionInfo {
             name: name.into(),
-            kind: kind.into(),
+            kind,
             has_inverse: false,
         }
     }
 
     fn problem(functions: &[FunctionInfo]) -> FunctionsProblem {
-        match check_functions("c", functions, 3) {
+        match check_functions("c", Role::Transform, functions, 3) {
             Err(LoadError::BadFunctions { problem, .. }) => problem,
             other => panic!("expected BadFunctions, got {other:?}"),
         }
@@ -875,10 +936,18 @@ mod tests {
     fn plain_metadata_passes() {
         check_functions(
             "c",
-            &[info("split_words", "flat-map"), info("v1.pair-one", "map")],
+            Role::Transform,
+            &[
+                info("split_words", FunctionKind::FlatMap),
+                info("v1.pair-one", FunctionKind::Map),
+                info("columns", FunctionKind::Raw),
+            ],
             3,
         )
         .unwrap();
+        for role in Role::ALL {
+            check_functions("c", role, &[info("anything", FunctionKind::Raw)], 3).unwrap();
+        }
     }
 
     #[test]
@@ -886,41 +955,47 @@ mod tests {
         assert!(matches!(problem(&[]), FunctionsProblem::None));
         let four: Vec<_> = ["a", "b", "c", "d"]
             .iter()
-            .map(|n| info(n, "map"))
+            .map(|n| info(n, FunctionKind::Map))
             .collect();
         assert!(matches!(
             problem(&four),
             FunctionsProblem::TooMany { count: 4, limit: 3 }
         ));
         assert!(matches!(
-            problem(&[info("a", "map"), info("a", "filter")]),
+            problem(&[
+                info("a", FunctionKind::Map),
+                info("a", FunctionKind::Filter)
+            ]),
             FunctionsProblem::Duplicate { .. }
         ));
         for name in ["", "with#hash", "new\nline", "esc\u{1b}[31m", "sp ace"] {
             assert!(
                 matches!(
-                    problem(&[info(name, "map")]),
+                    problem(&[info(name, FunctionKind::Map)]),
                     FunctionsProblem::BadName { .. }
                 ),
                 "{name:?}"
             );
         }
         let long = "n".repeat(64 << 10);
-        match problem(&[info(&long, "map")]) {
+        match problem(&[info(&long, FunctionKind::Map)]) {
             FunctionsProblem::BadName { name, bytes, .. } => {
                 assert_eq!(bytes, 64 << 10);
                 assert!(name.len() < MAX_FUNCTION_NAME + 32, "{}", name.len());
             }
             other => panic!("{other:?}"),
         }
-        let kind = "k".repeat(10 << 20);
         assert!(matches!(
-            problem(&[info("f", &kind)]),
-            FunctionsProblem::BadKind { bytes, .. } if bytes == 10 << 20
-        ));
-        assert!(matches!(
-            problem(&[info("f", "map\n")]),
-            FunctionsProblem::BadKind { .. }
+            problem(&[
+                info("f", FunctionKind::Map),
+                info("g", FunctionKind::Reduce)
+            ]),
+            FunctionsProblem::KindOfAnotherRole {
+                kind: FunctionKind::Reduce,
+                kind_role: Role::Reducer,
+                role: Role::Transform,
+                ..
+            }
         ));
     }
 }

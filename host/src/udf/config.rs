@@ -55,6 +55,24 @@ pub struct UdfLimits {
     pub max_error_message: ByteSize,
     /// Functions one component may export. Default `1000`.
     pub max_functions: u32,
+    /// Input records one guest call is given: a larger partition is cut into consecutive
+    /// pieces and the guest called piece by piece, its results joined so that the operator
+    /// cannot tell (`udf::chunks`). Default `1000000`: a record costs a guest 12 bytes of
+    /// offsets and event time (16 keyed) on top of its bytes, in its input and again in its
+    /// output, so a million records of a `map` take ~32 MiB of guest memory beside their data.
+    /// Measured (one partition, one call): 16 M empty lines through `text#uppercase` asked for
+    /// 368 MiB, past the default 256 MiB `memory`; 1 M lines of 33 bytes (both defaults at
+    /// once) take 74 MiB through `text#uppercase` and 154 MiB through `text#split_words`
+    /// (3 M words out). At least 1; a reducer's pieces hold at least 2 values.
+    pub max_call_records: u64,
+    /// Bytes of keys and values one guest call is given (with `max_call_records`). Default
+    /// `32MiB`: 32 MiB of input with its offsets (above, ~16 MiB) and the largest output a call
+    /// may return (`max_output_bytes`, 128 MiB) fit the default 256 MiB `memory` with ~80 MiB
+    /// to spare for the guest's own work. A single record larger than this still goes to one call of
+    /// its own (it is never dropped); a key of `update_state_by_key` / `map_with_state` is
+    /// never split, so one whose values together pass either limit fails its batch with
+    /// [`KeyTooLarge`](super::CallErrorKind::KeyTooLarge).
+    pub max_call_bytes: ByteSize,
 }
 
 impl Default for UdfLimits {
@@ -77,6 +95,8 @@ impl Default for UdfLimits {
             max_metric_name: 128,
             max_error_message: ByteSize::kib(4),
             max_functions: 1000,
+            max_call_records: 1_000_000,
+            max_call_bytes: ByteSize::mib(32),
         }
     }
 }
@@ -147,6 +167,12 @@ mod tests {
         assert_eq!(limits.memory, ByteSize::mib(32));
         assert_eq!(limits.call_timeout, Duration::from_millis(250));
         assert_eq!(limits.stack, UdfLimits::default().stack);
+        let calls: UdfLimits =
+            toml::from_str("max_call_records = 1000\nmax_call_bytes = \"1MiB\"").unwrap();
+        assert_eq!(
+            (calls.max_call_records, calls.max_call_bytes),
+            (1000, ByteSize::mib(1))
+        );
         let err = toml::from_str::<UdfLimits>("memroy = \"32MiB\"")
             .unwrap_err()
             .to_string();

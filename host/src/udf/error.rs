@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::bindings::types::FunctionKind;
+use super::component::Role;
 use crate::config::ByteSize;
 
 /// A component could not be loaded. Nothing was run; the host is unaffected.
@@ -108,13 +110,15 @@ pub enum LoadError {
     },
     /// The component does not export any Sluice world.
     #[error(
-        "`{name}` is not a Sluice UDF component: it exports none of sluice:udf/transforms, reducers, updaters or sinks @0.1.0 (it exports: {exports}); build it with sluice-guest against wit/udf.wit"
+        "`{name}` is not a Sluice UDF component: it exports none of sluice:udf/transforms, reducers, updaters or sinks @{expected} (it exports: {exports}); build it with sluice-guest against wit/udf.wit"
     )]
     WrongWorld {
         /// The component.
         name: String,
         /// What it does export.
         exports: String,
+        /// The package version the host speaks.
+        expected: &'static str,
     },
     /// The component imports something the host does not provide.
     #[error(
@@ -125,6 +129,19 @@ pub enum LoadError {
         name: String,
         /// The first import the host does not provide.
         import: String,
+    },
+    /// Built against another version of the WIT package `sluice:udf` (its interfaces are named
+    /// with it): the host cannot link it.
+    #[error(
+        "`{name}` was built against sluice:udf {found}, but this host speaks sluice:udf {expected}"
+    )]
+    WitVersion {
+        /// The component.
+        name: String,
+        /// The package version it was built against, cut and escaped.
+        found: String,
+        /// The version the host speaks.
+        expected: &'static str,
     },
     /// Built for another ABI version.
     #[error(
@@ -196,6 +213,9 @@ impl LoadError {
             LoadError::Cache { .. } => {
                 "check that the component cache folder is writable (--component-cache)"
             }
+            LoadError::WitVersion { .. } => {
+                "rebuild it with the sluice-guest of this host: `cargo xtask udfs` rebuilds the bundled and udfs/ crates; for a crate of your own, update its sluice-guest dependency and build it again"
+            }
             LoadError::NotWasm { .. }
             | LoadError::CoreModule { .. }
             | LoadError::Invalid { .. }
@@ -238,17 +258,19 @@ pub enum FunctionsProblem {
         /// Its length in bytes.
         bytes: usize,
     },
-    /// A kind that is too long or not plain.
+    /// A kind of another world's functions (a transform component reporting `reduce`).
     #[error(
-        "function \"{function}\" reports the kind \"{kind}\" ({bytes} bytes); kinds must be at most 32 bytes of letters, digits, `_` or `-`"
+        "function \"{function}\" reports the kind `{kind}`, which is for {kind_role} components, but this is a {role} component"
     )]
-    BadKind {
-        /// The function, cut and escaped.
+    KindOfAnotherRole {
+        /// The function.
         function: String,
-        /// The kind, cut and escaped.
-        kind: String,
-        /// Its length in bytes.
-        bytes: usize,
+        /// The kind it reports.
+        kind: FunctionKind,
+        /// The world that kind belongs to.
+        kind_role: Role,
+        /// The component's world.
+        role: Role,
     },
     /// Two functions of one name.
     #[error("two functions are named \"{name}\"; names must be unique")]
@@ -405,4 +427,32 @@ pub enum CallErrorKind {
     /// A fresh instance could not be created.
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
+    /// One key of a state updater holds more than one call may be given; an updater sees all
+    /// of a key's values at once, so the key cannot be split over calls.
+    #[error(
+        "key {key} has {records} new values and {bytes} bytes (values and state) in this batch, over what one call may be given ({max_records} records, {max_bytes}: udf max_call_records / max_call_bytes); raise `host --udf-max-call-records` / `--udf-max-call-bytes`, or pre-aggregate the key's values (e.g. reduce_by_key) before the stateful operator"
+    )]
+    KeyTooLarge {
+        /// The key, cut and escaped (it is input data).
+        key: String,
+        /// Its values in the call.
+        records: u64,
+        /// Its bytes: key, values and old state.
+        bytes: u64,
+        /// `max_call_records`.
+        max_records: u64,
+        /// `max_call_bytes`.
+        max_bytes: crate::config::ByteSize,
+    },
+    /// The input was cut into pieces (over `max_call_records` / `max_call_bytes`) and their
+    /// outputs together are too large for one partition.
+    #[error(
+        "returned too much over the {pieces} pieces its partition was cut into: {source}; lower udf max_output_ratio or give the job more partitions"
+    )]
+    JoinedTooLarge {
+        /// How many calls the partition took.
+        pieces: usize,
+        /// What was too large.
+        source: crate::batch::BatchError,
+    },
 }

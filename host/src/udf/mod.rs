@@ -14,23 +14,35 @@
 //!   next call gets a fresh one.
 
 pub mod bindings;
+mod chunks;
 pub mod compiler;
 mod component;
 pub mod config;
 pub mod error;
 pub mod guest_text;
 mod host_state;
+mod registry;
+mod resolve;
 mod runtime;
+mod slot;
 
+pub use bindings::types::{FunctionInfo, FunctionKind};
 pub use bindings::updater::exports::sluice::udf::updaters::{UpdateInput, UpdateOutput};
 pub use compiler::run_compile_worker;
-pub use component::{
-    FunctionStats, MAX_FUNCTION_KIND, MAX_FUNCTION_NAME, Role, UdfComponent, UdfFunction,
-};
+pub use component::{FunctionStats, MAX_FUNCTION_NAME, Role, UdfComponent, UdfFunction};
 pub use config::{RuntimeConfig, UdfLimits};
 pub use error::{CallError, CallErrorKind, FunctionsProblem, LoadError, ResolveError};
 pub use host_state::CallContext;
-pub use runtime::{ABI_VERSION, RuntimeError, UdfRuntime};
+pub use registry::{
+    DEFAULT_KEEP, DeployError, Deployed, LookupError, MAX_DEPLOYED_BY, MAX_NAME_LEN, NameError,
+    RegisteredVersion, Registry, RemoveError, VersionInfo, valid_name,
+};
+pub use resolve::{
+    ComponentError, ComponentRef, MAX_LISTED_COMPONENTS, Place, Resolved, TenantRegistry,
+    UdfDirectory, UdfResolver,
+};
+pub use runtime::{ABI_VERSION, RuntimeError, UdfRuntime, WIT_VERSION};
+pub use slot::{Binding, Bindings, RebindError, RebindOutcome, SlotId, SlotSet, UdfSlot};
 
 /// Split `component#function` into its two names.
 pub fn parse_spec(spec: &str) -> Result<(&str, &str), ResolveError> {

@@ -25,7 +25,30 @@ use crate::metrics::Registry;
 
 /// The ABI version of `wit/udf.wit` this host speaks (`sluice_guest::ABI_VERSION` on the guest
 /// side).
+///
+/// It versions what the exchanged values *mean* (how columns, group ends and states are laid
+/// out), within one version of the WIT package; the package version ([`WIT_VERSION`]) versions
+/// the *shapes*. Turning the function kind from a string into an enum (sluice:udf 0.2.0) changed
+/// a shape only, so the ABI version stayed 1: a 0.1.0 component is refused by its interface
+/// names before its `abi-version` could be asked.
 pub const ABI_VERSION: u32 = 1;
+
+/// The version of the WIT package `sluice:udf` this host speaks: every interface a component
+/// imports or exports is named with it (`sluice:udf/transforms@0.2.0`).
+macro_rules! wit_version {
+    () => {
+        "0.2.0"
+    };
+}
+pub(crate) use wit_version;
+
+/// The version of the WIT package `sluice:udf` this host speaks (`package sluice:udf@…` in
+/// `wit/udf.wit`). A component built against another version is refused at load
+/// ([`LoadError::WitVersion`]).
+pub const WIT_VERSION: &str = wit_version!();
+
+/// The interface of shared types, as components import it.
+pub(crate) const TYPES_INTERFACE: &str = concat!("sluice:udf/types@", wit_version!());
 
 /// How often the epoch advances; CPU deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -36,10 +59,13 @@ pub const PERFMAP_ENV: &str = "SLUICE_WASM_PERFMAP";
 
 /// The imports a component may have: what `wit/udf.wit` gives every world.
 const PROVIDED_IMPORTS: [&str; 3] = [
-    "sluice:udf/logging@0.1.0",
-    "sluice:udf/metrics@0.1.0",
-    "sluice:udf/types@0.1.0",
+    concat!("sluice:udf/logging@", wit_version!()),
+    concat!("sluice:udf/metrics@", wit_version!()),
+    TYPES_INTERFACE,
 ];
+
+/// Where the interfaces of the `sluice:udf` package start their names.
+const PACKAGE_PREFIX: &str = "sluice:udf/";
 
 /// How much of a component's own import or export names an error shows.
 const MAX_SHOWN_NAMES: usize = 1024;
@@ -295,6 +321,19 @@ impl UdfRuntime {
     /// provides.
     fn inspect(&self, name: &str, component: &Component) -> Result<Role, LoadError> {
         let ty = component.component_type();
+        // A Sluice component of another package version first: its interfaces are named with
+        // the version it was built against, and rebuilding it is all it needs.
+        let names = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n)
+            .chain(ty.exports(&self.engine).map(|(n, _)| n));
+        if let Some(found) = names.filter_map(other_package_version).next() {
+            return Err(LoadError::WitVersion {
+                name: name.to_string(),
+                found,
+                expected: WIT_VERSION,
+            });
+        }
         // Imports first: a component built for WASI (the most common wrong build) gets the
         // message that says how to build it right.
         if let Some((import, _)) = ty
@@ -317,10 +356,26 @@ impl UdfRuntime {
                 } else {
                     guest_text::sanitize(&exports.join(", "), MAX_SHOWN_NAMES)
                 },
+                expected: WIT_VERSION,
             })?;
         Ok(role)
     }
 }
+
+/// The version in `name` when it names an interface of the `sluice:udf` package of another
+/// version than [`WIT_VERSION`] (cut and escaped, for a message); `None` for this version's
+/// interfaces and for names of other packages.
+fn other_package_version(name: &str) -> Option<String> {
+    let interface = name.strip_prefix(PACKAGE_PREFIX)?;
+    match interface.split_once('@') {
+        Some((_, WIT_VERSION)) => None,
+        Some((_, version)) => Some(guest_text::sanitize(version, MAX_SHOWN_VERSION)),
+        None => Some("(no version)".to_string()),
+    }
+}
+
+/// How much of a foreign package version an error shows.
+const MAX_SHOWN_VERSION: usize = 64;
 
 /// Tell apart "not wasm", "a core module" and "a component" from the 8-byte preamble, so each
 /// gets an error that says what to do.
@@ -341,4 +396,39 @@ fn check_header(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wit_file_and_the_host_agree_on_the_package_version() {
+        let wit = include_str!("../../../wit/udf.wit");
+        assert!(
+            wit.contains(&format!("package sluice:udf@{WIT_VERSION};")),
+            "wit/udf.wit does not declare sluice:udf@{WIT_VERSION}"
+        );
+        for role in Role::ALL {
+            assert!(role.export_name().ends_with(&format!("@{WIT_VERSION}")));
+        }
+    }
+
+    #[test]
+    fn other_package_versions_are_told_apart() {
+        assert_eq!(other_package_version(TYPES_INTERFACE), None);
+        assert_eq!(
+            other_package_version("sluice:udf/transforms@0.1.0").as_deref(),
+            Some("0.1.0")
+        );
+        assert_eq!(
+            other_package_version("sluice:udf/logging").as_deref(),
+            Some("(no version)")
+        );
+        assert_eq!(other_package_version("wasi:io/streams@0.2.0"), None);
+        assert_eq!(other_package_version("functions"), None);
+        let hostile = format!("sluice:udf/types@9\n{}", "9".repeat(10_000));
+        let shown = other_package_version(&hostile).unwrap_or_default();
+        assert!(!shown.contains('\n') && shown.len() < 128, "{shown}");
+    }
 }

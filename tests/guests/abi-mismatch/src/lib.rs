@@ -2,7 +2,7 @@
 //! as a component from a future (or foreign) SDK would be.
 
 use sluice_guest::bindings::transform::{Guest, exports::sluice::udf::transforms};
-use sluice_guest::{Batch, FunctionInfo, UdfError};
+use sluice_guest::{Batch, FunctionInfo, FunctionKind, UdfError};
 
 /// The component's export implementation.
 pub struct FromTheFuture;
@@ -14,7 +14,7 @@ impl Guest for FromTheFuture {
     fn functions() -> Vec<FunctionInfo> {
         vec![FunctionInfo {
             name: "identity".into(),
-            kind: "raw".into(),
+            kind: FunctionKind::Raw,
             has_inverse: false,
         }]
     }

@@ -5,7 +5,7 @@
 
 use sluice_guest::bindings::transform::sluice::udf::{logging, metrics};
 use sluice_guest::bindings::transform::{Guest, exports::sluice::udf::transforms};
-use sluice_guest::{Batch, Column, FunctionInfo, UdfError};
+use sluice_guest::{Batch, Column, FunctionInfo, FunctionKind, UdfError};
 
 /// The component's export implementation.
 pub struct Abuser;
@@ -69,7 +69,7 @@ impl Guest for Abuser {
             .iter()
             .map(|name| FunctionInfo {
                 name: (*name).into(),
-                kind: "raw".into(),
+                kind: FunctionKind::Raw,
                 has_inverse: false,
             })
             .collect()

@@ -3,7 +3,7 @@
 //! panic while showing it (`host check` used to, on the formatter's width).
 
 use sluice_guest::bindings::transform::{Guest, exports::sluice::udf::transforms};
-use sluice_guest::{Batch, FunctionInfo, UdfError};
+use sluice_guest::{Batch, FunctionInfo, FunctionKind, UdfError};
 
 /// The component's export implementation.
 pub struct BadMetadata;
@@ -19,7 +19,7 @@ impl Guest for BadMetadata {
         }
         vec![FunctionInfo {
             name,
-            kind: "map".into(),
+            kind: FunctionKind::Map,
             has_inverse: false,
         }]
     }
