@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod files;
 pub mod metrics;
+pub mod operators;
 pub mod plan;
 pub mod sinks;
 pub mod sources;
