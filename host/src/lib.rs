@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod files;
 pub mod metrics;
+pub mod operators;
 pub mod plan;
 pub mod sinks;
 pub mod sources;

@@ -2,7 +2,7 @@
 //! manifest line (or the batch and UDF) and a non-zero exit, or a counted, logged skip where the
 //! job must go on.
 
-use sluice_tests::{JobDir, describe};
+use sluice_tests::{JobDir, describe, wait_for};
 
 const HEAD: &str = "[job]\nname = \"bad\"\nbatch_interval = \"100ms\"\n\n[[sources]]\nname = \"lines\"\nkind = \"directory\"\npath = \"in\"\n";
 
@@ -148,24 +148,29 @@ fn a_sink_directory_that_goes_away_fails_the_job_with_the_path() {
         "{HEAD}\n[[sinks]]\nkind = \"text_files\"\ninput = \"lines\"\nprefix = \"out/sub/w\"\n"
     ));
     std::fs::create_dir_all(dir.path().join("in")).unwrap();
-    let mut child = dir
-        .command(&[])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Planning created out/sub; replace it with a file, then give the job input.
+    let (mut child, log) = dir.spawn_logged(&[]);
+    // Planning created out/sub (and proved it writable); once the job runs, replace it with a
+    // file, then give the job input.
     let sub = dir.path().join("out/sub");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !sub.is_dir() {
-        assert!(std::time::Instant::now() < deadline);
+    while !(sub.is_dir() && log.lock().unwrap().contains("running:")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            log.lock().unwrap()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::fs::remove_dir_all(&sub).unwrap();
     std::fs::write(&sub, "not a folder").unwrap();
     dir.file("in/a.txt", "a\n");
     let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    // stderr is gathered by a thread: let it read to the end.
+    wait_for("the job's last words", || {
+        log.lock().unwrap().contains("finished:") || log.lock().unwrap().contains("failed in batch")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let err = log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("failed in batch")

@@ -2,11 +2,11 @@
 //! `text_files` lines, in `jsonl` output and in the JSON arrays that joins and groups build. The
 //! codecs match the SDK's (`guest-sdk/src/codec.rs`), so what a UDF wrote reads back as it meant.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How the bytes of keys or values are read when they are shown (`print`, `text_files`) or
 /// decoded (`jsonl` output, JSON arrays of joins and groups).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Codec {
     /// UTF-8 text (the SDK's `&str` / `String`); a JSON string.
@@ -21,6 +21,16 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// Its name in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Text => "text",
+            Codec::Number => "number",
+            Codec::Json => "json",
+            Codec::Bytes => "bytes",
+        }
+    }
+
     /// Append the item as text: as it is for text, numbers and JSON (invalid UTF-8 replaced),
     /// hex for bytes.
     pub fn show(self, item: &[u8], out: &mut String) {

@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{NodeOp, Plan, Reducer, SourceKind, Updater, WindowKind};
+use crate::batch::codec::Codec;
+use crate::operators::{Builtin, StateLayout};
+use crate::plan::{Plan, SourceKind};
 
-/// The format of metadata files this version writes. Version 1 (before `skipped`) is read
-/// too: what it lacks reads as empty.
-pub const VERSION: u32 = 2;
+/// The format of metadata files this version writes: 3, where a stateful operator's codecs
+/// and layout are typed ([`Layout::Typed`]). Versions 1 (before `skipped`) and 2 are read too:
+/// what they lack reads as empty, and their layouts, descriptions, compare with
+/// [`describe`] of the plan's.
+pub const VERSION: u32 = 3;
 
 /// The oldest format this version reads.
 pub const OLDEST_VERSION: u32 = 1;
@@ -342,16 +346,92 @@ pub enum RecordedInput {
 pub struct StatefulOp {
     /// The stream.
     pub stream: String,
-    /// Its operator (`update_state_by_key`, …).
+    /// Its operator's name in manifests (`update_state_by_key`, …).
     pub op: String,
     /// How its keys read.
-    pub key_codec: String,
+    pub key_codec: Codec,
     /// How its values read.
-    pub value_codec: String,
+    pub value_codec: Codec,
     /// What else its state's layout depends on (window length and slide, builtin reducer).
-    pub layout: String,
+    pub layout: Layout,
     /// The UDF that computes it, if any (`component#function`): a new version is accepted.
     pub udf: Option<String>,
+}
+
+/// A stateful operator's layout as a checkpoint holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Layout {
+    /// Typed (format 3 on).
+    Typed(StateLayout),
+    /// As formats 1 and 2 wrote it: a description, compared with [`describe`] of the plan's.
+    Described(String),
+}
+
+impl Layout {
+    /// Whether a plan's operator with layout `now` can read state kept under this one.
+    pub fn fits(&self, now: &StateLayout) -> bool {
+        match self {
+            Layout::Typed(before) => before == now,
+            Layout::Described(before) => *before == describe(now),
+        }
+    }
+
+    /// For messages.
+    pub fn show(&self) -> String {
+        match self {
+            Layout::Typed(l) => describe(l),
+            Layout::Described(d) => d.clone(),
+        }
+    }
+}
+
+/// A layout described as formats 1 and 2 wrote it (`window 3000 ms every 1000 ms, buffered`),
+/// so that checkpoints written by them still compare, and for messages.
+pub fn describe(layout: &StateLayout) -> String {
+    // Formats 1 and 2 named builtins by their Rust variant.
+    fn builtin(b: Builtin) -> &'static str {
+        match b {
+            Builtin::Count => "Count",
+            Builtin::SumI64 => "SumI64",
+            Builtin::SumF64 => "SumF64",
+            Builtin::CountAndSum => "CountAndSum",
+        }
+    }
+    match layout {
+        StateLayout::Window {
+            length,
+            slide,
+            incremental,
+            builtin: b,
+        } => format!(
+            "window {length} ms every {slide} ms, {}{}",
+            if *incremental { "inverse" } else { "buffered" },
+            b.map_or(String::new(), |b| format!(", builtin {}", builtin(b)))
+        ),
+        StateLayout::State {
+            map_with_state,
+            builtin: b,
+        } => {
+            let kind = if *map_with_state {
+                "map_with_state"
+            } else {
+                "update_state_by_key"
+            };
+            match b {
+                Some(b) => format!("{kind} builtin {}", builtin(*b)),
+                None => kind.to_string(),
+            }
+        }
+        StateLayout::EventTimeWindow {
+            length,
+            slide,
+            builtin: b,
+        } => format!(
+            "event-time window {length} ms every {slide} ms{}",
+            b.map_or(String::new(), |b| format!(", builtin {}", builtin(b)))
+        ),
+    }
 }
 
 impl StatefulOp {
@@ -360,115 +440,36 @@ impl StatefulOp {
         plan.nodes
             .iter()
             .filter_map(|n| {
-                let (layout, udf) = match &n.op {
-                    NodeOp::Window(w) => {
-                        let (what, udf) = match &w.kind {
-                            WindowKind::ReduceByKeyInverse { reducer, .. } => {
-                                ("inverse", reducer_udf(reducer))
-                            }
-                            WindowKind::Reduce(r) | WindowKind::ReduceByKey(r) => {
-                                ("buffered", reducer_udf(r))
-                            }
-                            _ => ("buffered", (None, String::new())),
-                        };
-                        (
-                            format!(
-                                "window {} ms every {} ms, {what}{}",
-                                w.length, w.slide, udf.1
-                            ),
-                            udf.0,
-                        )
-                    }
-                    NodeOp::UpdateState(s) => {
-                        let (udf, builtin) = match &s.updater {
-                            Updater::Udf(f) => (Some(f.spec()), String::new()),
-                            Updater::Builtin(b) => (None, format!("builtin {b:?}")),
-                        };
-                        let kind = if s.map_with_state {
-                            "map_with_state"
-                        } else {
-                            "update_state_by_key"
-                        };
-                        (format!("{kind} {builtin}").trim().to_string(), udf)
-                    }
-                    NodeOp::EventTimeWindow(e) => {
-                        let (udf, builtin) = reducer_udf(&e.reducer);
-                        (
-                            format!(
-                                "event-time window {} ms every {} ms{builtin}",
-                                e.length, e.slide
-                            ),
-                            udf,
-                        )
-                    }
-                    _ => return None,
-                };
+                let op = n.operator()?;
+                let layout = op.layout()?;
                 Some(StatefulOp {
                     stream: n.name.to_string(),
                     op: n.op_name.to_string(),
-                    key_codec: format!("{:?}", n.key_codec).to_lowercase(),
-                    value_codec: format!("{:?}", n.value_codec).to_lowercase(),
-                    layout,
-                    udf,
+                    key_codec: n.key_codec,
+                    value_codec: n.value_codec,
+                    layout: Layout::Typed(layout),
+                    udf: op
+                        .udfs()
+                        .first()
+                        .and_then(|r| plan.udfs.get(r.0))
+                        .map(|f| f.spec()),
                 })
             })
             .collect()
     }
 }
 
-fn reducer_udf(r: &Reducer) -> (Option<String>, String) {
-    match r {
-        Reducer::Udf(f) => (Some(f.spec()), String::new()),
-        Reducer::Builtin(b) => (None, format!(", builtin {b:?}")),
-    }
-}
-
 /// The components a plan calls, by name, with their content hashes.
 pub fn udf_versions(plan: &Plan) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut add = |f: &crate::udf::UdfFunction| {
-        out.insert(
-            f.component().name().to_string(),
-            f.component().hash().to_string(),
-        );
-    };
-    for n in &plan.nodes {
-        match &n.op {
-            NodeOp::PerPartition(f) | NodeOp::WholeBatch(f) => add(f),
-            NodeOp::Reduce(Reducer::Udf(f)) | NodeOp::ReduceByKey(Reducer::Udf(f)) => add(f),
-            NodeOp::Window(w) => match &w.kind {
-                WindowKind::Reduce(Reducer::Udf(f)) | WindowKind::ReduceByKey(Reducer::Udf(f)) => {
-                    add(f)
-                }
-                WindowKind::ReduceByKeyInverse { reducer, filter } => {
-                    if let Reducer::Udf(f) = reducer {
-                        add(f);
-                    }
-                    if let Some(f) = filter {
-                        add(f);
-                    }
-                }
-                _ => {}
-            },
-            NodeOp::UpdateState(s) => {
-                if let Updater::Udf(f) = &s.updater {
-                    add(f);
-                }
-            }
-            NodeOp::EventTimeWindow(e) => {
-                if let Reducer::Udf(f) = &e.reducer {
-                    add(f);
-                }
-            }
-            _ => {}
-        }
-    }
-    for (_, sink) in &plan.sinks {
-        if let crate::plan::PlannedSink::Udf(f) = sink {
-            add(f);
-        }
-    }
-    out
+    plan.udfs
+        .iter()
+        .map(|f| {
+            (
+                f.component().name().to_string(),
+                f.component().hash().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// SHA-256 of a description of every stream and sink of the plan.
@@ -485,18 +486,33 @@ pub fn fingerprint(plan: &Plan) -> String {
     for n in &plan.nodes {
         let inputs: Vec<&str> = n.inputs.iter().map(|&i| &*plan.nodes[i].name).collect();
         hash.update(format!(
-            "stream {} {} {inputs:?} {:?} {:?} {}\n",
-            n.name, n.op_name, n.key_codec, n.value_codec, n.slide
+            "stream {} {} {inputs:?} {} {} {}\n",
+            n.name,
+            n.op_name,
+            codec_name(n.key_codec),
+            codec_name(n.value_codec),
+            n.slide
         ));
     }
     for op in StatefulOp::of(plan) {
-        hash.update(format!("{op:?}\n"));
+        let Layout::Typed(layout) = &op.layout else {
+            continue;
+        };
+        hash.update(format!(
+            "StatefulOp {{ stream: {:?}, op: {:?}, key_codec: {:?}, value_codec: {:?}, layout: {:?}, udf: {:?} }}\n",
+            op.stream,
+            op.op,
+            codec_name(op.key_codec).to_lowercase(),
+            codec_name(op.value_codec).to_lowercase(),
+            describe(layout),
+            op.udf
+        ));
     }
     for (node, sink) in &plan.sinks {
         hash.update(format!(
             "sink {} {}\n",
             plan.nodes[*node].name,
-            sink_kind(sink)
+            sink_kind(plan, sink)
         ));
     }
     hex::encode(hash.finalize())
@@ -511,13 +527,26 @@ fn source_kind(kind: &crate::plan::SourceKind) -> &'static str {
     }
 }
 
-fn sink_kind(sink: &crate::plan::PlannedSink) -> String {
+/// A codec as formats 1 and 2 described it in the fingerprint, so fingerprints stay the same.
+fn codec_name(c: Codec) -> &'static str {
+    match c {
+        Codec::Text => "Text",
+        Codec::Number => "Number",
+        Codec::Json => "Json",
+        Codec::Bytes => "Bytes",
+    }
+}
+
+fn sink_kind(plan: &Plan, sink: &crate::plan::PlannedSink) -> String {
     match sink {
         crate::plan::PlannedSink::Print { num } => format!("print {num}"),
         crate::plan::PlannedSink::TextFiles { prefix, suffix, .. } => {
             format!("text_files {} {suffix:?}", prefix.display())
         }
-        crate::plan::PlannedSink::Udf(f) => format!("udf {}", f.spec()),
+        crate::plan::PlannedSink::Udf(f) => format!(
+            "udf {}",
+            plan.udfs.get(f.0).map_or(String::new(), |f| f.spec())
+        ),
         crate::plan::PlannedSink::Native(_) => "native".into(),
     }
 }

@@ -460,19 +460,25 @@ pub fn check_compatible(
         if after.key_codec != before.key_codec {
             return Err(incompatible(format!(
                 "had keys read as {} and now as {}",
-                before.key_codec, after.key_codec
+                before.key_codec.as_str(),
+                after.key_codec.as_str()
             )));
         }
         if after.value_codec != before.value_codec {
             return Err(incompatible(format!(
                 "had values read as {} and now as {}",
-                before.value_codec, after.value_codec
+                before.value_codec.as_str(),
+                after.value_codec.as_str()
             )));
         }
-        if after.layout != before.layout {
+        let metadata::Layout::Typed(now) = &after.layout else {
+            continue;
+        };
+        if !before.layout.fits(now) {
             return Err(incompatible(format!(
                 "was '{}' and is now '{}'",
-                before.layout, after.layout
+                before.layout.show(),
+                after.layout.show()
             )));
         }
     }

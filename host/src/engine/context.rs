@@ -25,7 +25,7 @@ use super::job::{Job, JobError, JobOptions};
 use super::stats::JobSummary;
 use crate::metrics::Registry;
 use crate::plan::{
-    self, Builtin, CheckpointSpec, Codec, ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode,
+    self, Builtin, CheckpointSpec, Codec, ErrorPolicy, JobSpec, OutputFormat, OutputMode,
     PlanErrors, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat, StreamSpec,
     UdfDirectory,
 };
@@ -304,10 +304,10 @@ impl DStream {
         &self.name
     }
 
-    fn derive(&self, op: Op, inputs: Vec<String>, edit: impl FnOnce(&mut StreamSpec)) -> DStream {
+    fn derive(&self, op: &str, inputs: Vec<String>, edit: impl FnOnce(&mut StreamSpec)) -> DStream {
         let mut spec = self.spec.lock().unwrap_or_else(PoisonError::into_inner);
         let n = spec.streams.len() + spec.sources.len() + 1;
-        let mut stream = StreamSpec::new(format!("{}-{n}", op.as_str()), op, inputs);
+        let mut stream = StreamSpec::new(format!("{}-{n}", op), op, inputs);
         edit(&mut stream);
         let name = stream.name.clone();
         spec.streams.push(stream);
@@ -317,17 +317,17 @@ impl DStream {
         }
     }
 
-    fn with_udf(&self, op: Op, udf: &str) -> DStream {
+    fn with_udf(&self, op: &str, udf: &str) -> DStream {
         self.derive(op, vec![self.name.clone()], |s| {
             s.udf = Some(udf.to_string())
         })
     }
 
-    fn host_op(&self, op: Op) -> DStream {
+    fn host_op(&self, op: &str) -> DStream {
         self.derive(op, vec![self.name.clone()], |_| {})
     }
 
-    fn two(&self, op: Op, other: &DStream) -> DStream {
+    fn two(&self, op: &str, other: &DStream) -> DStream {
         self.derive(op, vec![self.name.clone(), other.name.clone()], |_| {})
     }
 
@@ -368,62 +368,62 @@ impl DStream {
 
     /// One record out per record in.
     pub fn map(&self, udf: &str) -> DStream {
-        self.with_udf(Op::Map, udf)
+        self.with_udf("map", udf)
     }
     /// Any number of records out per record in.
     pub fn flat_map(&self, udf: &str) -> DStream {
-        self.with_udf(Op::FlatMap, udf)
+        self.with_udf("flat_map", udf)
     }
     /// The records the UDF keeps.
     pub fn filter(&self, udf: &str) -> DStream {
-        self.with_udf(Op::Filter, udf)
+        self.with_udf("filter", udf)
     }
     /// A transform UDF per partition.
     pub fn map_partitions(&self, udf: &str) -> DStream {
-        self.with_udf(Op::MapPartitions, udf)
+        self.with_udf("map_partitions", udf)
     }
     /// A transform UDF over the whole batch.
     pub fn transform(&self, udf: &str) -> DStream {
-        self.with_udf(Op::Transform, udf)
+        self.with_udf("transform", udf)
     }
     /// This stream's records and `others'`.
     pub fn union(&self, others: &[&DStream]) -> DStream {
         let inputs = std::iter::once(self.name.clone())
             .chain(others.iter().map(|o| o.name.clone()))
             .collect();
-        self.derive(Op::Union, inputs, |_| {})
+        self.derive("union", inputs, |_| {})
     }
     /// The same records over `n` partitions.
     pub fn repartition(&self, n: usize) -> DStream {
-        self.derive(Op::Repartition, vec![self.name.clone()], |s| {
+        self.derive("repartition", vec![self.name.clone()], |s| {
             s.partitions = Some(n)
         })
     }
     /// One record per batch: the record count.
     pub fn count(&self) -> DStream {
-        self.host_op(Op::Count)
+        self.host_op("count")
     }
     /// Per distinct value, its count.
     pub fn count_by_value(&self) -> DStream {
-        self.host_op(Op::CountByValue)
+        self.host_op("count_by_value")
     }
     /// The values reduced to one per batch.
     pub fn reduce(&self, by: impl Into<By>) -> DStream {
-        self.reducing(Op::Reduce, by.into(), |_| {})
+        self.reducing("reduce", by.into(), |_| {})
     }
     /// Per key, the values reduced.
     pub fn reduce_by_key(&self, by: impl Into<By>) -> DStream {
-        self.reducing(Op::ReduceByKey, by.into(), |_| {})
+        self.reducing("reduce_by_key", by.into(), |_| {})
     }
 
-    fn reducing(&self, op: Op, by: By, edit: impl FnOnce(&mut StreamSpec)) -> DStream {
+    fn reducing(&self, op: &str, by: By, edit: impl FnOnce(&mut StreamSpec)) -> DStream {
         self.derive(op, vec![self.name.clone()], |s| {
             by.apply(s);
             edit(s);
         })
     }
 
-    fn windowed(&self, op: Op, window: Duration, slide: Duration) -> DStream {
+    fn windowed(&self, op: &str, window: Duration, slide: Duration) -> DStream {
         self.derive(op, vec![self.name.clone()], |s| {
             s.window = Some(window);
             s.slide = Some(slide);
@@ -432,11 +432,11 @@ impl DStream {
 
     /// The records of the last `window` of batches, every `slide`.
     pub fn window(&self, window: Duration, slide: Duration) -> DStream {
-        self.windowed(Op::Window, window, slide)
+        self.windowed("window", window, slide)
     }
     /// The number of records in each window.
     pub fn count_by_window(&self, window: Duration, slide: Duration) -> DStream {
-        self.windowed(Op::CountByWindow, window, slide)
+        self.windowed("count_by_window", window, slide)
     }
     /// Each window's values reduced to one.
     pub fn reduce_by_window(
@@ -445,7 +445,7 @@ impl DStream {
         window: Duration,
         slide: Duration,
     ) -> DStream {
-        self.reducing(Op::ReduceByWindow, by.into(), |s| {
+        self.reducing("reduce_by_window", by.into(), |s| {
             s.window = Some(window);
             s.slide = Some(slide);
         })
@@ -457,7 +457,7 @@ impl DStream {
         window: Duration,
         slide: Duration,
     ) -> DStream {
-        self.reducing(Op::ReduceByKeyAndWindow, by.into(), |s| {
+        self.reducing("reduce_by_key_and_window", by.into(), |s| {
             s.window = Some(window);
             s.slide = Some(slide);
         })
@@ -471,7 +471,7 @@ impl DStream {
         slide: Duration,
         filter: Option<&str>,
     ) -> DStream {
-        self.reducing(Op::ReduceByKeyAndWindow, by.into(), |s| {
+        self.reducing("reduce_by_key_and_window", by.into(), |s| {
             s.window = Some(window);
             s.slide = Some(slide);
             s.inverse = Some(true);
@@ -480,14 +480,14 @@ impl DStream {
     }
     /// Per distinct value, its count in each window.
     pub fn count_by_value_and_window(&self, window: Duration, slide: Duration) -> DStream {
-        self.windowed(Op::CountByValueAndWindow, window, slide)
+        self.windowed("count_by_value_and_window", window, slide)
     }
     /// Per key, a JSON array of each window's values.
     pub fn group_by_key_and_window(&self, window: Duration, slide: Duration) -> DStream {
-        self.windowed(Op::GroupByKeyAndWindow, window, slide)
+        self.windowed("group_by_key_and_window", window, slide)
     }
 
-    fn with_state(&self, op: Op, by: By, spec: StateSpec) -> DStream {
+    fn with_state(&self, op: &str, by: By, spec: StateSpec) -> DStream {
         self.reducing(op, by, |s| {
             s.timeout = spec.timeout;
             s.partitions = spec.partitions;
@@ -499,19 +499,19 @@ impl DStream {
     }
     /// Spark's `updateStateByKey`: the stream is the whole state after every batch.
     pub fn update_state_by_key(&self, by: impl Into<By>, spec: StateSpec) -> DStream {
-        self.with_state(Op::UpdateStateByKey, by.into(), spec)
+        self.with_state("update_state_by_key", by.into(), spec)
     }
     /// Spark's `mapWithState`: the stream is what the updater emits.
     pub fn map_with_state(&self, udf: &str, spec: StateSpec) -> DStream {
-        self.with_state(Op::MapWithState, By::Udf(udf.to_string()), spec)
+        self.with_state("map_with_state", By::Udf(udf.to_string()), spec)
     }
     /// The whole state of this `map_with_state` stream after every batch.
     pub fn state_snapshots(&self) -> DStream {
-        self.host_op(Op::StateSnapshots)
+        self.host_op("state_snapshots")
     }
     /// An event-time window aggregation with a watermark.
     pub fn event_time_window(&self, by: impl Into<By>, spec: EventTimeSpec) -> DStream {
-        self.reducing(Op::EventTimeWindow, by.into(), |s| {
+        self.reducing("event_time_window", by.into(), |s| {
             s.window = Some(spec.window);
             s.slide = spec.slide;
             s.watermark = Some(spec.watermark);
@@ -520,27 +520,27 @@ impl DStream {
     }
     /// Per key, a JSON array of the values.
     pub fn group_by_key(&self) -> DStream {
-        self.host_op(Op::GroupByKey)
+        self.host_op("group_by_key")
     }
     /// Inner join with `other` by key.
     pub fn join(&self, other: &DStream) -> DStream {
-        self.two(Op::Join, other)
+        self.two("join", other)
     }
     /// Left outer join.
     pub fn left_outer_join(&self, other: &DStream) -> DStream {
-        self.two(Op::LeftOuterJoin, other)
+        self.two("left_outer_join", other)
     }
     /// Right outer join.
     pub fn right_outer_join(&self, other: &DStream) -> DStream {
-        self.two(Op::RightOuterJoin, other)
+        self.two("right_outer_join", other)
     }
     /// Full outer join.
     pub fn full_outer_join(&self, other: &DStream) -> DStream {
-        self.two(Op::FullOuterJoin, other)
+        self.two("full_outer_join", other)
     }
     /// Cogroup with `other`.
     pub fn cogroup(&self, other: &DStream) -> DStream {
-        self.two(Op::Cogroup, other)
+        self.two("cogroup", other)
     }
     /// Join with a static data set from `path` (`inner` or `left_outer`).
     pub fn join_static(
@@ -550,7 +550,7 @@ impl DStream {
         left_outer: bool,
     ) -> DStream {
         let path = path.as_ref().to_path_buf();
-        self.derive(Op::JoinStatic, vec![self.name.clone()], |s| {
+        self.derive("join_static", vec![self.name.clone()], |s| {
             s.path = Some(path);
             s.format = Some(format);
             s.how = Some(if left_outer { "left_outer" } else { "inner" }.into());

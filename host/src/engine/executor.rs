@@ -8,18 +8,17 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::operators::{self, OpError, Sides};
 use super::stats::{BatchReport, OperatorStats};
-use super::windows::WindowBuffer;
-use super::{event_time, state_ops, windows};
 use crate::batch::Batch;
 use crate::checkpoint::CheckpointLog;
 use crate::metrics::{Registry, SeriesKey};
-use crate::plan::{ErrorPolicy, EventWindow, NodeOp, Plan, PlannedSink, WindowKind};
+pub use crate::operators::BatchScope;
+use crate::operators::{Input, Memory, OpError, OpenCx, RunCx};
+use crate::plan::{ErrorPolicy, NodeKind, Plan, PlannedSink};
 use crate::sinks::{self, SinkBatch, SinkError, text_files};
 use crate::sources::{SourceInput, push_lines};
-use crate::state::{Committed, SIZE, StateError, StateStore, StateTable, StateWrites};
-use crate::udf::CallContext;
+use crate::state::{Committed, SIZE, StateError, StateStore, StateWrites};
+use crate::udf::UdfFunction;
 
 /// A batch the scheduler sealed: its id, time and each source's input.
 #[derive(Debug)]
@@ -62,32 +61,6 @@ pub enum BatchError {
     State(#[from] StateError),
 }
 
-/// What an operator sees of the batch it works on.
-pub struct BatchScope<'a> {
-    /// The worker pool.
-    pub pool: &'a rayon::ThreadPool,
-    /// The job's partition count.
-    pub partitions: usize,
-    /// The batch time.
-    pub time: i64,
-    tenant: &'a Arc<str>,
-    job: &'a Arc<str>,
-    id: u64,
-}
-
-impl BatchScope<'_> {
-    /// The labels of a UDF call on `partition`.
-    pub fn context(&self, partition: usize) -> CallContext {
-        CallContext {
-            tenant: self.tenant.clone(),
-            job: self.job.clone(),
-            batch_id: self.id,
-            batch_time: self.time,
-            partition: partition as u32,
-        }
-    }
-}
-
 /// Why an executor could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -100,16 +73,6 @@ pub enum StartError {
     /// The checkpoint could not be opened, or the plan cannot carry on from it.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
-}
-
-/// What a stream remembers between batches.
-enum Memory {
-    /// Nothing.
-    None,
-    /// A batch-time window's partials, in memory.
-    Buffer(WindowBuffer),
-    /// Entries in the state store.
-    Table(StateTable),
 }
 
 /// Runs batches of one plan, in order, and owns what its streams remember.
@@ -147,33 +110,25 @@ impl Executor {
         let mut memory = Vec::with_capacity(plan.nodes.len());
         let mut sizes = vec![0; plan.nodes.len()];
         for (i, node) in plan.nodes.iter().enumerate() {
-            memory.push(match (&node.op, &store) {
-                (NodeOp::Window(w), store)
-                    if !matches!(w.kind, WindowKind::ReduceByKeyInverse { .. }) =>
-                {
-                    match store {
-                        // With a checkpoint, the partials are mirrored in the store.
-                        Some(store) if plan.checkpoint.is_some() => {
-                            let buffer = WindowBuffer::load(store.table(&node.name))?;
-                            sizes[i] = buffer.size();
-                            Memory::Buffer(buffer)
-                        }
-                        _ => Memory::Buffer(WindowBuffer::default()),
-                    }
+            let Some(op) = node.operator() else {
+                memory.push(Memory::None);
+                continue;
+            };
+            let cx = OpenCx {
+                store: store.as_ref(),
+                stream: &node.name,
+                job: &plan.name,
+                checkpointed: plan.checkpoint.is_some(),
+            };
+            let m = op.open(&cx)?;
+            sizes[i] = match (&m, &store) {
+                (Memory::Buffer(b), _) => b.size(),
+                (Memory::Table(_), Some(store)) => {
+                    store.number(&node.name, SIZE)?.unwrap_or(0).max(0) as u64
                 }
-                (op, Some(store)) if op.uses_state_store() => {
-                    let table = store.table(&node.name);
-                    sizes[i] = store.number(&node.name, SIZE)?.unwrap_or(0).max(0) as u64;
-                    if let NodeOp::UpdateState(state) = op
-                        && let Some(initial) = &state.initial
-                    {
-                        seed(store, &table, initial, &plan.name)?;
-                        sizes[i] = store.number(&node.name, SIZE)?.unwrap_or(0).max(0) as u64;
-                    }
-                    Memory::Table(table)
-                }
-                _ => Memory::None,
-            });
+                (Memory::Table(_) | Memory::None, _) => 0,
+            };
+            memory.push(m);
         }
         let mut committed = None;
         if let Some(store) = &store {
@@ -254,10 +209,8 @@ impl Executor {
         };
         let mut watermarks = std::collections::BTreeMap::new();
         for (node, memory) in self.plan.nodes.iter().zip(&self.memory) {
-            if let (NodeOp::EventTimeWindow(_), Memory::Table(table)) = (&node.op, memory)
-                && let Some(w) = table
-                    .number(event_time::MAX_EVENT_TIME)
-                    .map_err(|e| e.to_string())?
+            if let Some(op) = node.operator()
+                && let Some(w) = op.watermark(memory).map_err(|e| e.to_string())?
             {
                 watermarks.insert(node.name.to_string(), w);
             }
@@ -288,13 +241,18 @@ impl Executor {
         }
         let plan = self.plan.clone();
         let pool = self.pool.clone();
+        // The UDFs as bound for this batch: read once, so the batch never mixes versions.
+        let udfs: Vec<Arc<UdfFunction>> = plan.udfs.iter().cloned().map(Arc::new).collect();
+        let registry = self.registry.clone();
         let scope = BatchScope {
             pool: &pool,
             partitions: plan.partitions,
             time: batch.time,
+            id: batch.id,
             tenant: &plan.tenant,
             job: &plan.name,
-            id: batch.id,
+            udfs: &udfs,
+            registry: &registry,
         };
         let mut report = BatchReport {
             id: batch.id,
@@ -434,102 +392,78 @@ impl Executor {
         // `None`: the stream has no batch at this time (a window between slides).
         let mut outputs: Vec<Option<Vec<Batch>>> = Vec::with_capacity(plan.nodes.len());
         let mut snapshots: Vec<Option<Vec<Batch>>> = vec![None; plan.nodes.len()];
+        let wanted: Vec<bool> = (0..plan.nodes.len())
+            .map(|i| {
+                plan.nodes.iter().any(|n| {
+                    n.inputs.first() == Some(&i)
+                        && n.operator().is_some_and(|op| op.reads_snapshot())
+                })
+            })
+            .collect();
         let mut writes = StateWrites::default();
         let mut buffer_sizes: Vec<(usize, u64)> = Vec::new();
         for (index, node) in plan.nodes.iter().enumerate() {
             let started = Instant::now();
             let inputs_active = node.inputs.iter().all(|&i| outputs[i].is_some());
-            let windowed = matches!(node.op, NodeOp::Window(_));
-            if !inputs_active && !windowed {
-                outputs.push(None);
-                continue;
-            }
-            let input = |k: usize| -> &[Batch] {
-                node.inputs
-                    .get(k)
-                    .and_then(|&i| outputs[i].as_deref())
-                    .unwrap_or(&[][..])
-            };
-            let codec = |k: usize| {
-                node.inputs
-                    .get(k)
-                    .map_or(Default::default(), |&i| plan.nodes[i].value_codec)
-            };
-            let stream = &*node.name;
-            let memory = &mut self.memory[index];
-            let result: Result<Option<Vec<Batch>>, OpError> = match &node.op {
-                NodeOp::Window(spec) => match memory {
-                    Memory::Buffer(buffer) => {
-                        let r = windows::buffered(
-                            scope,
-                            spec,
-                            buffer,
-                            inputs_active.then(|| input(0)),
-                            codec(0),
-                            &mut writes,
-                            stream,
-                        );
-                        buffer_sizes.push((index, buffer.size()));
-                        r
-                    }
-                    Memory::Table(table) => windows::incremental(
-                        scope,
-                        spec,
-                        table,
-                        inputs_active.then(|| input(0)),
-                        &mut writes,
-                        stream,
-                    ),
-                    Memory::None => Err(OpError::Input("a window without its memory".into())),
-                },
-                NodeOp::UpdateState(op) => match memory {
-                    Memory::Table(table) => {
-                        state_ops::run(scope, op, table, input(0), &mut writes, stream).map(|o| {
-                            snapshots[index] = o.snapshot;
-                            Some(o.records)
-                        })
-                    }
-                    _ => Err(OpError::Input("a state operator without its state".into())),
-                },
-                NodeOp::StateSnapshots => Ok(Some(
-                    node.inputs
-                        .first()
-                        .and_then(|&i| snapshots[i].clone())
+            let result: Result<Option<Vec<Batch>>, OpError> = match &node.kind {
+                NodeKind::Source(i) => Ok(Some(
+                    sources
+                        .get_mut(*i)
+                        .and_then(Option::take)
                         .unwrap_or_default(),
                 )),
-                NodeOp::EventTimeWindow(w) => match memory {
-                    Memory::Table(table) => {
-                        let key_codec = node
-                            .inputs
-                            .first()
-                            .map_or(Default::default(), |&i| plan.nodes[i].key_codec);
-                        event_time::run(scope, w, table, input(0), key_codec, &mut writes).map(
-                            |o| {
-                                if o.late > 0 {
-                                    self.late(stream, o.late, o.watermark, scope);
-                                    report.late_records += o.late;
-                                }
-                                if o.too_far_ahead > 0 {
-                                    self.too_far_ahead(stream, o.too_far_ahead, w, scope);
-                                }
-                                Some(o.records)
-                            },
-                        )
+                NodeKind::Stream(op) => {
+                    if !inputs_active && !op.runs_without_input() {
+                        outputs.push(None);
+                        continue;
                     }
-                    _ => Err(OpError::Input(
-                        "an event-time window without its state".into(),
-                    )),
-                },
-                other => self
-                    .stateless(scope, node, other, &input, &codec, sources)
-                    .map(Some),
+                    let inputs = node
+                        .inputs
+                        .iter()
+                        .map(|&i| Input {
+                            parts: outputs[i].as_deref().unwrap_or(&[][..]),
+                            active: outputs[i].is_some(),
+                            key_codec: plan.nodes[i].key_codec,
+                            value_codec: plan.nodes[i].value_codec,
+                            snapshot: snapshots[i].as_deref(),
+                        })
+                        .collect();
+                    let mut cx = RunCx {
+                        scope,
+                        stream: &node.name,
+                        inputs,
+                        memory: &mut self.memory[index],
+                        writes: &mut writes,
+                        snapshot_wanted: wanted[index],
+                        snapshot: None,
+                        late_records: 0,
+                    };
+                    let result = op.run(&mut cx);
+                    report.late_records += cx.late_records;
+                    let snapshot = cx.snapshot.take();
+                    drop(cx);
+                    snapshots[index] = snapshot;
+                    if let Some(bytes) = self.memory[index].buffered_bytes() {
+                        buffer_sizes.push((index, bytes));
+                    }
+                    result
+                }
             };
-            let records_in = (0..node.inputs.len())
-                .map(|k| input(k).iter().map(Batch::len).sum::<usize>())
+            let records_in = node
+                .inputs
+                .iter()
+                .map(|&i| {
+                    outputs[i]
+                        .as_deref()
+                        .unwrap_or(&[][..])
+                        .iter()
+                        .map(Batch::len)
+                        .sum::<usize>()
+                })
                 .sum::<usize>() as u64;
             let parts = result.map_err(|error| {
                 Box::new(BatchError::Operator {
-                    stream: stream.to_string(),
+                    stream: node.name.to_string(),
                     op: node.op_name,
                     error,
                 })
@@ -542,7 +476,7 @@ impl Executor {
             report.operators.push(OperatorStats {
                 stream: node.name.clone(),
                 op: node.op_name,
-                records_in: if matches!(node.op, NodeOp::Source(_)) {
+                records_in: if matches!(node.kind, NodeKind::Source(_)) {
                     records_out
                 } else {
                     records_in
@@ -580,100 +514,6 @@ impl Executor {
             .map_err(|e| Box::new(BatchError::State(e)))?;
         tracing::debug!(job = %plan.name, batch = scope.id, sinks_ms = ms(commit_started - sinks_started), commit_ms = ms(commit_started.elapsed()), "sinks and state commit");
         Ok(())
-    }
-
-    /// The operators that keep nothing between batches.
-    fn stateless<'a>(
-        &self,
-        scope: &BatchScope<'_>,
-        node: &crate::plan::Node,
-        op: &NodeOp,
-        input: &dyn Fn(usize) -> &'a [Batch],
-        codec: &dyn Fn(usize) -> crate::plan::Codec,
-        sources: &mut [Option<Vec<Batch>>],
-    ) -> Result<Vec<Batch>, OpError> {
-        let stream = &*node.name;
-        match op {
-            NodeOp::Source(i) => Ok(sources
-                .get_mut(*i)
-                .and_then(Option::take)
-                .unwrap_or_default()),
-            NodeOp::PerPartition(f) => {
-                let out = operators::per_partition(scope, f, input(0))?;
-                if node.op_name == crate::plan::Op::Filter.as_str() {
-                    operators::check_filtered(input(0), &out, f, stream)?;
-                }
-                Ok(out)
-            }
-            NodeOp::WholeBatch(f) => operators::whole_batch(scope, f, input(0)),
-            NodeOp::Union => {
-                let all: Vec<&[Batch]> = (0..node.inputs.len()).map(input).collect();
-                Ok(operators::union(&all))
-            }
-            NodeOp::Repartition(n) => Ok(operators::repartition(input(0), *n)),
-            NodeOp::Count => Ok(operators::count(scope, input(0))),
-            NodeOp::CountByValue => operators::count_by_value(scope, input(0)),
-            NodeOp::Reduce(r) => operators::reduce(scope, r, input(0), true),
-            NodeOp::ReduceByKey(f) => operators::reduce_by_key(scope, f, input(0), stream),
-            NodeOp::GroupByKey => operators::group_by_key(scope, input(0), codec(0), stream),
-            NodeOp::Join(kind) => operators::join(
-                scope,
-                Sides {
-                    left: (input(0), codec(0)),
-                    right: (input(1), codec(1)),
-                },
-                *kind,
-                stream,
-            ),
-            NodeOp::Cogroup => operators::cogroup(
-                scope,
-                Sides {
-                    left: (input(0), codec(0)),
-                    right: (input(1), codec(1)),
-                },
-                stream,
-            ),
-            NodeOp::JoinStatic(table, kind, static_codec) => operators::join_static(
-                scope,
-                input(0),
-                (codec(0), *static_codec),
-                table,
-                *kind,
-                stream,
-            ),
-            NodeOp::Window(_)
-            | NodeOp::UpdateState(_)
-            | NodeOp::StateSnapshots
-            | NodeOp::EventTimeWindow(_) => Err(OpError::Input(
-                "a stateful operator reached the stateless path".into(),
-            )),
-        }
-    }
-
-    fn late(&self, stream: &str, late: u64, watermark: Option<i64>, scope: &BatchScope<'_>) {
-        let (job, tenant) = (&*self.plan.name, &*self.plan.tenant);
-        self.registry.add(
-            &SeriesKey::new(
-                "sluice_late_records_total",
-                &[("tenant", tenant), ("job", job), ("stream", stream)],
-            ),
-            late,
-        );
-        tracing::warn!(%tenant, %job, batch = scope.id, %stream, watermark = watermark.unwrap_or(i64::MIN), "{late} records were older than the watermark and were dropped");
-    }
-
-    fn too_far_ahead(&self, stream: &str, n: u64, w: &EventWindow, scope: &BatchScope<'_>) {
-        let (job, tenant) = (&*self.plan.name, &*self.plan.tenant);
-        self.registry.add(
-            &SeriesKey::new(
-                "sluice_event_time_too_far_ahead_total",
-                &[("tenant", tenant), ("job", job), ("stream", stream)],
-            ),
-            n,
-        );
-        tracing::warn!(%tenant, %job, batch = scope.id, %stream,
-            "{n} records had an event time more than {} ahead of the largest seen (or of the batch time) and were dropped; they do not move the watermark (raise max_event_time_ahead if such times are real)",
-            humantime::format_duration(Duration::from_millis(w.max_ahead.max(0) as u64)));
     }
 
     /// The job's state size after this batch, per stream; an error past the limit.
@@ -768,41 +608,21 @@ impl Executor {
                 }
                 Ok(())
             }
-            PlannedSink::Udf(f) => scope.pool.install(|| {
-                batch
-                    .partitions
-                    .par_iter()
-                    .enumerate()
-                    .try_for_each(|(i, p)| f.sink(&scope.context(i), p).map_err(SinkError::from))
-            }),
+            PlannedSink::Udf(f) => {
+                let f = scope.udf(*f);
+                scope.pool.install(|| {
+                    batch
+                        .partitions
+                        .par_iter()
+                        .enumerate()
+                        .try_for_each(|(i, p)| {
+                            f.sink(&scope.context(i), p).map_err(SinkError::from)
+                        })
+                })
+            }
             PlannedSink::Native(f) => (f.0)(batch).map_err(SinkError::Native),
         }
     }
-}
-
-/// Load a state operator's initial states, once: the first time the job's state has the stream.
-fn seed(
-    store: &StateStore,
-    table: &StateTable,
-    initial: &crate::plan::StaticTable,
-    job: &str,
-) -> Result<(), StateError> {
-    const SEEDED: &str = "seeded";
-    if table.number(SEEDED)?.is_some() {
-        return Ok(());
-    }
-    let mut writes = StateWrites::default();
-    let now = crate::sources::now_ms();
-    for (key, values) in &initial.rows {
-        if let Some(value) = values.last() {
-            writes.put(table, key, state_ops::entry(now, value), None);
-        }
-    }
-    let size: i64 = writes.size_delta.iter().map(|(_, d)| d).sum();
-    writes.set_number(table, SEEDED, 1);
-    writes.set_number(table, SIZE, size);
-    tracing::info!(%job, stream = %table.stream(), "loaded {} initial states from {}", initial.rows.len(), initial.path.display());
-    store.commit(writes, None)
 }
 
 /// Round a duration to milliseconds for logs.

@@ -387,7 +387,8 @@ struct Scheduler {
     last_time: i64,
     in_flight: usize,
     first_seal: Option<Instant>,
-    final_sent: bool,
+    /// Empty batches sealed after the input ended (`--until-idle`; see `Plan::drain_batches`).
+    drained: u64,
     /// The job's checkpoint: batches are recorded in it before they run.
     log: Option<Arc<CheckpointLog>>,
     /// Sealed batches to run again first (recovery).
@@ -526,7 +527,7 @@ impl Scheduler {
             last_time,
             in_flight: 0,
             first_seal: None,
-            final_sent: false,
+            drained: 0,
             log: recovered.map(|r| r.log),
             replay,
             sealing: Vec::new(),
@@ -638,11 +639,16 @@ impl Scheduler {
                         if statuses.iter().any(|s| s.backlog || s.buffered > 0) {
                             self.blocking(Self::seal)?;
                         } else if statuses.iter().all(|s| s.exhausted) {
-                            if self.plan.final_batch && !self.final_sent {
-                                // Available-now: one more batch, with no data, in which the
-                                // watermarks move past the last records seen.
-                                tracing::info!(%job, "input exhausted: one last, empty batch to advance watermarks");
-                                self.final_sent = true;
+                            if self.drained < self.plan.drain_batches {
+                                // Available-now: batches with no data, in which event-time
+                                // watermarks move past the last records seen and batch-time
+                                // windows slide past them.
+                                if self.drained == 0 && self.plan.drain_batches == 1 {
+                                    tracing::info!(%job, "input exhausted: one last, empty batch to advance watermarks");
+                                } else if self.drained == 0 {
+                                    tracing::info!(%job, "input exhausted: {} last, empty batches to slide windows and advance watermarks past the last records", self.plan.drain_batches);
+                                }
+                                self.drained += 1;
                                 self.blocking(Self::seal)?;
                                 continue;
                             }
@@ -714,11 +720,7 @@ impl Scheduler {
         };
         // Windows need every slide time to have a batch: times the clock skipped (a stalled
         // machine, a long batch) get empty batches, as Spark's timer would have made them.
-        let windowed = self
-            .plan
-            .nodes
-            .iter()
-            .any(|n| matches!(n.op, crate::plan::NodeOp::Window(_)));
+        let windowed = self.plan.every_batch;
         if windowed && self.last_time != i64::MIN {
             let mut gap = self.last_time + interval;
             while gap < time && gap < self.last_time + interval * 10_000 {

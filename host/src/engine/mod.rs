@@ -5,15 +5,10 @@
 
 pub mod context;
 pub mod core;
-pub mod event_time;
 pub mod executor;
 pub mod job;
-pub mod operators;
 pub mod recovery;
-pub mod reducer;
-pub mod state_ops;
 pub mod stats;
-pub mod windows;
 
 pub use context::{By, ContextError, DStream, EventTimeSpec, StateSpec, StreamingContext};
 pub use core::{Core, CoreConfig, CoreError};

@@ -30,9 +30,9 @@ use toml::Spanned;
 
 use super::limits::{FileError, MAX_MANIFEST_BYTES, read_regular_file};
 use super::spec::{
-    Builtin, CheckpointSpec, Codec, DEFAULT_MAX_REQUEST_BYTES, ErrorPolicy, JobSpec, Op,
-    OutputFormat, OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat,
-    StreamSpec, default_partitions,
+    Builtin, CheckpointSpec, Codec, DEFAULT_MAX_REQUEST_BYTES, ErrorPolicy, JobSpec, OutputFormat,
+    OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat, StreamSpec,
+    default_partitions,
 };
 use crate::config::ByteSize;
 use crate::wal::WalSync;
@@ -206,7 +206,8 @@ enum Inputs {
 #[serde(deny_unknown_fields)]
 struct StreamToml {
     name: String,
-    op: Op,
+    #[serde(deserialize_with = "operator_name")]
+    op: String,
     #[serde(alias = "inputs")]
     input: Inputs,
     udf: Option<String>,
@@ -606,6 +607,21 @@ fn only(s: &SinkToml, allowed: &[&str], kind: &str) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+/// An operator's name, one of [`operators::KINDS`](crate::operators::KINDS); anything else
+/// is refused where it stands, with the names there are.
+fn operator_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    if crate::operators::kind(&name).is_some() {
+        return Ok(name);
+    }
+    let known: Vec<&str> = crate::operators::KINDS.iter().map(|k| k.name()).collect();
+    Err(serde::de::Error::custom(format!(
+        "unknown operator `{}`, expected one of {}",
+        super::clip(&name),
+        known.join(", ")
+    )))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ pub mod manifest;
 #[cfg(test)]
 mod proptests;
 pub mod spec;
-mod stateful;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,14 +16,17 @@ use std::time::Duration;
 
 pub use spec::{
     Builtin, CheckpointSpec, Codec, DEFAULT_CHECKPOINT_BATCHES, DEFAULT_KEEP_CHECKPOINTS,
-    ErrorPolicy, JobSpec, Op, OutputFormat, OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec,
+    ErrorPolicy, JobSpec, OutputFormat, OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec,
     Start, StaticFormat, StreamSpec,
 };
-pub use stateful::{EventWindow, Reducer, StateOp, Updater, WindowKind, WindowSpec};
 
+use crate::operators::repartition::MAX_PARTITIONS;
+use crate::operators::{
+    self, Drain, Field, Operator, PlanCx, PlanServices, PlannedInput, Reducer, UdfRef, UdfUse,
+};
 use crate::sinks::NativeSink;
-use crate::udf::{FunctionKind, Role, UdfComponent, UdfFunction, UdfRuntime, parse_spec};
-use limits::{FileError, MAX_REPORTED_ERRORS, MAX_STATIC_BYTES, MAX_WARNINGS, read_regular_file};
+use crate::udf::{Role, UdfComponent, UdfFunction, UdfRuntime, parse_spec};
+use limits::{MAX_REPORTED_ERRORS, MAX_WARNINGS};
 
 /// One problem with a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,65 +91,13 @@ pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Whether joins keep records without a match on one side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinKind {
-    /// Only keys on both sides.
-    Inner,
-    /// Every left record.
-    LeftOuter,
-    /// Every right record.
-    RightOuter,
-    /// Every record of both.
-    FullOuter,
-}
-
-/// A static data set for `join_static`: values by key, loaded once at job start.
-#[derive(Debug, Default)]
-pub struct StaticTable {
-    /// Values of each key, in file order.
-    pub rows: HashMap<Vec<u8>, Vec<Vec<u8>>>,
-    /// The file it came from.
-    pub path: PathBuf,
-}
-
-/// What a planned stream does.
+/// What a planned stream is.
 #[derive(Debug, Clone)]
-pub enum NodeOp {
+pub enum NodeKind {
     /// The records of source `i` of [`Plan::sources`].
     Source(usize),
-    /// map / flat_map / filter / map_partitions: a transform UDF per partition.
-    PerPartition(UdfFunction),
-    /// transform: a transform UDF over the whole batch.
-    WholeBatch(UdfFunction),
-    /// union of the inputs.
-    Union,
-    /// Spread over this many partitions.
-    Repartition(usize),
-    /// The record count.
-    Count,
-    /// Counts per distinct value.
-    CountByValue,
-    /// All values reduced to one.
-    Reduce(Reducer),
-    /// Values reduced per key.
-    ReduceByKey(Reducer),
-    /// Values gathered per key.
-    GroupByKey,
-    /// A join of the two inputs.
-    Join(JoinKind),
-    /// A cogroup of the two inputs.
-    Cogroup,
-    /// A join with a static table whose values read with the codec.
-    JoinStatic(Arc<StaticTable>, JoinKind, Codec),
-    /// A batch-time window.
-    Window(WindowSpec),
-    /// update_state_by_key / map_with_state.
-    UpdateState(StateOp),
-    /// The state of the input (a map_with_state stream) after each batch.
-    StateSnapshots,
-    /// An event-time window aggregation.
-    EventTimeWindow(EventWindow),
+    /// A derived stream and its operator.
+    Stream(Arc<dyn Operator>),
 }
 
 /// One stream of the plan.
@@ -157,8 +107,8 @@ pub struct Node {
     pub name: Arc<str>,
     /// The operator's manifest name (`flat_map`, `source`, …), for logs and stats.
     pub op_name: &'static str,
-    /// What it does.
-    pub op: NodeOp,
+    /// What it is.
+    pub kind: NodeKind,
     /// Upstream nodes: always earlier in [`Plan::nodes`].
     pub inputs: Vec<usize>,
     /// How its keys read.
@@ -188,7 +138,7 @@ pub enum PlannedSink {
         format: OutputFormat,
     },
     /// A sink UDF.
-    Udf(UdfFunction),
+    Udf(UdfRef),
     /// A Rust closure.
     Native(Arc<NativeSink>),
 }
@@ -221,18 +171,17 @@ pub struct Plan {
     pub state_dir: Option<PathBuf>,
     /// The most state the job may hold, in bytes.
     pub max_state_bytes: u64,
-    /// Whether `--until-idle` ends with one more, empty batch that moves event-time
-    /// watermarks past the last data (Structured Streaming's available-now trigger).
-    pub final_batch: bool,
+    /// How many empty batches `--until-idle` runs after the input ends, so that streams that
+    /// hold data past their input show it: windows their trailing slides, event-time windows
+    /// a watermark past the last data (Structured Streaming's available-now trigger).
+    pub drain_batches: u64,
+    /// Whether every batch time must have a batch (windows): the scheduler fills times the
+    /// clock skipped with empty batches.
+    pub every_batch: bool,
+    /// The UDFs the plan calls, by [`UdfRef`].
+    pub udfs: Vec<UdfFunction>,
     /// How the job checkpoints, when it does.
     pub checkpoint: Option<PlannedCheckpoint>,
-}
-
-/// Whether a stream's operator keeps entries in the state store: always for state operators,
-/// incremental and event-time windows; with a checkpoint, in-memory windows too (their
-/// per-batch partials, so a restart has them).
-pub fn keeps_state(op: &NodeOp, checkpointed: bool) -> bool {
-    op.uses_state_store() || (checkpointed && matches!(op, NodeOp::Window(_)))
 }
 
 /// A checked checkpoint setting.
@@ -257,7 +206,22 @@ impl Plan {
         self.nodes
             .iter()
             .enumerate()
-            .filter(move |(_, n)| keeps_state(&n.op, checkpointed))
+            .filter(move |(_, n)| n.operator().is_some_and(|op| op.keeps_state(checkpointed)))
+    }
+
+    /// Every UDF the plan calls, sinks included.
+    pub fn functions(&self) -> &[UdfFunction] {
+        &self.udfs
+    }
+}
+
+impl Node {
+    /// Its operator (`None` for a source).
+    pub fn operator(&self) -> Option<&dyn Operator> {
+        match &self.kind {
+            NodeKind::Source(_) => None,
+            NodeKind::Stream(op) => Some(&**op),
+        }
     }
 }
 
@@ -269,8 +233,6 @@ pub struct UdfDirectory<'a> {
     pub runtime: &'a UdfRuntime,
 }
 
-const MAX_PARTITIONS: usize = 4096;
-
 /// Check a job and resolve everything it names.
 pub fn plan(
     spec: JobSpec,
@@ -279,6 +241,7 @@ pub fn plan(
 ) -> Result<Plan, PlanErrors> {
     let mut p = Planner {
         errors: Vec::new(),
+        functions: Vec::new(),
         components: HashMap::new(),
         component_files: None,
         udfs,
@@ -306,6 +269,8 @@ pub fn plan(
 
 struct Planner<'a, 'b> {
     errors: Vec<PlanError>,
+    /// The UDFs resolved so far: the plan's UDF table.
+    functions: Vec<UdfFunction>,
     components: HashMap<String, Result<Arc<UdfComponent>, (String, String)>>,
     /// The component names in the UDF directory, listed once for "not found" hints.
     component_files: Option<Vec<String>>,
@@ -451,7 +416,7 @@ impl Planner<'_, '_> {
                 Some(Node {
                     name: Arc::from(all[i].0.as_str()),
                     op_name: "source",
-                    op: NodeOp::Source(i),
+                    kind: NodeKind::Source(i),
                     inputs,
                     key_codec: Codec::Text,
                     value_codec: Codec::Text,
@@ -512,20 +477,11 @@ impl Planner<'_, '_> {
             }
         }
 
-        // Streams read by state_snapshots compute their snapshot; state needs a directory.
-        let snapshot_inputs: Vec<usize> = nodes
-            .iter()
-            .filter(|n| matches!(n.op, NodeOp::StateSnapshots))
-            .filter_map(|n| n.inputs.first().copied())
-            .collect();
-        for i in snapshot_inputs {
-            if let NodeOp::UpdateState(state) = &mut nodes[i].op {
-                state.snapshots = true;
-            }
-        }
+        // State needs a directory.
+        let checkpointed = spec.checkpoint.is_some();
         let stateful: Vec<String> = nodes
             .iter()
-            .filter(|n| keeps_state(&n.op, spec.checkpoint.is_some()))
+            .filter(|n| n.operator().is_some_and(|op| op.keeps_state(checkpointed)))
             .map(|n| n.name.to_string())
             .collect();
         let state_dir = spec
@@ -552,9 +508,10 @@ impl Planner<'_, '_> {
                 Some("leave it out for the default, 1GiB".into()),
             );
         }
-        let final_batch = nodes
+        let drain_batches = drain_batches(&nodes, self.batch_interval);
+        let every_batch = nodes
             .iter()
-            .any(|n| matches!(n.op, NodeOp::EventTimeWindow(_)));
+            .any(|n| n.operator().is_some_and(|op| op.needs_every_batch()));
 
         Plan {
             name: Arc::from(spec.name.as_str()),
@@ -569,7 +526,9 @@ impl Planner<'_, '_> {
             warnings,
             state_dir: (!stateful.is_empty()).then_some(state_dir).flatten(),
             max_state_bytes: spec.max_state_bytes,
-            final_batch,
+            drain_batches,
+            every_batch,
+            udfs: std::mem::take(&mut self.functions),
             checkpoint,
         }
     }
@@ -754,50 +713,39 @@ impl Planner<'_, '_> {
     fn stream_node(&mut self, s: &StreamSpec, inputs: Vec<usize>, nodes: &[Node]) -> Option<Node> {
         let subject = format!("stream '{}'", s.name);
         let line = s.line;
-        let op = s.op;
-        let opname = op.as_str();
-        let wanted = match op {
-            Op::Union => 2..=usize::MAX,
-            Op::Join | Op::LeftOuterJoin | Op::RightOuterJoin | Op::FullOuterJoin | Op::Cogroup => {
-                2..=2
-            }
-            _ => 1..=1,
-        };
-        if !wanted.contains(&s.inputs.len()) {
-            let want = match op {
-                Op::Union => "two or more inputs: inputs = [\"a\", \"b\"]".to_string(),
-                Op::Join
-                | Op::LeftOuterJoin
-                | Op::RightOuterJoin
-                | Op::FullOuterJoin
-                | Op::Cogroup => "exactly two inputs: inputs = [\"left\", \"right\"]".to_string(),
-                _ => "exactly one input: input = \"upstream\"".to_string(),
+        let Some(kind) = operators::kind(&s.op) else {
+            let hint = if self.reporting() {
+                let names: Vec<&str> = operators::KINDS.iter().map(|k| k.name()).collect();
+                Some(suggest(&s.op, &names))
+            } else {
+                None
             };
             self.error(
                 line,
                 &subject,
-                format!("{opname} takes {want}, not {}", s.inputs.len()),
+                format!("op = {:?} is not an operator", clip(&s.op)),
+                hint,
+            );
+            return None;
+        };
+        let opname = kind.name();
+        if !kind.arity().fits(s.inputs.len()) {
+            self.error(
+                line,
+                &subject,
+                format!(
+                    "{opname} takes {}, not {}",
+                    kind.arity().wanted(),
+                    s.inputs.len()
+                ),
                 None,
             );
         }
-        let reducing = matches!(
-            op,
-            Op::Reduce
-                | Op::ReduceByKey
-                | Op::ReduceByWindow
-                | Op::ReduceByKeyAndWindow
-                | Op::EventTimeWindow
-        );
-        let udf_role = match op {
-            Op::Map | Op::FlatMap | Op::Filter | Op::MapPartitions | Op::Transform => {
-                Some(Role::Transform)
-            }
-            _ if reducing => Some(Role::Reducer),
-            Op::UpdateStateByKey | Op::MapWithState => Some(Role::Updater),
-            _ => None,
+        let (role, builtin_allowed) = match kind.udf() {
+            UdfUse::None => (None, false),
+            UdfUse::Needs { role, builtin } => (Some(role), builtin),
         };
-        let builtin_allowed = reducing || op == Op::UpdateStateByKey;
-        let function = match (udf_role, &s.udf, s.builtin) {
+        let function = match (role, &s.udf, s.builtin) {
             (Some(_), Some(_), Some(_)) if builtin_allowed => {
                 self.error(
                     line,
@@ -822,7 +770,7 @@ impl Planner<'_, '_> {
                     Some(match role {
                         Role::Reducer => "e.g. udf = \"aggregates#sum_i64\"".into(),
                         Role::Updater => "e.g. udf = \"state#running_total\"".into(),
-                        _ => "e.g. udf = \"text#split_words\"".into(),
+                        Role::Transform | Role::Sink => "e.g. udf = \"text#split_words\"".into(),
                     }),
                 );
                 None
@@ -838,99 +786,45 @@ impl Planner<'_, '_> {
             }
             (None, None, _) => None,
         };
-        if let Some(f) = &function
-            && let Some(ok) = kind_fits(op, f.info().kind)
-            && !ok
+        if let Some(f) = function
+            && kind.checks_kind()
         {
-            self.error(
-                line,
-                &subject,
-                format!(
-                    "{} is a `{}` function, which does not fit op = \"{opname}\"",
-                    f.spec(),
-                    f.info().kind.wit_name()
-                ),
-                Some(format!(
-                    "use op = \"{}\"{}",
-                    suggested_op(f.info().kind),
-                    if udf_role == Some(Role::Transform) {
-                        ", or map_partitions for any transform function"
-                    } else {
-                        ""
-                    }
-                )),
-            );
-        }
-        let stateful_op = matches!(op, Op::UpdateStateByKey | Op::MapWithState);
-        for (field, present, applies) in [
-            (
-                "partitions",
-                s.partitions.is_some(),
-                op == Op::Repartition || stateful_op,
-            ),
-            ("path", s.path.is_some(), op == Op::JoinStatic),
-            (
-                "format",
-                s.format.is_some(),
-                op == Op::JoinStatic || stateful_op,
-            ),
-            ("how", s.how.is_some(), op == Op::JoinStatic),
-            (
-                "static_codec",
-                s.static_codec.is_some(),
-                op == Op::JoinStatic,
-            ),
-            ("builtin", s.builtin.is_some(), builtin_allowed),
-            (
-                "window",
-                s.window.is_some(),
-                op.is_window() || op == Op::EventTimeWindow,
-            ),
-            (
-                "slide",
-                s.slide.is_some(),
-                op.is_window() || op == Op::EventTimeWindow,
-            ),
-            (
-                "inverse",
-                s.inverse.is_some(),
-                op == Op::ReduceByKeyAndWindow,
-            ),
-            ("filter", s.filter.is_some(), op == Op::ReduceByKeyAndWindow),
-            ("timeout", s.timeout.is_some(), op == Op::MapWithState),
-            ("initial_state", s.initial_state.is_some(), stateful_op),
-            (
-                "watermark",
-                s.watermark.is_some(),
-                op == Op::EventTimeWindow,
-            ),
-            (
-                "output_mode",
-                s.output_mode.is_some(),
-                op == Op::EventTimeWindow,
-            ),
-            (
-                "max_event_time_ahead",
-                s.max_event_time_ahead.is_some(),
-                op == Op::EventTimeWindow,
-            ),
-        ] {
-            if present && !applies {
+            let f = &self.functions[f.0];
+            let fnkind = f.info().kind;
+            if let Some(fits) = operators::fitting_op(fnkind)
+                && fits != opname
+            {
+                let spec = f.spec();
                 self.error(
                     line,
                     &subject,
-                    format!("`{field}` does not apply to {opname}"),
-                    None,
+                    format!(
+                        "{spec} is a `{}` function, which does not fit op = \"{opname}\"",
+                        fnkind.wit_name()
+                    ),
+                    Some(format!(
+                        "use op = \"{}\"{}",
+                        operators::suggested_op(fnkind),
+                        if role == Some(Role::Transform) {
+                            ", or map_partitions for any transform function"
+                        } else {
+                            ""
+                        }
+                    )),
                 );
             }
         }
-        if op == Op::MapWithState && s.builtin.is_some() {
-            self.error(
-                line,
-                &subject,
-                "map_with_state needs an updater UDF of kind map_with_state; builtins serve update_state_by_key".into(),
-                None,
-            );
+        let applies = kind.fields();
+        for field in Field::ALL {
+            let allowed = applies.contains(&field) && (field != Field::Builtin || builtin_allowed);
+            if field.present(s) && !allowed {
+                self.error(
+                    line,
+                    &subject,
+                    format!("`{}` does not apply to {opname}", field.name()),
+                    None,
+                );
+            }
         }
         let input_nodes: Vec<&Node> = inputs.iter().filter_map(|&n| nodes.get(n)).collect();
         if let Some(first) = input_nodes.first()
@@ -946,147 +840,48 @@ impl Planner<'_, '_> {
                 Some("window both inputs with the same slide".into()),
             );
         }
-        let (in_key, in_value) = input_nodes
-            .first()
-            .map(|n| (n.key_codec, n.value_codec))
-            .unwrap_or_default();
-        let reducer = match (&function, s.builtin) {
-            (Some(f), _) if udf_role == Some(Role::Reducer) => Some(Reducer::Udf(f.clone())),
-            (None, Some(b)) => Some(Reducer::Builtin(b)),
+        let reducer = match (function, s.builtin) {
+            (Some(f), _) if role == Some(Role::Reducer) => Some(Reducer::Udf(f)),
+            (None, Some(b)) if builtin_allowed => Some(Reducer::Builtin(b)),
             _ => None,
         };
-        let planned = match op {
-            Op::Map | Op::FlatMap | Op::Filter | Op::MapPartitions => {
-                function.map(NodeOp::PerPartition)
-            }
-            Op::Transform => function.map(NodeOp::WholeBatch),
-            Op::Union => Some(NodeOp::Union),
-            Op::Repartition => match s.partitions {
-                Some(n) if (1..=MAX_PARTITIONS).contains(&n) => Some(NodeOp::Repartition(n)),
-                other => {
-                    self.error(
-                        line,
-                        &subject,
-                        match other {
-                            Some(n) => {
-                                format!("partitions = {n} is not between 1 and {MAX_PARTITIONS}")
-                            }
-                            None => "repartition needs `partitions = N`".into(),
-                        },
-                        None,
-                    );
-                    None
-                }
-            },
-            Op::Count => Some(NodeOp::Count),
-            Op::CountByValue => Some(NodeOp::CountByValue),
-            Op::Reduce => reducer.clone().map(NodeOp::Reduce),
-            Op::ReduceByKey => reducer.clone().map(NodeOp::ReduceByKey),
-            Op::GroupByKey => Some(NodeOp::GroupByKey),
-            Op::Join => Some(NodeOp::Join(JoinKind::Inner)),
-            Op::LeftOuterJoin => Some(NodeOp::Join(JoinKind::LeftOuter)),
-            Op::RightOuterJoin => Some(NodeOp::Join(JoinKind::RightOuter)),
-            Op::FullOuterJoin => Some(NodeOp::Join(JoinKind::FullOuter)),
-            Op::Cogroup => Some(NodeOp::Cogroup),
-            Op::JoinStatic => self.static_join(s, &subject),
-            _ => self.stateful_op(
-                s,
-                reducer.clone(),
-                function.clone(),
-                input_nodes.first().copied(),
-                &subject,
-            ),
-        };
-        if let Some(n) = s.partitions
-            && stateful_op
-            && !(1..=MAX_PARTITIONS).contains(&n)
-        {
-            self.error(
+        let planned_inputs: Vec<PlannedInput<'_>> = input_nodes
+            .iter()
+            .map(|n| PlannedInput {
+                name: &n.name,
+                key_codec: n.key_codec,
+                value_codec: n.value_codec,
+                slide: n.slide,
+                op: n.operator(),
+            })
+            .collect();
+        let planned = {
+            let mut services = StreamServices {
+                planner: self,
                 line,
-                &subject,
-                format!("partitions = {n} is not between 1 and {MAX_PARTITIONS}"),
-                None,
-            );
-        }
-        // Codecs: what the operator produces unless the stream says otherwise.
-        let reduced = reducer.as_ref().map_or(in_value, |r| r.codec(in_value));
-        let (key, value) = match op {
-            Op::Filter | Op::Repartition | Op::Union | Op::Window => (in_key, in_value),
-            Op::Reduce | Op::ReduceByKey | Op::ReduceByKeyAndWindow | Op::ReduceByWindow => {
-                (in_key, reduced)
-            }
-            Op::Map | Op::FlatMap | Op::MapPartitions | Op::Transform | Op::MapWithState => {
-                (Codec::Text, Codec::Text)
-            }
-            Op::Count | Op::CountByWindow => (Codec::Text, Codec::Number),
-            Op::CountByValue | Op::CountByValueAndWindow => (in_value, Codec::Number),
-            Op::UpdateStateByKey => (in_key, s.builtin.map_or(Codec::Text, |b| b.codec())),
-            Op::StateSnapshots => (in_key, Codec::Text),
-            Op::EventTimeWindow => (Codec::Json, reduced),
-            Op::GroupByKey
-            | Op::GroupByKeyAndWindow
-            | Op::Join
-            | Op::LeftOuterJoin
-            | Op::RightOuterJoin
-            | Op::FullOuterJoin
-            | Op::Cogroup
-            | Op::JoinStatic => (in_key, Codec::Json),
-        };
-        let planned = planned?;
-        let slide = match &planned {
-            NodeOp::Window(w) => w.slide,
-            _ => input_nodes.first().map_or(self.batch_interval, |n| n.slide),
-        };
+                subject: &subject,
+            };
+            let mut cx = PlanCx {
+                spec: s,
+                inputs: &planned_inputs,
+                function,
+                reducer,
+                services: &mut services,
+            };
+            kind.plan(&mut cx)
+        }?;
+        let slide = planned
+            .slide
+            .unwrap_or_else(|| input_nodes.first().map_or(self.batch_interval, |n| n.slide));
         Some(Node {
             name: Arc::from(s.name.as_str()),
             op_name: opname,
-            op: planned,
+            kind: NodeKind::Stream(planned.op),
             inputs,
-            key_codec: s.key_codec.unwrap_or(key),
-            value_codec: s.value_codec.unwrap_or(value),
+            key_codec: s.key_codec.unwrap_or(planned.key_codec),
+            value_codec: s.value_codec.unwrap_or(planned.value_codec),
             slide,
         })
-    }
-
-    fn static_join(&mut self, s: &StreamSpec, subject: &str) -> Option<NodeOp> {
-        let kind = match s.how.as_deref() {
-            None | Some("inner") => JoinKind::Inner,
-            Some("left_outer") => JoinKind::LeftOuter,
-            Some(other) => {
-                self.error(
-                    s.line,
-                    subject,
-                    format!("how = {other:?} is not a static join"),
-                    Some("use \"inner\" or \"left_outer\"".into()),
-                );
-                return None;
-            }
-        };
-        let Some(path) = &s.path else {
-            self.error(
-                s.line,
-                subject,
-                "join_static needs `path`, the file of the static data set".into(),
-                Some("KEY<TAB>VALUE lines, or format = \"jsonl\"".into()),
-            );
-            return None;
-        };
-        match load_static(path, s.format.unwrap_or_default()) {
-            Ok(table) => Some(NodeOp::JoinStatic(
-                Arc::new(table),
-                kind,
-                s.static_codec.unwrap_or_default(),
-            )),
-            Err(e) => {
-                self.error(
-                    s.line,
-                    subject,
-                    format!("path: {e}"),
-                    static_hint("path", &e),
-                );
-                None
-            }
-        }
     }
 
     /// Resolve `component#function` to a function of `role`.
@@ -1097,7 +892,7 @@ impl Planner<'_, '_> {
         user: &str,
         line: Option<usize>,
         subject: &str,
-    ) -> Option<UdfFunction> {
+    ) -> Option<UdfRef> {
         let (component, function) = match parse_spec(udf) {
             Ok(parts) => parts,
             Err(e) => {
@@ -1127,7 +922,14 @@ impl Planner<'_, '_> {
             }
         };
         match component.function_for(function, role) {
-            Ok(f) => Some(f),
+            Ok(f) => {
+                let spec = f.spec();
+                if let Some(i) = self.functions.iter().position(|g| g.spec() == spec) {
+                    return Some(UdfRef(i));
+                }
+                self.functions.push(f);
+                Some(UdfRef(self.functions.len() - 1))
+            }
             Err(e) => {
                 let hint = if component.role() != role {
                     format!(
@@ -1203,43 +1005,49 @@ fn load_component(
     })
 }
 
-/// Whether a function's SDK kind fits the operator (`None`: no opinion, e.g. a raw function or
-/// a component not built with the SDK).
-fn kind_fits(op: Op, kind: FunctionKind) -> Option<bool> {
-    let family = match kind {
-        FunctionKind::Map | FunctionKind::TryMap => Op::Map,
-        FunctionKind::FlatMap | FunctionKind::TryFlatMap => Op::FlatMap,
-        FunctionKind::Filter | FunctionKind::TryFilter => Op::Filter,
-        FunctionKind::Update | FunctionKind::UpdateWithKey => Op::UpdateStateByKey,
-        FunctionKind::MapWithState => Op::MapWithState,
-        FunctionKind::MapPartitions
-        | FunctionKind::Raw
-        | FunctionKind::Reduce
-        | FunctionKind::Foreach
-        | FunctionKind::TryForeach
-        | FunctionKind::ForeachBatch => return None,
-    };
-    match op {
-        Op::Map | Op::FlatMap | Op::Filter | Op::UpdateStateByKey | Op::MapWithState => {
-            Some(op == family)
-        }
-        _ => None,
+/// How many empty batches after the input ends let every stream show what it holds: along
+/// each path of the graph, the batches each operator needs after its input ends, added up.
+fn drain_batches(nodes: &[Node], batch_interval: i64) -> u64 {
+    let mut after: Vec<u64> = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let upstream = n.inputs.iter().filter_map(|&i| after.get(i)).max().copied();
+        let own = match n.operator().map_or(Drain::None, |op| op.drain()) {
+            Drain::None => 0,
+            Drain::OneBatch => 1,
+            // The window ending at the last input's batch is emitted with it; the ones after
+            // it, up to `length` later, need batches of their own.
+            Drain::For(ms) => {
+                u64::try_from(ms / batch_interval.max(1)).map_or(0, |b| b.saturating_sub(1))
+            }
+        };
+        after.push(upstream.unwrap_or(0).saturating_add(own));
     }
+    after.into_iter().max().unwrap_or(0)
 }
 
-fn suggested_op(kind: FunctionKind) -> &'static str {
-    match kind {
-        FunctionKind::Map | FunctionKind::TryMap => "map",
-        FunctionKind::FlatMap | FunctionKind::TryFlatMap => "flat_map",
-        FunctionKind::Filter | FunctionKind::TryFilter => "filter",
-        FunctionKind::Update | FunctionKind::UpdateWithKey => "update_state_by_key",
-        FunctionKind::MapWithState => "map_with_state",
-        FunctionKind::MapPartitions
-        | FunctionKind::Raw
-        | FunctionKind::Reduce
-        | FunctionKind::Foreach
-        | FunctionKind::TryForeach
-        | FunctionKind::ForeachBatch => "map_partitions",
+/// The planner as one stream's planning sees it.
+struct StreamServices<'p, 'a, 'b, 's> {
+    planner: &'p mut Planner<'a, 'b>,
+    line: Option<usize>,
+    subject: &'s str,
+}
+
+impl PlanServices for StreamServices<'_, '_, '_, '_> {
+    fn error(&mut self, message: String, hint: Option<String>) {
+        self.planner.error(self.line, self.subject, message, hint);
+    }
+
+    fn function(&mut self, udf: &str, role: Role, user: &str) -> Option<UdfRef> {
+        self.planner
+            .function(udf, role, user, self.line, self.subject)
+    }
+
+    fn udf(&self, r: UdfRef) -> &UdfFunction {
+        &self.planner.functions[r.0]
+    }
+
+    fn batch_interval(&self) -> i64 {
+        self.planner.batch_interval
     }
 }
 
@@ -1346,87 +1154,6 @@ fn check_writable(prefix: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// A static data set or initial state file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum StaticDataError {
-    /// Not a regular file, larger than [`MAX_STATIC_BYTES`], or unreadable.
-    #[error(transparent)]
-    File(#[from] FileError),
-    /// A line that is not of the file's format.
-    #[error("{}:{line}: {problem}", path.display())]
-    Line {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong with it.
-        problem: String,
-    },
-}
-
-/// Load a static data set (a regular file of at most [`MAX_STATIC_BYTES`]), saying which line
-/// is bad.
-pub fn load_static(path: &Path, format: StaticFormat) -> Result<StaticTable, StaticDataError> {
-    let text = read_regular_file(path, MAX_STATIC_BYTES)?;
-    let mut table = StaticTable {
-        rows: HashMap::new(),
-        path: path.to_path_buf(),
-    };
-    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        let bad = |problem: String| StaticDataError::Line {
-            path: path.to_path_buf(),
-            line: i + 1,
-            problem,
-        };
-        let (key, value) = match format {
-            StaticFormat::Kv => {
-                let Some(tab) = line.iter().position(|&b| b == b'\t') else {
-                    return Err(bad("expected KEY<TAB>VALUE, found no tab".into()));
-                };
-                (line[..tab].to_vec(), line[tab + 1..].to_vec())
-            }
-            StaticFormat::Jsonl => {
-                let row: serde_json::Value =
-                    serde_json::from_slice(line).map_err(|e| bad(format!("not JSON: {e}")))?;
-                let (Some(key), Some(value)) = (row.get("key"), row.get("value")) else {
-                    return Err(bad("expected {\"key\": …, \"value\": …}".into()));
-                };
-                (json_bytes(key), json_bytes(value))
-            }
-        };
-        table.rows.entry(key).or_default().push(value);
-    }
-    Ok(table)
-}
-
-/// The hint for a static file that cannot be used.
-fn static_hint(field: &str, e: &StaticDataError) -> Option<String> {
-    match e {
-        StaticDataError::File(FileError::NotRegular { .. }) => Some(format!(
-            "point `{field}` at a regular file; devices, FIFOs and directories are not read"
-        )),
-        StaticDataError::File(FileError::TooLarge { .. }) => Some(format!(
-            "a static file may hold at most {MAX_STATIC_BYTES} bytes (64 MiB); keep larger data in the state store (update_state_by_key) instead"
-        )),
-        StaticDataError::File(FileError::Io { .. }) => None,
-        StaticDataError::Line { .. } => Some(
-            "KEY<TAB>VALUE lines, or format = \"jsonl\" for {\"key\": …, \"value\": …} lines"
-                .into(),
-        ),
-    }
-}
-
-fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
-    match v {
-        serde_json::Value::String(s) => s.as_bytes().to_vec(),
-        other => other.to_string().into_bytes(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1494,52 +1221,20 @@ mod tests {
 
     #[test]
     fn function_kinds_fit_their_operators() {
-        assert_eq!(kind_fits(Op::Filter, FunctionKind::TryFilter), Some(true));
-        assert_eq!(kind_fits(Op::Map, FunctionKind::Filter), Some(false));
-        assert_eq!(kind_fits(Op::MapPartitions, FunctionKind::Filter), None);
-        assert_eq!(kind_fits(Op::Map, FunctionKind::Raw), None);
-        assert_eq!(kind_fits(Op::Map, FunctionKind::TryMap), Some(true));
-        assert_eq!(kind_fits(Op::Map, FunctionKind::FlatMap), Some(false));
+        use crate::operators::{fitting_op, suggested_op};
+        use crate::udf::FunctionKind;
+        assert_eq!(fitting_op(FunctionKind::TryFilter), Some("filter"));
+        assert_eq!(fitting_op(FunctionKind::Raw), None);
+        assert_eq!(fitting_op(FunctionKind::TryMap), Some("map"));
+        assert_eq!(fitting_op(FunctionKind::FlatMap), Some("flat_map"));
         assert_eq!(
-            kind_fits(Op::UpdateStateByKey, FunctionKind::Update),
-            Some(true)
-        );
-        assert_eq!(
-            kind_fits(Op::UpdateStateByKey, FunctionKind::MapWithState),
-            Some(false)
+            fitting_op(FunctionKind::Update),
+            Some("update_state_by_key")
         );
         assert_eq!(
-            kind_fits(Op::MapWithState, FunctionKind::MapWithState),
-            Some(true)
+            fitting_op(FunctionKind::MapWithState),
+            Some("map_with_state")
         );
-    }
-
-    #[test]
-    fn static_data_loads_or_names_the_line() {
-        let dir = std::env::temp_dir().join(format!("sluice-static-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kv = dir.join("users.tsv");
-        std::fs::write(&kv, "1\talice\n2\tbob\n1\tal\n").unwrap();
-        let t = load_static(&kv, StaticFormat::Kv).unwrap();
-        assert_eq!(
-            t.rows[&b"1".to_vec()],
-            vec![b"alice".to_vec(), b"al".to_vec()]
-        );
-        std::fs::write(&kv, "1\talice\nbroken\n").unwrap();
-        assert!(
-            load_static(&kv, StaticFormat::Kv)
-                .unwrap_err()
-                .to_string()
-                .ends_with("users.tsv:2: expected KEY<TAB>VALUE, found no tab")
-        );
-        assert!(matches!(
-            load_static(Path::new("/dev/zero"), StaticFormat::Kv),
-            Err(StaticDataError::File(FileError::NotRegular { .. }))
-        ));
-        let jl = dir.join("users.jsonl");
-        std::fs::write(&jl, "{\"key\": 1, \"value\": {\"name\": \"a\"}}\n").unwrap();
-        let t = load_static(&jl, StaticFormat::Jsonl).unwrap();
-        assert_eq!(t.rows[&b"1".to_vec()], vec![br#"{"name":"a"}"#.to_vec()]);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(suggested_op(FunctionKind::Raw), "map_partitions");
     }
 }

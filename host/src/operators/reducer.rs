@@ -8,12 +8,18 @@
 
 use std::io::Write as _;
 
-use super::operators::OpError;
+use super::{BatchScope, Builtin, OpError, UdfRef};
 use crate::batch::Column;
 use crate::batch::codec::Codec;
-use crate::plan::Builtin;
-pub use crate::plan::Reducer;
-use crate::udf::CallContext;
+
+/// A reducer of a planned stream: a UDF or a builtin.
+#[derive(Debug, Clone)]
+pub enum Reducer {
+    /// A reducer UDF.
+    Udf(UdfRef),
+    /// A reducer the host runs natively.
+    Builtin(Builtin),
+}
 
 /// A builtin's accumulator.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -147,66 +153,37 @@ fn parse_f64(value: &[u8], b: Builtin) -> Result<f64, OpError> {
 
 impl Reducer {
     /// Reduce each group of `values` (`ends[g]` is group `g`'s exclusive end) to one
-    /// accumulator. `raw` says whether the values are the stream's records (lifted first by a
-    /// builtin) or accumulators already.
+    /// accumulator, for `partition` of the batch. `raw` says whether the values are the
+    /// stream's records (lifted first by a builtin) or accumulators already.
     pub fn reduce(
         &self,
-        context: &CallContext,
+        scope: &BatchScope<'_>,
+        partition: usize,
         values: &Column,
         ends: &[u32],
         raw: bool,
     ) -> Result<Column, OpError> {
         match self {
-            Reducer::Udf(f) => Ok(f.reduce(context, values, ends)?),
-            Reducer::Builtin(b) => {
-                let mut out = Column::with_capacity(ends.len(), ends.len() * 8);
-                let mut buf = Vec::new();
-                let mut start = 0usize;
-                for &end in ends {
-                    let mut acc = b.zero();
-                    for i in start..end as usize {
-                        let v = values.get(i).unwrap_or_default();
-                        acc.add(if raw { b.lift(v)? } else { b.decode(v)? });
-                    }
-                    buf.clear();
-                    acc.encode(&mut buf);
-                    out.push(&buf);
-                    start = end as usize;
-                }
-                Ok(out)
-            }
+            Reducer::Udf(f) => Ok(scope
+                .udf(*f)
+                .reduce(&scope.context(partition), values, ends)?),
+            Reducer::Builtin(b) => b.reduce(values, ends, raw),
         }
     }
 
     /// Item by item, `left[i]` with `right[i]` taken out (both accumulators).
     pub fn invert(
         &self,
-        context: &CallContext,
+        scope: &BatchScope<'_>,
+        partition: usize,
         left: &Column,
         right: &Column,
     ) -> Result<Column, OpError> {
         match self {
-            Reducer::Udf(f) => Ok(f.invert(context, left, right)?),
-            Reducer::Builtin(b) => {
-                let mut out = Column::with_capacity(left.len(), left.data.len());
-                let mut buf = Vec::new();
-                for (l, r) in left.iter().zip(right.iter()) {
-                    let mut acc = b.decode(l)?;
-                    acc.sub(b.decode(r)?);
-                    buf.clear();
-                    acc.encode(&mut buf);
-                    out.push(&buf);
-                }
-                Ok(out)
-            }
-        }
-    }
-
-    /// Whether [`invert`](Self::invert) works.
-    pub fn has_inverse(&self) -> bool {
-        match self {
-            Reducer::Udf(f) => f.info().has_inverse,
-            Reducer::Builtin(_) => true,
+            Reducer::Udf(f) => Ok(scope
+                .udf(*f)
+                .invert(&scope.context(partition), left, right)?),
+            Reducer::Builtin(b) => b.invert(left, right),
         }
     }
 
@@ -218,12 +195,55 @@ impl Reducer {
         }
     }
 
-    /// `component#function` or `builtin count_and_sum`, for messages.
-    pub fn describe(&self) -> String {
+    /// The UDF, when it is one.
+    pub fn udf(&self) -> Option<UdfRef> {
         match self {
-            Reducer::Udf(f) => f.spec(),
-            Reducer::Builtin(b) => format!("builtin {}", b.as_str()),
+            Reducer::Udf(f) => Some(*f),
+            Reducer::Builtin(_) => None,
         }
+    }
+
+    /// The builtin, when it is one.
+    pub fn builtin(&self) -> Option<Builtin> {
+        match self {
+            Reducer::Udf(_) => None,
+            Reducer::Builtin(b) => Some(*b),
+        }
+    }
+}
+
+impl Builtin {
+    /// Reduce each group of `values` to one accumulator (see [`Reducer::reduce`]).
+    pub fn reduce(self, values: &Column, ends: &[u32], raw: bool) -> Result<Column, OpError> {
+        let mut out = Column::with_capacity(ends.len(), ends.len() * 8);
+        let mut buf = Vec::new();
+        let mut start = 0usize;
+        for &end in ends {
+            let mut acc = self.zero();
+            for i in start..end as usize {
+                let v = values.get(i).unwrap_or_default();
+                acc.add(if raw { self.lift(v)? } else { self.decode(v)? });
+            }
+            buf.clear();
+            acc.encode(&mut buf);
+            out.push(&buf);
+            start = end as usize;
+        }
+        Ok(out)
+    }
+
+    /// Item by item, `left[i]` with `right[i]` taken out.
+    pub fn invert(self, left: &Column, right: &Column) -> Result<Column, OpError> {
+        let mut out = Column::with_capacity(left.len(), left.data.len());
+        let mut buf = Vec::new();
+        for (l, r) in left.iter().zip(right.iter()) {
+            let mut acc = self.decode(l)?;
+            acc.sub(self.decode(r)?);
+            buf.clear();
+            acc.encode(&mut buf);
+            out.push(&buf);
+        }
+        Ok(out)
     }
 }
 
@@ -233,9 +253,7 @@ mod tests {
 
     fn reduce(b: Builtin, values: &[&str], ends: &[u32], raw: bool) -> Vec<String> {
         let column = Column::from_items(values);
-        let out = Reducer::Builtin(b)
-            .reduce(&CallContext::adhoc(), &column, ends, raw)
-            .expect("reduce");
+        let out = b.reduce(&column, ends, raw).expect("reduce");
         out.iter()
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect()
@@ -261,9 +279,8 @@ mod tests {
             reduce(Builtin::CountAndSum, &["[2,350]", "[1, 5]"], &[2], false),
             ["[3,355]"]
         );
-        let inv = Reducer::Builtin(Builtin::CountAndSum)
+        let inv = Builtin::CountAndSum
             .invert(
-                &CallContext::adhoc(),
                 &Column::from_items(["[3,355]"]),
                 &Column::from_items(["[1,5]"]),
             )
@@ -273,13 +290,8 @@ mod tests {
 
     #[test]
     fn builtins_name_values_they_cannot_read() {
-        let err = Reducer::Builtin(Builtin::SumI64)
-            .reduce(
-                &CallContext::adhoc(),
-                &Column::from_items(["7", "x7"]),
-                &[2],
-                true,
-            )
+        let err = Builtin::SumI64
+            .reduce(&Column::from_items(["7", "x7"]), &[2], true)
             .expect_err("not a number");
         assert_eq!(
             err.to_string(),

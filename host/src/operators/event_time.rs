@@ -11,12 +11,189 @@
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use super::executor::BatchScope;
-use super::operators::OpError;
+use std::time::Duration;
+
+use super::window::{ms, show, windows_per_record_fit};
+use super::{
+    BatchScope, Drain, Field, Memory, OpError, OpenCx, Operator, OperatorKind, OutputMode, PlanCx,
+    Planned, Reducer, RunCx, StateLayout, UdfRef, UdfUse,
+};
+use crate::batch::codec::Codec;
 use crate::batch::key_hash;
 use crate::batch::{Batch, Column};
-use crate::plan::{Codec, EventWindow, OutputMode, Reducer};
-use crate::state::{StateTable, StateWrites, time_from_key, time_key};
+use crate::metrics::SeriesKey;
+use crate::state::{StateError, StateTable, StateWrites, time_from_key, time_key};
+use crate::udf::Role;
+
+/// How far ahead of the event time seen so far a record may be: one day.
+pub const DEFAULT_MAX_EVENT_TIME_AHEAD: i64 = 24 * 60 * 60 * 1000;
+
+/// An event-time window aggregation with a watermark.
+#[derive(Debug, Clone)]
+pub struct EventWindow {
+    /// Window length, ms.
+    pub length: i64,
+    /// Slide, ms; windows start at multiples of it (epoch-aligned).
+    pub slide: i64,
+    /// The watermark trails the largest event time seen in earlier batches by this many ms.
+    pub delay: i64,
+    /// When windows are written.
+    pub mode: OutputMode,
+    /// Records more than this many ms ahead of the largest event time seen (or of the batch
+    /// time, before any) are dropped and counted; they never move the watermark.
+    pub max_ahead: i64,
+    /// The aggregation.
+    pub reducer: Reducer,
+}
+
+/// `event_time_window`'s planning.
+pub struct EventTimeWindowKind;
+
+/// `event_time_window`: Structured Streaming's `groupBy(window(eventTime, …), key).agg(…)`
+/// with a watermark.
+pub static EVENT_TIME_WINDOW: EventTimeWindowKind = EventTimeWindowKind;
+
+impl OperatorKind for EventTimeWindowKind {
+    fn name(&self) -> &'static str {
+        "event_time_window"
+    }
+
+    fn udf(&self) -> UdfUse {
+        UdfUse::Needs {
+            role: Role::Reducer,
+            builtin: true,
+        }
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        &[
+            Field::Builtin,
+            Field::Window,
+            Field::Slide,
+            Field::Watermark,
+            Field::OutputMode,
+            Field::MaxEventTimeAhead,
+        ]
+    }
+
+    fn plan(&self, cx: &mut PlanCx<'_>) -> Option<Planned> {
+        let s = cx.spec;
+        let Some(length) = s.window.map(ms) else {
+            cx.error(
+                "event_time_window needs `window`, e.g. window = \"30s\"".into(),
+                None,
+            );
+            return None;
+        };
+        let slide = s.slide.map_or(length, ms);
+        if length <= 0 || slide <= 0 || slide > length {
+            cx.error(
+                format!(
+                    "window = {} and slide = {} do not make a window: both must be at least 1ms and the slide no longer than the window",
+                    show(length),
+                    show(slide)
+                ),
+                None,
+            );
+            return None;
+        }
+        if !windows_per_record_fit(cx, length, slide) {
+            return None;
+        }
+        let reducer = cx.reducer.clone()?;
+        let (_, value) = cx.input_codecs();
+        let value = cx.reduced_codec(value);
+        Some(Planned::new(
+            EventTimeWindow(EventWindow {
+                length,
+                slide,
+                delay: s.watermark.map_or(0, ms),
+                mode: s.output_mode.unwrap_or_default(),
+                max_ahead: s
+                    .max_event_time_ahead
+                    .map_or(DEFAULT_MAX_EVENT_TIME_AHEAD, ms),
+                reducer,
+            }),
+            Codec::Json,
+            value,
+        ))
+    }
+}
+
+/// A planned event-time window.
+#[derive(Debug)]
+pub struct EventTimeWindow(pub EventWindow);
+
+impl Operator for EventTimeWindow {
+    fn run(&self, cx: &mut RunCx<'_, '_>) -> Result<Option<Vec<Batch>>, OpError> {
+        let Memory::Table(table) = &*cx.memory else {
+            return Err(OpError::Input(
+                "an event-time window without its state".into(),
+            ));
+        };
+        let o = run(
+            cx.scope,
+            &self.0,
+            table,
+            cx.input(0),
+            cx.key_codec(0),
+            cx.writes,
+        )?;
+        let scope = cx.scope;
+        let (job, tenant, stream) = (&**scope.job, &**scope.tenant, cx.stream);
+        let labels = [("tenant", tenant), ("job", job), ("stream", stream)];
+        if o.late > 0 {
+            scope.registry.add(
+                &SeriesKey::new("sluice_late_records_total", &labels),
+                o.late,
+            );
+            tracing::warn!(%tenant, %job, batch = scope.id, %stream, watermark = o.watermark.unwrap_or(i64::MIN), "{} records were older than the watermark and were dropped", o.late);
+            cx.late_records += o.late;
+        }
+        if o.too_far_ahead > 0 {
+            scope.registry.add(
+                &SeriesKey::new("sluice_event_time_too_far_ahead_total", &labels),
+                o.too_far_ahead,
+            );
+            tracing::warn!(%tenant, %job, batch = scope.id, %stream,
+                "{} records had an event time more than {} ahead of the largest seen (or of the batch time) and were dropped; they do not move the watermark (raise max_event_time_ahead if such times are real)",
+                o.too_far_ahead,
+                humantime::format_duration(Duration::from_millis(self.0.max_ahead.max(0) as u64)));
+        }
+        Ok(Some(o.records))
+    }
+
+    fn keeps_state(&self, _checkpointed: bool) -> bool {
+        true
+    }
+
+    fn layout(&self) -> Option<StateLayout> {
+        Some(StateLayout::EventTimeWindow {
+            length: self.0.length,
+            slide: self.0.slide,
+            builtin: self.0.reducer.builtin(),
+        })
+    }
+
+    fn udfs(&self) -> Vec<UdfRef> {
+        self.0.reducer.udf().into_iter().collect()
+    }
+
+    fn open(&self, cx: &OpenCx<'_>) -> Result<Memory, StateError> {
+        Ok(cx.table().map_or(Memory::None, Memory::Table))
+    }
+
+    fn watermark(&self, memory: &Memory) -> Result<Option<i64>, StateError> {
+        match memory {
+            Memory::Table(table) => table.number(MAX_EVENT_TIME),
+            Memory::None | Memory::Buffer(_) => Ok(None),
+        }
+    }
+
+    fn drain(&self) -> Drain {
+        Drain::OneBatch
+    }
+}
 
 /// Kept beside the windows: the largest event time seen so far.
 pub const MAX_EVENT_TIME: &str = "max_event_time";
@@ -58,7 +235,7 @@ pub fn run(
     let watermark = seen.map(|m| m.saturating_sub(w.delay));
     let drop_before = match w.mode {
         OutputMode::Complete => i64::MIN,
-        _ => watermark.unwrap_or(i64::MIN),
+        OutputMode::Append | OutputMode::Update => watermark.unwrap_or(i64::MIN),
     };
     // One record stamped with the end of time must not move the watermark there and make
     // every later record late: event times past this bound are refused.
@@ -254,9 +431,7 @@ fn aggregate(
                 }
                 ends.push(values.len() as u32);
             }
-            let reduced = w
-                .reducer
-                .reduce(&scope.context(partition), &values, &ends, true)?;
+            let reduced = w.reducer.reduce(scope, partition, &values, &ends, true)?;
             reduced.iter().map(<[u8]>::to_vec).collect()
         }
     };
@@ -281,9 +456,7 @@ fn aggregate(
         }
         ends.push(values.len() as u32);
     }
-    let reduced = w
-        .reducer
-        .reduce(&scope.context(partition), &values, &ends, false)?;
+    let reduced = w.reducer.reduce(scope, partition, &values, &ends, false)?;
     Ok((
         windows
             .groups
@@ -330,7 +503,7 @@ fn merge(
         }
         ends.push(values.len() as u32);
     }
-    let reduced = r.reduce(&scope.context(partition), &values, &ends, false)?;
+    let reduced = r.reduce(scope, partition, &values, &ends, false)?;
     let mut changed = Vec::with_capacity(groups.len());
     for (((gk, _), old), value) in groups.iter().zip(&stored).zip(reduced.iter()) {
         writes.put(table, gk, value.to_vec(), old.as_ref().map(Vec::len));

@@ -15,14 +15,290 @@
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use super::executor::BatchScope;
-use super::operators::{OpError, groups, require_keys, shuffle_to};
+use std::sync::Arc;
+
+use super::join_static::{StaticTable, load_static, static_hint};
+use super::keyed::{groups, require_keys, shuffle_to};
 use super::reducer::Acc;
+use super::repartition::MAX_PARTITIONS;
+use super::window::ms;
+use super::{
+    BatchScope, Builtin, Field, Memory, OpError, OpenCx, Operator, OperatorKind, PlanCx, Planned,
+    Reducer, RunCx, StateLayout, UdfRef, UdfUse,
+};
+use crate::batch::codec::Codec;
 use crate::batch::key_hash;
 use crate::batch::{Batch, Column};
-use crate::plan::{Builtin, StateOp, Updater};
-use crate::state::{StateError, StateTable, StateWrites};
-use crate::udf::UpdateInput;
+use crate::state::{SIZE, StateError, StateStore, StateTable, StateWrites};
+use crate::udf::{Role, UpdateInput};
+
+/// What computes a key's new state.
+#[derive(Debug, Clone)]
+pub enum Updater {
+    /// An updater UDF.
+    Udf(UdfRef),
+    /// A builtin reducer folded into the state: new state = old state + reduce(new values).
+    Builtin(Builtin),
+}
+
+/// `update_state_by_key` or `map_with_state`, with Spark's `StateSpec`.
+#[derive(Debug, Clone)]
+pub struct StateOp {
+    /// The update function.
+    pub updater: Updater,
+    /// `map_with_state` (the stream is what the function emits) rather than
+    /// `update_state_by_key` (the stream is the whole state).
+    pub map_with_state: bool,
+    /// How many partitions the state is spread over (`num_partitions`; 0: the job's).
+    pub partitions: usize,
+    /// Idle keys time out after this many ms.
+    pub timeout: Option<i64>,
+    /// States loaded once, when the job's state is new.
+    pub initial: Option<Arc<StaticTable>>,
+}
+
+/// The planning of `update_state_by_key` and `map_with_state`.
+pub struct StateOpKind {
+    name: &'static str,
+    map_with_state: bool,
+}
+
+/// `update_state_by_key`: per key, new values and old state in, new state out; the stream is
+/// the whole state after every batch.
+pub static UPDATE_STATE_BY_KEY: StateOpKind = StateOpKind {
+    name: "update_state_by_key",
+    map_with_state: false,
+};
+
+/// `map_with_state`: per key with new values (or timing out), state in, records out.
+pub static MAP_WITH_STATE: StateOpKind = StateOpKind {
+    name: "map_with_state",
+    map_with_state: true,
+};
+
+impl OperatorKind for StateOpKind {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn udf(&self) -> UdfUse {
+        UdfUse::Needs {
+            role: Role::Updater,
+            builtin: !self.map_with_state,
+        }
+    }
+
+    fn checks_kind(&self) -> bool {
+        true
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        if self.map_with_state {
+            &[
+                Field::Partitions,
+                Field::Format,
+                Field::InitialState,
+                Field::Timeout,
+            ]
+        } else {
+            &[
+                Field::Partitions,
+                Field::Format,
+                Field::InitialState,
+                Field::Builtin,
+            ]
+        }
+    }
+
+    fn plan(&self, cx: &mut PlanCx<'_>) -> Option<Planned> {
+        let s = cx.spec;
+        if self.map_with_state && s.builtin.is_some() {
+            cx.error(
+                "map_with_state needs an updater UDF of kind map_with_state; builtins serve update_state_by_key".into(),
+                None,
+            );
+        }
+        if let Some(n) = s.partitions
+            && !(1..=MAX_PARTITIONS).contains(&n)
+        {
+            cx.error(
+                format!("partitions = {n} is not between 1 and {MAX_PARTITIONS}"),
+                None,
+            );
+        }
+        let updater = match (cx.function, &cx.reducer) {
+            (Some(f), _) => Updater::Udf(f),
+            (None, Some(Reducer::Builtin(b))) if !self.map_with_state => Updater::Builtin(*b),
+            _ => return None,
+        };
+        let initial = match &s.initial_state {
+            Some(path) => match load_static(path, s.format.unwrap_or_default()) {
+                Ok(table) => Some(Arc::new(table)),
+                Err(e) => {
+                    let hint = static_hint("initial_state", &e);
+                    cx.error(format!("initial_state: {e}"), hint);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let (key, _) = cx.input_codecs();
+        let (key, value) = if self.map_with_state {
+            (Codec::Text, Codec::Text)
+        } else {
+            (key, s.builtin.map_or(Codec::Text, |b| b.codec()))
+        };
+        Some(Planned::new(
+            State(StateOp {
+                updater,
+                map_with_state: self.map_with_state,
+                partitions: s.partitions.unwrap_or(0),
+                // At least 1ms: checked with the other durations.
+                timeout: s.timeout.map(ms),
+                initial,
+            }),
+            key,
+            value,
+        ))
+    }
+}
+
+/// A planned `update_state_by_key` or `map_with_state`.
+#[derive(Debug)]
+pub struct State(pub StateOp);
+
+impl Operator for State {
+    fn run(&self, cx: &mut RunCx<'_, '_>) -> Result<Option<Vec<Batch>>, OpError> {
+        let Memory::Table(table) = &*cx.memory else {
+            return Err(OpError::Input("a state operator without its state".into()));
+        };
+        let out = run(
+            cx.scope,
+            &self.0,
+            cx.snapshot_wanted,
+            table,
+            cx.input(0),
+            cx.writes,
+            cx.stream,
+        )?;
+        cx.snapshot = out.snapshot;
+        Ok(Some(out.records))
+    }
+
+    fn keeps_state(&self, _checkpointed: bool) -> bool {
+        true
+    }
+
+    fn layout(&self) -> Option<StateLayout> {
+        Some(StateLayout::State {
+            map_with_state: self.0.map_with_state,
+            builtin: match self.0.updater {
+                Updater::Builtin(b) => Some(b),
+                Updater::Udf(_) => None,
+            },
+        })
+    }
+
+    fn udfs(&self) -> Vec<UdfRef> {
+        match self.0.updater {
+            Updater::Udf(f) => vec![f],
+            Updater::Builtin(_) => Vec::new(),
+        }
+    }
+
+    fn open(&self, cx: &OpenCx<'_>) -> Result<Memory, StateError> {
+        let (Some(store), Some(table)) = (cx.store, cx.table()) else {
+            return Ok(Memory::None);
+        };
+        if let Some(initial) = &self.0.initial {
+            seed(store, &table, initial, cx.job)?;
+        }
+        Ok(Memory::Table(table))
+    }
+
+    fn has_snapshots(&self) -> bool {
+        self.0.map_with_state
+    }
+}
+
+/// `state_snapshots`' planning.
+pub struct StateSnapshotsKind;
+
+/// `state_snapshots`: the whole state of a `map_with_state` stream after every batch (Spark's
+/// `stateSnapshots`).
+pub static STATE_SNAPSHOTS: StateSnapshotsKind = StateSnapshotsKind;
+
+impl OperatorKind for StateSnapshotsKind {
+    fn name(&self) -> &'static str {
+        "state_snapshots"
+    }
+
+    fn plan(&self, cx: &mut PlanCx<'_>) -> Option<Planned> {
+        match cx.inputs.first().and_then(|i| i.op) {
+            Some(op) if op.has_snapshots() => {
+                let (key, _) = cx.input_codecs();
+                Some(Planned::new(StateSnapshots, key, Codec::Text))
+            }
+            _ => {
+                cx.error(
+                    "state_snapshots reads the state of a map_with_state stream".into(),
+                    Some(
+                        "set input to a map_with_state stream; update_state_by_key already is the whole state"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A planned `state_snapshots`.
+#[derive(Debug)]
+pub struct StateSnapshots;
+
+impl Operator for StateSnapshots {
+    fn run(&self, cx: &mut RunCx<'_, '_>) -> Result<Option<Vec<Batch>>, OpError> {
+        Ok(Some(
+            cx.inputs
+                .first()
+                .and_then(|i| i.snapshot)
+                .map(<[Batch]>::to_vec)
+                .unwrap_or_default(),
+        ))
+    }
+
+    fn reads_snapshot(&self) -> bool {
+        true
+    }
+}
+
+/// Load a state operator's initial states, once: the first time the job's state has the stream.
+fn seed(
+    store: &StateStore,
+    table: &StateTable,
+    initial: &StaticTable,
+    job: &str,
+) -> Result<(), StateError> {
+    const SEEDED: &str = "seeded";
+    if table.number(SEEDED)?.is_some() {
+        return Ok(());
+    }
+    let mut writes = StateWrites::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    for (key, values) in &initial.rows {
+        if let Some(value) = values.last() {
+            writes.put(table, key, entry(now, value), None);
+        }
+    }
+    let size: i64 = writes.size_delta.iter().map(|(_, d)| d).sum();
+    writes.set_number(table, SEEDED, 1);
+    writes.set_number(table, SIZE, size);
+    tracing::info!(%job, stream = %table.stream(), "loaded {} initial states from {}", initial.rows.len(), initial.path.display());
+    store.commit(writes, None)
+}
 
 /// What one batch of a state operator produced.
 pub struct StateOutput {
@@ -53,10 +329,11 @@ pub fn entry(last_active: i64, state: &[u8]) -> Vec<u8> {
     v
 }
 
-/// One batch of a state operator. `input` is `None` when the input has no batch now.
+/// One batch of a state operator; `snapshots`: whether to return the whole state too.
 pub fn run(
     scope: &BatchScope<'_>,
     op: &StateOp,
+    snapshots: bool,
     table: &StateTable,
     input: &[Batch],
     writes: &mut StateWrites,
@@ -93,11 +370,11 @@ pub fn run(
             .par_iter()
             .zip(stored.par_iter())
             .enumerate()
-            .map(|(i, (p, s))| partition(scope, op, table, i, p, s))
+            .map(|(i, (p, s))| partition(scope, op, snapshots, table, i, p, s))
             .collect::<Result<Vec<_>, OpError>>()
     })?;
     let mut records = Vec::with_capacity(n);
-    let mut snapshot = op.snapshots.then(Vec::new);
+    let mut snapshot = snapshots.then(Vec::new);
     for (w, out, snap) in results {
         writes.append(w);
         records.push(out);
@@ -155,6 +432,7 @@ struct Group<'a> {
 fn partition(
     scope: &BatchScope<'_>,
     op: &StateOp,
+    snapshots: bool,
     table: &StateTable,
     index: usize,
     p: &Batch,
@@ -193,7 +471,7 @@ fn partition(
     }
     let mut writes = StateWrites::default();
     let mut records = Batch::empty(true);
-    let mut snapshot = op.snapshots.then(|| Batch::empty(true));
+    let mut snapshot = snapshots.then(|| Batch::empty(true));
     if called.is_empty() && untouched.is_empty() {
         return Ok((writes, records, snapshot));
     }
@@ -221,7 +499,7 @@ fn partition(
             if called.is_empty() {
                 (Vec::new(), Batch::empty(true))
             } else {
-                let out = f.update(&scope.context(index), &input)?;
+                let out = scope.udf(*f).update(&scope.context(index), &input)?;
                 let states = out
                     .has_state
                     .iter()

@@ -1,0 +1,183 @@
+//! The transform UDFs: `map`, `flat_map`, `filter` and `map_partitions` call a transform
+//! function on every partition, in parallel; `transform` calls it over the whole batch.
+
+use rayon::prelude::*;
+
+use super::{BatchScope, OpError, Operator, OperatorKind, PlanCx, Planned, RunCx, UdfRef, UdfUse};
+use crate::batch::Batch;
+use crate::batch::codec::Codec;
+use crate::udf::{CallError, Role, UdfFunction};
+
+/// How a transform function is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Any records out per partition (`map`, `flat_map`, `map_partitions`).
+    PerPartition,
+    /// Only records of the input, keys unchanged (`filter`).
+    Filter,
+    /// One call over the whole batch (`transform`).
+    WholeBatch,
+}
+
+/// A transform operator's planning: its name, whether the SDK kind must match, how it applies.
+pub struct TransformKind {
+    name: &'static str,
+    /// Whether only functions of its own SDK kind fit (else any transform function).
+    checks_kind: bool,
+    shape: Shape,
+}
+
+/// `map`: one record out per record in.
+pub static MAP: TransformKind = TransformKind {
+    name: "map",
+    checks_kind: true,
+    shape: Shape::PerPartition,
+};
+
+/// `flat_map`: any number of records out per record in.
+pub static FLAT_MAP: TransformKind = TransformKind {
+    name: "flat_map",
+    checks_kind: true,
+    shape: Shape::PerPartition,
+};
+
+/// `filter`: the records the UDF keeps.
+pub static FILTER: TransformKind = TransformKind {
+    name: "filter",
+    checks_kind: true,
+    shape: Shape::Filter,
+};
+
+/// `map_partitions`: a transform UDF over each partition as a whole.
+pub static MAP_PARTITIONS: TransformKind = TransformKind {
+    name: "map_partitions",
+    checks_kind: false,
+    shape: Shape::PerPartition,
+};
+
+/// `transform`: a transform UDF over the whole batch at once (Spark's `transform`).
+pub static TRANSFORM: TransformKind = TransformKind {
+    name: "transform",
+    checks_kind: false,
+    shape: Shape::WholeBatch,
+};
+
+impl OperatorKind for TransformKind {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn udf(&self) -> UdfUse {
+        UdfUse::Needs {
+            role: Role::Transform,
+            builtin: false,
+        }
+    }
+
+    fn checks_kind(&self) -> bool {
+        self.checks_kind
+    }
+
+    fn plan(&self, cx: &mut PlanCx<'_>) -> Option<Planned> {
+        let f = cx.function?;
+        let (key, value) = cx.input_codecs();
+        let (key, value) = match self.shape {
+            Shape::Filter => (key, value),
+            Shape::PerPartition | Shape::WholeBatch => (Codec::Text, Codec::Text),
+        };
+        Some(Planned::new(
+            Transform {
+                f,
+                shape: self.shape,
+            },
+            key,
+            value,
+        ))
+    }
+}
+
+/// A planned transform.
+#[derive(Debug)]
+pub struct Transform {
+    f: UdfRef,
+    shape: Shape,
+}
+
+impl Operator for Transform {
+    fn run(&self, cx: &mut RunCx<'_, '_>) -> Result<Option<Vec<Batch>>, OpError> {
+        let f = cx.scope.udf(self.f);
+        let input = cx.input(0);
+        let out = match self.shape {
+            Shape::PerPartition => per_partition(cx.scope, f, input)?,
+            Shape::Filter => {
+                let out = per_partition(cx.scope, f, input)?;
+                check_filtered(input, &out, f, cx.stream)?;
+                out
+            }
+            Shape::WholeBatch => whole_batch(cx.scope, f, input)?,
+        };
+        Ok(Some(out))
+    }
+
+    fn udfs(&self) -> Vec<UdfRef> {
+        vec![self.f]
+    }
+}
+
+/// A transform UDF on every partition, in parallel.
+pub fn per_partition(
+    scope: &BatchScope<'_>,
+    f: &UdfFunction,
+    parts: &[Batch],
+) -> Result<Vec<Batch>, OpError> {
+    let out: Result<Vec<Batch>, CallError> = scope.pool.install(|| {
+        parts
+            .par_iter()
+            .enumerate()
+            .map(|(i, p)| f.transform(&scope.context(i), p))
+            .collect()
+    });
+    Ok(out?)
+}
+
+/// A filter keeps or drops records: per partition, its output may not hold more records than its
+/// input, nor add or take away keys. (Other transforms may re-key freely: returning keys is how
+/// a UDF turns values into `(key, value)` pairs.)
+pub fn check_filtered(
+    input: &[Batch],
+    output: &[Batch],
+    f: &UdfFunction,
+    stream: &str,
+) -> Result<(), OpError> {
+    for (i, (before, after)) in input.iter().zip(output).enumerate() {
+        if after.len() > before.len()
+            || (!after.is_empty() && after.is_keyed() != before.is_keyed())
+        {
+            return Err(OpError::Input(format!(
+                "stream '{stream}': the filter UDF {} returned {} {} records for partition {i} of {} {} records; a filter keeps or drops records, it cannot add them or change their keys (use map or flat_map for that)",
+                f.spec(),
+                after.len(),
+                if after.is_keyed() { "keyed" } else { "unkeyed" },
+                before.len(),
+                if before.is_keyed() {
+                    "keyed"
+                } else {
+                    "unkeyed"
+                },
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A transform UDF over the whole batch in one call; the output is spread over the job's
+/// partitions again.
+pub fn whole_batch(
+    scope: &BatchScope<'_>,
+    f: &UdfFunction,
+    parts: &[Batch],
+) -> Result<Vec<Batch>, OpError> {
+    let all = Batch::concat(parts);
+    let out = f.transform(&scope.context(0), &all)?;
+    Ok(out.split(scope.partitions))
+}
