@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sluice_host::engine::{Job, JobError, JobOptions};
-use sluice_host::plan::{self, Plan, UdfDirectory, manifest};
-use sluice_host::udf::{RuntimeConfig, UdfRuntime};
+use sluice_host::plan::{self, Plan, manifest};
+use sluice_host::udf::{RuntimeConfig, UdfDirectory, UdfRuntime};
 use sluice_tests::{JobDir, free_port, post, runtime_with};
 
 fn job_manifest(unbound: u16) -> String {
@@ -44,10 +44,7 @@ prefix = "out/upper"
 fn planned(dir: &JobDir, runtime: &UdfRuntime) -> Plan {
     let path = dir.path().join("job.toml");
     let spec = manifest::load_with(&path, None).expect("the manifest loads");
-    let udfs = UdfDirectory {
-        dir: dir.path().join("udfs"),
-        runtime,
-    };
+    let udfs = UdfDirectory::new(dir.path().join("udfs"), runtime);
     plan::plan(spec, &udfs, Some(&path)).expect("the job plans")
 }
 

@@ -448,11 +448,7 @@ impl StatefulOp {
                     key_codec: n.key_codec,
                     value_codec: n.value_codec,
                     layout: Layout::Typed(layout),
-                    udf: op
-                        .udfs()
-                        .first()
-                        .and_then(|r| plan.udfs.get(r.0))
-                        .map(|f| f.spec()),
+                    udf: op.udfs().first().map(|r| plan.udf_spec(*r)),
                 })
             })
             .collect()
@@ -462,13 +458,9 @@ impl StatefulOp {
 /// The components a plan calls, by name, with their content hashes.
 pub fn udf_versions(plan: &Plan) -> BTreeMap<String, String> {
     plan.udfs
+        .snapshot()
         .iter()
-        .map(|f| {
-            (
-                f.component().name().to_string(),
-                f.component().hash().to_string(),
-            )
-        })
+        .map(|(_, b)| (b.component().name().to_string(), b.hash().to_string()))
         .collect()
 }
 
@@ -543,10 +535,7 @@ fn sink_kind(plan: &Plan, sink: &crate::plan::PlannedSink) -> String {
         crate::plan::PlannedSink::TextFiles { prefix, suffix, .. } => {
             format!("text_files {} {suffix:?}", prefix.display())
         }
-        crate::plan::PlannedSink::Udf(f) => format!(
-            "udf {}",
-            plan.udfs.get(f.0).map_or(String::new(), |f| f.spec())
-        ),
+        crate::plan::PlannedSink::Udf(f) => format!("udf {}", plan.udf_spec(*f)),
         crate::plan::PlannedSink::Native(_) => "native".into(),
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sluice_host::engine::{Core, CoreConfig, Job, JobHandle, JobOptions, JobSummary, percentile};
-use sluice_host::plan::{self, UdfDirectory, manifest};
+use sluice_host::plan::{self, manifest};
+use sluice_host::udf::UdfDirectory;
 use sluice_host::udf::UdfRuntime;
 
 /// Arguments of `host run`.
@@ -69,10 +70,7 @@ pub fn run(args: &RunArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         }
     }
     let runtime = Arc::new(runtime);
-    let udfs = UdfDirectory {
-        dir: args.udfs.dir.clone(),
-        runtime: &runtime,
-    };
+    let udfs = UdfDirectory::new(args.udfs.dir.clone(), &runtime);
     let plan = plan::plan(spec, &udfs, Some(&args.manifest))?;
     if args.check {
         println!(

@@ -27,11 +27,10 @@ use crate::metrics::Registry;
 use crate::plan::{
     self, Builtin, CheckpointSpec, Codec, ErrorPolicy, JobSpec, OutputFormat, OutputMode,
     PlanErrors, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat, StreamSpec,
-    UdfDirectory,
 };
 use crate::sinks::{NativeSink, SinkBatch};
 use crate::sources::{QueueSender, queue};
-use crate::udf::{RuntimeConfig, RuntimeError, UdfRuntime};
+use crate::udf::{RuntimeConfig, RuntimeError, UdfDirectory, UdfRuntime};
 
 /// Why a context could not start or run its job.
 #[derive(Debug, thiserror::Error)]
@@ -275,10 +274,7 @@ impl StreamingContext {
 
     /// Plan the job and start it; it runs until stopped or failed.
     pub fn start(&self, options: JobOptions) -> Result<Job, ContextError> {
-        let udfs = UdfDirectory {
-            dir: self.udfs.clone(),
-            runtime: &self.runtime,
-        };
+        let udfs = UdfDirectory::new(self.udfs.clone(), &self.runtime);
         let plan = plan::plan(self.spec(), &udfs, None)?;
         Ok(Job::start(plan, options, self.registry.clone())?)
     }
@@ -295,6 +291,12 @@ impl StreamingContext {
     /// The metrics of this context's jobs and UDFs.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The UDF runtime this context's jobs call through: a component to bind into a running
+    /// job ([`Job::rebind_udf`]) must be loaded by it.
+    pub fn runtime(&self) -> &Arc<UdfRuntime> {
+        &self.runtime
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Executor {
     log: Option<Arc<CheckpointLog>>,
     /// The last batch whose state is committed: re-sent batches up to it are done already.
     committed: Option<u64>,
+    /// The component hash each UDF slot had in the last batch, to log a new version once.
+    bound: Vec<String>,
 }
 
 impl Executor {
@@ -150,6 +152,7 @@ impl Executor {
             sizes,
             log,
             committed,
+            bound: Vec::new(),
         })
     }
 
@@ -242,7 +245,10 @@ impl Executor {
         let plan = self.plan.clone();
         let pool = self.pool.clone();
         // The UDFs as bound for this batch: read once, so the batch never mixes versions.
-        let udfs: Vec<Arc<UdfFunction>> = plan.udfs.iter().cloned().map(Arc::new).collect();
+        let bindings = plan.udfs.snapshot();
+        self.note_rebinds(&bindings, batch.id, batch.time);
+        let udfs: Vec<Arc<UdfFunction>> =
+            bindings.iter().map(|(_, b)| b.function.clone()).collect();
         let registry = self.registry.clone();
         let scope = BatchScope {
             pool: &pool,
@@ -284,6 +290,27 @@ impl Executor {
         report.processing_time = started.elapsed();
         report.total_delay = batch.sealed_at.elapsed();
         report
+    }
+
+    /// Log each UDF whose bound version differs from the last batch's: the batch from which a
+    /// new version runs (the first batch logs what it starts with at debug level).
+    fn note_rebinds(&mut self, bindings: &crate::udf::Bindings, id: u64, time: i64) {
+        let hashes: Vec<String> = bindings.iter().map(|(_, b)| b.hash().to_string()).collect();
+        for ((_, b), (old, new)) in bindings.iter().zip(self.bound.iter().zip(&hashes)) {
+            if old != new {
+                tracing::info!(
+                    tenant = %self.plan.tenant,
+                    job = %self.plan.name,
+                    batch = id,
+                    udf = %b.function.spec(),
+                    version = b.version.map_or_else(|| "-".to_string(), |v| v.to_string()),
+                    "from batch {id} (time {time} ms) on, {} runs component {}",
+                    b.function.spec(),
+                    &new[..new.len().min(12)]
+                );
+            }
+        }
+        self.bound = hashes;
     }
 
     fn count(&self, source: usize, records: u64, invalid: u64) {

@@ -120,6 +120,8 @@ struct Shared {
     abort: Notify,
     aborted: AtomicBool,
     history: Mutex<VecDeque<BatchReport>>,
+    /// The job's UDF slots (the plan's), which a later version can be bound to.
+    udfs: Arc<crate::udf::SlotSet>,
 }
 
 /// A job that is running; [`wait`](Job::wait) for it to end.
@@ -157,6 +159,20 @@ impl JobHandle {
     pub fn abort(&self) {
         self.shared.aborted.store(true, Ordering::Release);
         self.shared.abort.notify_one();
+    }
+
+    /// Bind every UDF of the job that calls component `name` (but those pinned to a version)
+    /// to the same function of `component`, from the next batch on: a batch runs wholly with
+    /// one version, state and source positions carry on, and the switch is logged with the
+    /// batch it takes effect in. All or none: when a function is missing from `component` (or
+    /// of another world) nothing changes and the error says which.
+    pub fn rebind_udf(
+        &self,
+        name: &str,
+        component: Arc<crate::udf::UdfComponent>,
+        version: Option<u64>,
+    ) -> Result<Vec<crate::udf::RebindOutcome>, crate::udf::RebindError> {
+        self.shared.udfs.rebind_component(name, component, version)
     }
 
     /// The most recent finished batches, oldest first.
@@ -207,6 +223,7 @@ impl Job {
             abort: Notify::new(),
             aborted: AtomicBool::new(false),
             history: Mutex::new(VecDeque::new()),
+            udfs: plan.udfs.clone(),
         });
         let start_error = |error: StartError| JobError::Start {
             job: plan.name.to_string(),
@@ -347,6 +364,16 @@ impl Job {
     /// The most recent finished batches, oldest first.
     pub fn reports(&self) -> Vec<BatchReport> {
         self.handle.reports()
+    }
+
+    /// See [`JobHandle::rebind_udf`].
+    pub fn rebind_udf(
+        &self,
+        name: &str,
+        component: Arc<crate::udf::UdfComponent>,
+        version: Option<u64>,
+    ) -> Result<Vec<crate::udf::RebindOutcome>, crate::udf::RebindError> {
+        self.handle.rebind_udf(name, component, version)
     }
 
     /// With [`JobOptions::mount_http`]: an axum router serving `POST /ingest/<source>` for

@@ -87,7 +87,7 @@ pub(super) fn show_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-impl Planner<'_, '_> {
+impl Planner<'_> {
     /// Check every duration of the job against its range; each one outside is an error naming
     /// the field, the value and the range.
     pub(super) fn check_durations(&mut self, spec: &JobSpec) {

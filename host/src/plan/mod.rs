@@ -25,7 +25,7 @@ use crate::operators::{
     self, Drain, Field, Operator, PlanCx, PlanServices, PlannedInput, Reducer, UdfRef, UdfUse,
 };
 use crate::sinks::NativeSink;
-use crate::udf::{Role, UdfComponent, UdfFunction, UdfRuntime, parse_spec};
+use crate::udf::{Resolved, Role, SlotSet, UdfFunction, UdfResolver, parse_spec};
 use limits::{MAX_REPORTED_ERRORS, MAX_WARNINGS};
 
 /// One problem with a job.
@@ -178,8 +178,10 @@ pub struct Plan {
     /// Whether every batch time must have a batch (windows): the scheduler fills times the
     /// clock skipped with empty batches.
     pub every_batch: bool,
-    /// The UDFs the plan calls, by [`UdfRef`].
-    pub udfs: Vec<UdfFunction>,
+    /// The UDFs the plan calls, by [`UdfRef`] (a `UdfRef`'s index is its slot's): the
+    /// executor takes one snapshot of them per batch, and [`SlotSet::rebind_component`] binds a
+    /// later version of a component between batches.
+    pub udfs: Arc<SlotSet>,
     /// How the job checkpoints, when it does.
     pub checkpoint: Option<PlannedCheckpoint>,
 }
@@ -209,9 +211,13 @@ impl Plan {
             .filter(move |(_, n)| n.operator().is_some_and(|op| op.keeps_state(checkpointed)))
     }
 
-    /// Every UDF the plan calls, sinks included.
-    pub fn functions(&self) -> &[UdfFunction] {
-        &self.udfs
+    /// `component#function` of a UDF of the plan.
+    pub fn udf_spec(&self, r: UdfRef) -> String {
+        self.udfs
+            .snapshot()
+            .iter()
+            .nth(r.0)
+            .map_or_else(String::new, |(_, b)| b.function.spec())
     }
 }
 
@@ -225,25 +231,17 @@ impl Node {
     }
 }
 
-/// Where the components a job names are found: `DIR/<component>.wasm`.
-pub struct UdfDirectory<'a> {
-    /// The directory.
-    pub dir: PathBuf,
-    /// The runtime that loads them.
-    pub runtime: &'a UdfRuntime,
-}
-
 /// Check a job and resolve everything it names.
 pub fn plan(
     spec: JobSpec,
-    udfs: &UdfDirectory<'_>,
+    udfs: &dyn UdfResolver,
     manifest: Option<&Path>,
 ) -> Result<Plan, PlanErrors> {
     let mut p = Planner {
         errors: Vec::new(),
         functions: Vec::new(),
+        slots: SlotSet::new(),
         components: HashMap::new(),
-        component_files: None,
         udfs,
         batch_interval: i64::try_from(spec.batch_interval.as_millis())
             .unwrap_or(i64::MAX)
@@ -267,19 +265,21 @@ pub fn plan(
     }
 }
 
-struct Planner<'a, 'b> {
+struct Planner<'b> {
     errors: Vec<PlanError>,
-    /// The UDFs resolved so far: the plan's UDF table.
+    /// The UDFs resolved so far, by [`UdfRef`]: what planning reads of them.
     functions: Vec<UdfFunction>,
-    components: HashMap<String, Result<Arc<UdfComponent>, (String, String)>>,
-    /// The component names in the UDF directory, listed once for "not found" hints.
-    component_files: Option<Vec<String>>,
-    udfs: &'b UdfDirectory<'a>,
+    /// The same UDFs as the job's slots (`SlotId` index = `UdfRef` index), which a later
+    /// version can be bound to between batches.
+    slots: SlotSet,
+    /// Components resolved so far, or why not (message, hint).
+    components: HashMap<String, Result<Resolved, (String, String)>>,
+    udfs: &'b dyn UdfResolver,
     /// ms.
     batch_interval: i64,
 }
 
-impl Planner<'_, '_> {
+impl Planner<'_> {
     fn error(&mut self, line: Option<usize>, subject: &str, message: String, hint: Option<String>) {
         self.errors.push(PlanError {
             line,
@@ -528,7 +528,7 @@ impl Planner<'_, '_> {
             max_state_bytes: spec.max_state_bytes,
             drain_batches,
             every_batch,
-            udfs: std::mem::take(&mut self.functions),
+            udfs: Arc::new(std::mem::take(&mut self.slots)),
             checkpoint,
         }
     }
@@ -908,26 +908,32 @@ impl Planner<'_, '_> {
         let loaded = match self.components.get(component) {
             Some(loaded) => loaded.clone(),
             None => {
-                let loaded = load_component(self.udfs, component, &mut self.component_files);
+                let loaded = self
+                    .udfs
+                    .resolve(component)
+                    .map_err(|e| (e.to_string(), e.hint()));
                 self.components
                     .insert(component.to_string(), loaded.clone());
                 loaded
             }
         };
-        let component = match loaded {
-            Ok(c) => c,
+        let resolved = match loaded {
+            Ok(r) => r,
             Err((message, hint)) => {
                 self.error(line, subject, message, Some(hint));
                 return None;
             }
         };
+        let component = &resolved.component;
         match component.function_for(function, role) {
             Ok(f) => {
                 let spec = f.spec();
                 if let Some(i) = self.functions.iter().position(|g| g.spec() == spec) {
                     return Some(UdfRef(i));
                 }
+                let slot = self.slots.add(&resolved, f.clone());
                 self.functions.push(f);
+                debug_assert_eq!(slot.index(), self.functions.len() - 1);
                 Some(UdfRef(self.functions.len() - 1))
             }
             Err(e) => {
@@ -952,59 +958,6 @@ impl Planner<'_, '_> {
     }
 }
 
-/// Load `name` from the UDF directory; when it is not there, the hint lists what is (listed
-/// once per job into `listing`, however many components are missing).
-fn load_component(
-    udfs: &UdfDirectory<'_>,
-    name: &str,
-    listing: &mut Option<Vec<String>>,
-) -> Result<Arc<UdfComponent>, (String, String)> {
-    let path = udfs.dir.join(format!("{name}.wasm"));
-    if !path.is_file() {
-        let there = listing.get_or_insert_with(|| {
-            let mut there: Vec<String> = std::fs::read_dir(&udfs.dir)
-                .map(|entries| {
-                    entries
-                        .filter_map(Result::ok)
-                        .filter_map(|e| {
-                            e.file_name()
-                                .to_str()?
-                                .strip_suffix(".wasm")
-                                .map(String::from)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            there.sort();
-            there
-        });
-        let hint = if there.is_empty() {
-            format!(
-                "{} holds no components; build them with `cargo xtask udfs`, or point --udfs at the right directory",
-                udfs.dir.display()
-            )
-        } else if there.len() > MAX_LISTED_COMPONENTS {
-            format!(
-                "components there: {}, … and {} more",
-                there[..MAX_LISTED_COMPONENTS].join(", "),
-                there.len() - MAX_LISTED_COMPONENTS
-            )
-        } else {
-            format!("components there: {}", there.join(", "))
-        };
-        return Err((
-            format!("component '{name}' not found: no file {}", path.display()),
-            hint,
-        ));
-    }
-    udfs.runtime.load_file(&path).map_err(|e| {
-        (
-            format!("component '{name}' cannot be used: {e}"),
-            e.hint().into(),
-        )
-    })
-}
-
 /// How many empty batches after the input ends let every stream show what it holds: along
 /// each path of the graph, the batches each operator needs after its input ends, added up.
 fn drain_batches(nodes: &[Node], batch_interval: i64) -> u64 {
@@ -1026,13 +979,13 @@ fn drain_batches(nodes: &[Node], batch_interval: i64) -> u64 {
 }
 
 /// The planner as one stream's planning sees it.
-struct StreamServices<'p, 'a, 'b, 's> {
-    planner: &'p mut Planner<'a, 'b>,
+struct StreamServices<'p, 'b, 's> {
+    planner: &'p mut Planner<'b>,
     line: Option<usize>,
     subject: &'s str,
 }
 
-impl PlanServices for StreamServices<'_, '_, '_, '_> {
+impl PlanServices for StreamServices<'_, '_, '_> {
     fn error(&mut self, message: String, hint: Option<String>) {
         self.planner.error(self.line, self.subject, message, hint);
     }
@@ -1090,9 +1043,6 @@ const MAX_SUGGESTED_NAME: usize = 64;
 
 /// Names listed in a "known: …" hint.
 const MAX_LISTED_NAMES: usize = 10;
-
-/// Components listed in a "components there: …" hint.
-const MAX_LISTED_COMPONENTS: usize = 50;
 
 /// "did you mean …" from the closest known name, or the first few names. Linear in the number
 /// of names: only names whose length is close enough to be within reach are compared, and

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::manifest::{self, ManifestError};
-use super::{SinkKind, UdfDirectory, plan};
+use super::{SinkKind, plan};
 use crate::metrics::Registry;
 use crate::udf::{RuntimeConfig, UdfRuntime};
 
@@ -341,10 +341,7 @@ fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
             *prefix = f.dir.path().join("out").join(format!("p{i}"));
         }
     }
-    let udfs = UdfDirectory {
-        dir: f.dir.path().join("udfs"),
-        runtime: &f.runtime,
-    };
+    let udfs = crate::udf::UdfDirectory::new(f.dir.path().join("udfs"), &f.runtime);
     if let Err(e) = plan(spec, &udfs, Some(Path::new("job.toml"))) {
         prop_assert!(!e.errors.is_empty());
         let shown = e.to_string();
