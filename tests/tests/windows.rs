@@ -214,14 +214,28 @@ fn incremental_window_state_lives_in_rocksdb_and_continues_after_a_restart() {
         let (ctx, _, pairs, queue) = pairs_job("restart", &dir);
         let windowed =
             record(&pairs.reduce_by_key_and_window_inv(Builtin::SumI64, len, slide, None));
-        queue.push_lines(["x x y"]);
-        drop(queue);
-        ctx.run_until_idle().expect("the job runs");
-        let last = take(&windowed).pop().expect("an output").1;
         let expect: Vec<(String, String)> = expect
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // Stopped gracefully once the window shows the batch (not --until-idle, which would
+        // slide the window on past its data, as Spark's windows slide when left running).
+        let job = ctx
+            .start(sluice_host::engine::JobOptions::default())
+            .expect("the job starts");
+        queue.push_lines(["x x y"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while take(&windowed)
+            .last()
+            .is_none_or(|(_, last)| sorted(last.clone()) != expect)
+        {
+            assert!(std::time::Instant::now() < deadline, "round {round}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        job.stop();
+        job.wait().expect("the job runs");
+        drop(queue);
+        let last = take(&windowed).pop().expect("an output").1;
         assert_eq!(sorted(last), expect, "round {round}");
     }
     assert!(

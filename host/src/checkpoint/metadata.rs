@@ -246,7 +246,7 @@ impl Metadata {
                     *end = *to;
                 }
                 (RecordedInput::Unlogged { records: 0 }, _) => {}
-                (RecordedInput::Unlogged { .. }, SourceKind::Queue(_)) => {}
+                (RecordedInput::Unlogged { .. }, SourceKind::Queue) => {}
                 (other, kind) => {
                     return bad(
                         field,
@@ -515,7 +515,7 @@ fn source_kind(kind: &crate::plan::SourceKind) -> &'static str {
         crate::plan::SourceKind::Socket { .. } => "socket",
         crate::plan::SourceKind::Directory { .. } => "directory",
         crate::plan::SourceKind::Http { .. } => "http",
-        crate::plan::SourceKind::Queue(_) => "queue",
+        crate::plan::SourceKind::Queue => "queue",
     }
 }
 

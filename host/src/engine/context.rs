@@ -25,7 +25,7 @@ use super::job::{Job, JobError, JobOptions};
 use super::stats::JobSummary;
 use crate::metrics::Registry;
 use crate::plan::{
-    self, Builtin, CheckpointSpec, Codec, ErrorPolicy, JobSpec, OutputFormat, OutputMode,
+    self, Builtin, CheckpointSpec, Codec, ErrorPolicy, Handles, JobSpec, OutputFormat, OutputMode,
     PlanErrors, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat, StreamSpec,
 };
 use crate::sinks::{NativeSink, SinkBatch};
@@ -50,6 +50,8 @@ pub enum ContextError {
 /// [`run_until_idle`](Self::run_until_idle).
 pub struct StreamingContext {
     spec: Arc<Mutex<JobSpec>>,
+    /// Queue receivers and native sinks: runtime handles the spec names but cannot hold.
+    handles: Arc<Mutex<Handles>>,
     udfs: PathBuf,
     runtime: Arc<UdfRuntime>,
     registry: Arc<Registry>,
@@ -114,6 +116,7 @@ pub struct EventTimeSpec {
 pub struct DStream {
     name: String,
     spec: Arc<Mutex<JobSpec>>,
+    handles: Arc<Mutex<Handles>>,
 }
 
 impl StreamingContext {
@@ -143,6 +146,7 @@ impl StreamingContext {
     ) -> Self {
         Self {
             spec: Arc::new(Mutex::new(JobSpec::new(name, batch_interval))),
+            handles: Arc::default(),
             udfs: udfs.as_ref().to_path_buf(),
             registry: runtime.registry().clone(),
             runtime,
@@ -221,6 +225,7 @@ impl StreamingContext {
         DStream {
             name: name.to_string(),
             spec: self.spec.clone(),
+            handles: self.handles.clone(),
         }
     }
 
@@ -264,7 +269,12 @@ impl StreamingContext {
     /// source once the queue is empty.
     pub fn queue_stream(&self, name: &str) -> (DStream, QueueSender) {
         let (sender, receiver) = queue();
-        (self.source(name, SourceKind::Queue(receiver)), sender)
+        self.handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .queues
+            .insert(name.to_string(), receiver);
+        (self.source(name, SourceKind::Queue), sender)
     }
 
     /// The job as built so far.
@@ -275,7 +285,12 @@ impl StreamingContext {
     /// Plan the job and start it; it runs until stopped or failed.
     pub fn start(&self, options: JobOptions) -> Result<Job, ContextError> {
         let udfs = UdfDirectory::new(self.udfs.clone(), &self.runtime);
-        let plan = plan::plan(self.spec(), &udfs, None)?;
+        let handles = self
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let plan = plan::plan_with(self.spec(), handles, &udfs, None)?;
         Ok(Job::start(plan, options, self.registry.clone())?)
     }
 
@@ -316,6 +331,7 @@ impl DStream {
         DStream {
             name,
             spec: self.spec.clone(),
+            handles: self.handles.clone(),
         }
     }
 
@@ -354,6 +370,7 @@ impl DStream {
         DStream {
             name: name.to_string(),
             spec: self.spec.clone(),
+            handles: self.handles.clone(),
         }
     }
 
@@ -599,6 +616,14 @@ impl DStream {
         &self,
         f: impl Fn(&SinkBatch<'_>) -> Result<(), String> + Send + Sync + 'static,
     ) {
-        self.sink(SinkKind::Native(Arc::new(NativeSink(Box::new(f)))));
+        let name = {
+            let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+            let name = format!("{}-native-{}", self.name, handles.sinks.len() + 1);
+            handles
+                .sinks
+                .insert(name.clone(), Arc::new(NativeSink(Box::new(f))));
+            name
+        };
+        self.sink(SinkKind::Native { name });
     }
 }

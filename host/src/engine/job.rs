@@ -23,12 +23,9 @@ use super::recovery::{self, Recovered};
 use super::stats::{BatchReport, JobSummary};
 use crate::checkpoint::{BatchRecord, CheckpointLog, RecordedInput};
 use crate::metrics::{Registry, SeriesKey};
-use crate::plan::{ErrorPolicy, Plan, SourceKind};
-use crate::sources::directory::DirectorySource;
-use crate::sources::http::{HttpLimits, HttpSource, IngestEndpoint};
-use crate::sources::queue::QueueSource;
-use crate::sources::socket::{SocketOptions, SocketSource};
-use crate::sources::{Source, SourceContext, SourceInput, now_ms};
+use crate::plan::{ErrorPolicy, Plan};
+use crate::sources::http::IngestEndpoint;
+use crate::sources::{BuildContext, Source, SourceContext, SourceInput, now_ms};
 use crate::state::StateError;
 
 /// How many finished batches a job remembers.
@@ -462,77 +459,24 @@ impl Scheduler {
         let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(plan.sources.len());
         let mut mounted = Vec::new();
         for s in &plan.sources {
-            sources.push(match &s.kind {
-                SourceKind::Socket {
-                    host,
-                    port,
-                    reconnect_delay,
-                    max_line_bytes,
-                } => {
-                    let mut options = SocketOptions::new(*reconnect_delay);
-                    if let Some(max) = max_line_bytes {
-                        options.max_line_bytes = usize::try_from(*max).unwrap_or(usize::MAX);
-                    }
-                    Box::new(SocketSource::start_with(
-                        &s.name,
-                        host,
-                        *port,
-                        options,
-                        received(&s.name),
-                        &ctx,
-                    ))
-                }
-                SourceKind::Directory {
-                    path,
-                    start,
-                    max_files_per_batch,
-                } => {
-                    let mut source =
-                        DirectorySource::new(&s.name, path, *start, *max_files_per_batch);
-                    source.restore(&position(&s.name).files);
-                    Box::new(source)
-                }
-                SourceKind::Http {
-                    address,
-                    max_request_bytes,
-                    header_timeout,
-                    body_timeout,
-                    max_connections,
-                    max_inflight_bytes,
-                } => {
-                    let mut limits = HttpLimits::new(*max_request_bytes);
-                    limits.header_timeout = header_timeout.unwrap_or(limits.header_timeout);
-                    limits.body_timeout = body_timeout.unwrap_or(limits.body_timeout);
-                    limits.max_connections = max_connections.unwrap_or(limits.max_connections);
-                    limits.max_inflight_bytes =
-                        max_inflight_bytes.unwrap_or(limits.max_inflight_bytes);
-                    if options.mount_http {
-                        if header_timeout.is_some() || max_connections.is_some() {
-                            tracing::warn!(job = %plan.name, source = %s.name, "header_timeout and max_connections limit connections, which the server this source is mounted on owns: set them there (they are not applied here)");
-                        }
-                        tracing::info!(job = %plan.name, source = %s.name, "serving POST /ingest/{} on the caller's router (not binding {address})", s.name);
-                        let source =
-                            HttpSource::mounted(&s.name, limits, received(&s.name), &ctx);
-                        mounted.push(source.endpoint());
-                        Box::new(source)
-                    } else {
-                        Box::new(
-                            HttpSource::start_with(
-                                &s.name,
-                                address,
-                                limits,
-                                received(&s.name),
-                                &ctx,
-                            )
-                            .map_err(|e| JobError::Internal {
-                                job: plan.name.to_string(),
-                                message: e.to_string(),
-                            })?,
-                        )
-                    }
-                }
-                SourceKind::Queue(q) => Box::new(QueueSource::new(&s.name, q.clone())),
-            });
+            let built = s
+                .kind
+                .build(
+                    &s.name,
+                    BuildContext {
+                        ctx: &ctx,
+                        received: received(&s.name),
+                        files_read: &position(&s.name).files,
+                        mount_http: options.mount_http,
+                        queue: plan.queues.get(&s.name).cloned(),
+                    },
+                )
+                .map_err(|e| JobError::Internal {
+                    job: plan.name.to_string(),
+                    message: e.to_string(),
+                })?;
+            mounted.extend(built.endpoint);
+            sources.push(built.source);
         }
         // Ids go on from the checkpoint, and always past the state's last committed batch
         // (a job without a checkpoint that keeps state, or metadata that fell back to an older

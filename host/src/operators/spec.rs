@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::codec::Codec;
 
 /// How a static data set for `join_static` is laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StaticFormat {
     /// `KEY<TAB>VALUE` per line (default).
@@ -48,7 +48,7 @@ impl Builtin {
 }
 
 /// When an event-time window's results are written (Structured Streaming's output modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputMode {
     /// Each window once, when the watermark passes its end; then it is forgotten (default).
@@ -61,7 +61,7 @@ pub enum OutputMode {
 }
 
 /// One derived stream: an operator over upstream streams.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamSpec {
     /// The stream's name.
     pub name: String,

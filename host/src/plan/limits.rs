@@ -156,7 +156,7 @@ impl Planner<'_> {
                         INGEST_TIMEOUT,
                     );
                 }
-                super::SourceKind::Directory { .. } | super::SourceKind::Queue(_) => {}
+                super::SourceKind::Directory { .. } | super::SourceKind::Queue => {}
             }
         }
         for s in &spec.streams {

@@ -9,7 +9,7 @@ pub mod manifest;
 mod proptests;
 pub mod spec;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::operators::{
     self, Drain, Field, Operator, PlanCx, PlanServices, PlannedInput, Reducer, UdfRef, UdfUse,
 };
 use crate::sinks::NativeSink;
+use crate::sources::QueueReceiver;
 use crate::udf::{Resolved, Role, SlotSet, UdfFunction, UdfResolver, parse_spec};
 use limits::{MAX_REPORTED_ERRORS, MAX_WARNINGS};
 
@@ -161,6 +162,8 @@ pub struct Plan {
     pub on_udf_error: ErrorPolicy,
     /// The sources, by index.
     pub sources: Vec<SourceSpec>,
+    /// The receiving ends of the queue sources, by source name.
+    pub queues: BTreeMap<String, QueueReceiver>,
     /// The streams, inputs first.
     pub nodes: Vec<Node>,
     /// Outputs: the node written and how.
@@ -231,13 +234,34 @@ impl Node {
     }
 }
 
-/// Check a job and resolve everything it names.
+/// What a job's description refers to by name but cannot hold, because it is not data: the
+/// receiving ends of queue sources and the closures of native sinks (the Rust API fills it).
+#[derive(Debug, Clone, Default)]
+pub struct Handles {
+    /// By queue source name.
+    pub queues: BTreeMap<String, QueueReceiver>,
+    /// By native sink name.
+    pub sinks: BTreeMap<String, Arc<NativeSink>>,
+}
+
+/// Check a job and resolve everything it names (a job with no queue sources or native sinks).
 pub fn plan(
     spec: JobSpec,
     udfs: &dyn UdfResolver,
     manifest: Option<&Path>,
 ) -> Result<Plan, PlanErrors> {
+    plan_with(spec, Handles::default(), udfs, manifest)
+}
+
+/// Check a job, resolve everything it names and attach the runtime `handles` it refers to.
+pub fn plan_with(
+    spec: JobSpec,
+    handles: Handles,
+    udfs: &dyn UdfResolver,
+    manifest: Option<&Path>,
+) -> Result<Plan, PlanErrors> {
     let mut p = Planner {
+        handles,
         errors: Vec::new(),
         functions: Vec::new(),
         slots: SlotSet::new(),
@@ -267,6 +291,8 @@ pub fn plan(
 
 struct Planner<'b> {
     errors: Vec<PlanError>,
+    /// The runtime handles the job refers to.
+    handles: Handles,
     /// The UDFs resolved so far, by [`UdfRef`]: what planning reads of them.
     functions: Vec<UdfFunction>,
     /// The same UDFs as the job's slots (`SlotId` index = `UdfRef` index), which a later
@@ -470,7 +496,18 @@ impl Planner<'_> {
                 SinkKind::Udf { udf } => self
                     .function(udf, Role::Sink, "a udf sink", sink.line, &subject)
                     .map(PlannedSink::Udf),
-                SinkKind::Native(f) => Some(PlannedSink::Native(f.clone())),
+                SinkKind::Native { name } => match self.handles.sinks.get(name) {
+                    Some(f) => Some(PlannedSink::Native(f.clone())),
+                    None => {
+                        self.error(
+                            sink.line,
+                            &subject,
+                            format!("native sink '{name}' has no closure"),
+                            Some("pass it in plan::Handles::sinks under that name (DStream::foreach_batch does)".into()),
+                        );
+                        None
+                    }
+                },
             };
             if let (Some(planned), Some(node)) = (planned, input.and_then(|n| node_of.get(&n))) {
                 sinks.push((*node, planned));
@@ -520,6 +557,7 @@ impl Planner<'_> {
             partitions: spec.partitions.max(1),
             max_batch_records: spec.max_batch_records,
             on_udf_error: spec.on_udf_error,
+            queues: self.queues(&spec),
             sources: spec.sources,
             nodes,
             sinks,
@@ -531,6 +569,29 @@ impl Planner<'_> {
             udfs: Arc::new(std::mem::take(&mut self.slots)),
             checkpoint,
         }
+    }
+
+    /// The receiving end of every queue source, taken from the handles; a problem for each one
+    /// missing.
+    fn queues(&mut self, spec: &JobSpec) -> BTreeMap<String, QueueReceiver> {
+        let mut queues = BTreeMap::new();
+        for source in &spec.sources {
+            if source.kind != SourceKind::Queue {
+                continue;
+            }
+            match self.handles.queues.get(&source.name) {
+                Some(q) => {
+                    queues.insert(source.name.clone(), q.clone());
+                }
+                None => self.error(
+                    source.line,
+                    &format!("source '{}'", source.name),
+                    "a queue source needs its receiving end".into(),
+                    Some("pass it in plan::Handles::queues under the source's name (StreamingContext::queue_stream does)".into()),
+                ),
+            }
+        }
+        queues
     }
 
     /// The checkpoint setting, checked: an interval that is a multiple of the batch interval,

@@ -3,18 +3,16 @@
 //! a validated [`Plan`](super::Plan) or a list of problems, each with the manifest line it is on.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::batch::codec::Codec;
 pub use crate::operators::spec::{Builtin, OutputMode, StaticFormat, StreamSpec};
-use crate::sinks::NativeSink;
-use crate::sources::QueueReceiver;
+pub use crate::sources::SourceKind;
 
 /// A whole job: settings, sources, the streams derived from them, and sinks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// The job's name: in every log line and metric.
     pub name: String,
@@ -69,7 +67,7 @@ impl JobSpec {
 }
 
 /// How a job checkpoints (Spark's `ssc.checkpoint(dir)` and `checkpointInterval`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointSpec {
     /// The checkpoint folder: metadata, data checkpoints, write-ahead logs, and the state
     /// unless `state_dir` says otherwise.
@@ -117,7 +115,7 @@ pub fn default_partitions() -> usize {
 }
 
 /// What a failed UDF call (a trap, a limit, a guest error) does to the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorPolicy {
     /// Stop the job with the error and a non-zero exit (Spark's default: the job fails).
@@ -129,7 +127,7 @@ pub enum ErrorPolicy {
 }
 
 /// One source: a named stream of records from outside.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceSpec {
     /// The stream name other streams refer to.
     pub name: String,
@@ -139,59 +137,10 @@ pub struct SourceSpec {
     pub line: Option<usize>,
 }
 
-/// Where a source's records come from. Every source yields unkeyed text lines, one record per
-/// line, with the arrival time as event time.
-#[derive(Debug, Clone)]
-pub enum SourceKind {
-    /// Spark's `socketTextStream`: connect to `host:port` and read lines; reconnect after
-    /// `reconnect_delay` when the peer goes away (with `--until-idle`, the end of the first
-    /// connection ends the source).
-    Socket {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
-        /// Wait between reconnection attempts. Default 1 s.
-        reconnect_delay: Duration,
-        /// The longest line kept, in bytes; longer lines are skipped and counted. Default
-        /// (none): the source's, 1 MiB.
-        max_line_bytes: Option<u64>,
-    },
-    /// Spark's `textFileStream`: each new file in `path` is read once, whole, into one batch.
-    Directory {
-        /// The directory watched.
-        path: PathBuf,
-        /// Whether files already there when the job starts are read.
-        start: Start,
-        /// At most this many files per batch (Structured Streaming's `maxFilesPerTrigger`).
-        max_files_per_batch: Option<usize>,
-    },
-    /// A reliable receiver: `POST /ingest/<source>` on `address` with newline-separated records
-    /// in the body; answered 200 only once the records are in the write-ahead log.
-    Http {
-        /// `host:port` to listen on.
-        address: String,
-        /// The largest request body accepted. Default 16 MiB.
-        max_request_bytes: u64,
-        /// How long a request's head may take to arrive. Default (none): the source's, 10 s.
-        header_timeout: Option<Duration>,
-        /// How long a request's body may take once its head is in. Default (none): 30 s.
-        body_timeout: Option<Duration>,
-        /// Connections served at once, `503` beyond. Default (none): 512.
-        max_connections: Option<usize>,
-        /// Bytes of all bodies being read at once, `429` beyond. Default (none): 4 ×
-        /// `max_request_bytes`.
-        max_inflight_bytes: Option<u64>,
-    },
-    /// Batches pushed by the program through a [`QueueSender`](crate::sources::QueueSender)
-    /// (Spark's `queueStream`, one queued batch per micro-batch).
-    Queue(QueueReceiver),
-}
-
 pub use crate::sources::Start;
 
 /// One output of a job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SinkSpec {
     /// The stream written.
     pub input: String,
@@ -202,7 +151,7 @@ pub struct SinkSpec {
 }
 
 /// The kinds of sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SinkKind {
     /// Spark's `print(num)`: the batch time header and the first `num` records to stdout.
     Print {
@@ -224,8 +173,58 @@ pub enum SinkKind {
         /// `component#function`.
         udf: String,
     },
-    /// A Rust closure called once per batch (Spark's `foreachRDD`), for embedding programs.
-    Native(Arc<NativeSink>),
+    /// A Rust closure called once per batch (Spark's `foreachRDD`), for embedding programs:
+    /// named here, given beside the job's description ([`Handles`](super::Handles)).
+    Native {
+        /// The closure's name in [`Handles::sinks`](super::Handles).
+        name: String,
+    },
 }
 
 pub use crate::sinks::OutputFormat;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job's description is plain data: every example manifest's spec, and a job built with
+    /// the Rust API (queue sources and native sinks by name), go to JSON and back unchanged.
+    #[test]
+    fn a_job_spec_is_plain_data() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        let manifests = std::fs::read_dir(&root)
+            .expect("examples")
+            .flat_map(|e| {
+                std::fs::read_dir(e.expect("an example").path())
+                    .into_iter()
+                    .flatten()
+            })
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"));
+        for manifest in manifests {
+            let spec = crate::plan::manifest::load(&manifest).expect("an example parses");
+            let json = serde_json::to_string(&spec).expect("to JSON");
+            let back: JobSpec = serde_json::from_str(&json).expect("from JSON");
+            assert_eq!(back, spec, "{}", manifest.display());
+            seen += 1;
+        }
+        assert!(seen >= 5, "example manifests found: {seen}");
+        let mut spec = JobSpec::new("rust", Duration::from_millis(500));
+        spec.sources.push(SourceSpec {
+            name: "q".into(),
+            kind: SourceKind::Queue,
+            line: None,
+        });
+        spec.sinks.push(SinkSpec {
+            input: "q".into(),
+            kind: SinkKind::Native {
+                name: "seen".into(),
+            },
+            line: None,
+        });
+        let json = serde_json::to_string(&spec).expect("to JSON");
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).expect("back"), spec);
+    }
+}

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{SinkBatch, SinkError};
 
 /// The line format of `text_files`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputFormat {
     /// `(key,value)` or `value` per line, as `print` shows them.

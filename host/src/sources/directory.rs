@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::{Source, SourceInput, SourceStatus};
 
 /// Whether a directory source reads the files already present when the job starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Start {
     /// Read them (default).

@@ -24,6 +24,9 @@ pub mod socket;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 pub use directory::Start;
 pub use queue::{QueueReceiver, QueueSender, queue};
@@ -83,6 +86,183 @@ pub trait Source: Send {
             to,
             what: "the source keeps no write-ahead log".into(),
         })
+    }
+}
+
+/// Where a source's records come from. Every source yields unkeyed text lines, one record per
+/// line, with the arrival time as event time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceKind {
+    /// Spark's `socketTextStream`: connect to `host:port` and read lines; reconnect after
+    /// `reconnect_delay` when the peer goes away (with `--until-idle`, the end of the first
+    /// connection ends the source).
+    Socket {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Wait between reconnection attempts. Default 1 s.
+        reconnect_delay: Duration,
+        /// The longest line kept, in bytes; longer lines are skipped and counted. Default
+        /// (none): the source's, 1 MiB.
+        max_line_bytes: Option<u64>,
+    },
+    /// Spark's `textFileStream`: each new file in `path` is read once, whole, into one batch.
+    Directory {
+        /// The directory watched.
+        path: PathBuf,
+        /// Whether files already there when the job starts are read.
+        start: Start,
+        /// At most this many files per batch (Structured Streaming's `maxFilesPerTrigger`).
+        max_files_per_batch: Option<usize>,
+    },
+    /// A reliable receiver: `POST /ingest/<source>` on `address` with newline-separated records
+    /// in the body; answered 200 only once the records are in the write-ahead log.
+    Http {
+        /// `host:port` to listen on.
+        address: String,
+        /// The largest request body accepted. Default 16 MiB.
+        max_request_bytes: u64,
+        /// How long a request's head may take to arrive. Default (none): the source's, 10 s.
+        header_timeout: Option<Duration>,
+        /// How long a request's body may take once its head is in. Default (none): 30 s.
+        body_timeout: Option<Duration>,
+        /// Connections served at once, `503` beyond. Default (none): 512.
+        max_connections: Option<usize>,
+        /// Bytes of all bodies being read at once, `429` beyond. Default (none): 4 ×
+        /// `max_request_bytes`.
+        max_inflight_bytes: Option<u64>,
+    },
+    /// Batches pushed by the program through a [`QueueSender`] (Spark's `queueStream`, one
+    /// queued batch per micro-batch). The receiving end is a runtime handle, given beside the
+    /// job's description ([`Handles`](crate::plan::Handles)), not in it.
+    Queue,
+}
+
+/// Why a source could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// An http source could not listen on its address.
+    #[error(transparent)]
+    Listen(#[from] http::ListenError),
+    /// A queue source was started without its receiving end.
+    #[error(
+        "queue source '{source_name}' has no receiver: pass the QueueReceiver of its queue() beside the job (plan::Handles)"
+    )]
+    NoQueue {
+        /// The source.
+        source_name: String,
+    },
+}
+
+/// What a source gets when it is built for a job.
+pub struct BuildContext<'a> {
+    /// The job's receiver tasks' runtime, early seals, limits.
+    pub ctx: &'a SourceContext,
+    /// What a receiver had logged and not yet sealed before a restart.
+    pub received: received::Received,
+    /// The files a directory source read before a restart.
+    pub files_read: &'a [String],
+    /// Serve http sources on the caller's router instead of binding their address.
+    pub mount_http: bool,
+    /// The receiving end of a queue source, when this is one.
+    pub queue: Option<QueueReceiver>,
+}
+
+impl SourceKind {
+    /// Start source `name` of this kind: the one place sources are built.
+    pub fn build(&self, name: &str, b: BuildContext<'_>) -> Result<Built, SourceError> {
+        let ctx = b.ctx;
+        Ok(match self {
+            SourceKind::Socket {
+                host,
+                port,
+                reconnect_delay,
+                max_line_bytes,
+            } => {
+                let mut options = socket::SocketOptions::new(*reconnect_delay);
+                if let Some(max) = max_line_bytes {
+                    options.max_line_bytes = usize::try_from(*max).unwrap_or(usize::MAX);
+                }
+                Built::new(socket::SocketSource::start_with(
+                    name, host, *port, options, b.received, ctx,
+                ))
+            }
+            SourceKind::Directory {
+                path,
+                start,
+                max_files_per_batch,
+            } => {
+                let mut source =
+                    directory::DirectorySource::new(name, path, *start, *max_files_per_batch);
+                source.restore(b.files_read);
+                Built::new(source)
+            }
+            SourceKind::Http {
+                address,
+                max_request_bytes,
+                header_timeout,
+                body_timeout,
+                max_connections,
+                max_inflight_bytes,
+            } => {
+                let mut limits = http::HttpLimits::new(*max_request_bytes);
+                limits.header_timeout = header_timeout.unwrap_or(limits.header_timeout);
+                limits.body_timeout = body_timeout.unwrap_or(limits.body_timeout);
+                limits.max_connections = max_connections.unwrap_or(limits.max_connections);
+                limits.max_inflight_bytes = max_inflight_bytes.unwrap_or(limits.max_inflight_bytes);
+                if b.mount_http {
+                    if header_timeout.is_some() || max_connections.is_some() {
+                        tracing::warn!(job = %ctx.job, source = %name, "header_timeout and max_connections limit connections, which the server this source is mounted on owns: set them there (they are not applied here)");
+                    }
+                    tracing::info!(job = %ctx.job, source = %name, "serving POST /ingest/{name} on the caller's router (not binding {address})");
+                    let source = http::HttpSource::mounted(name, limits, b.received, ctx);
+                    let endpoint = source.endpoint();
+                    Built {
+                        source: Box::new(source),
+                        endpoint: Some(endpoint),
+                    }
+                } else {
+                    Built::new(http::HttpSource::start_with(
+                        name, address, limits, b.received, ctx,
+                    )?)
+                }
+            }
+            SourceKind::Queue => match b.queue {
+                Some(q) => Built::new(queue::QueueSource::new(name, q)),
+                None => {
+                    return Err(SourceError::NoQueue {
+                        source_name: name.to_string(),
+                    });
+                }
+            },
+        })
+    }
+
+    /// Whether the source is a receiver that logs what it takes (and so needs a checkpoint).
+    pub fn is_logged(&self) -> bool {
+        match self {
+            SourceKind::Socket { .. } | SourceKind::Http { .. } => true,
+            SourceKind::Directory { .. } | SourceKind::Queue => false,
+        }
+    }
+}
+
+/// A source started for a job.
+pub struct Built {
+    /// The source.
+    pub source: Box<dyn Source>,
+    /// An http source's endpoint, when it is served on the caller's router.
+    pub endpoint: Option<http::IngestEndpoint>,
+}
+
+impl Built {
+    fn new(source: impl Source + 'static) -> Self {
+        Self {
+            source: Box::new(source),
+            endpoint: None,
+        }
     }
 }
 

@@ -55,7 +55,8 @@ const ACK_MAGIC: [u8; 4] = *b"SWAK";
 const ACK_BYTES: usize = 36;
 
 /// When appended records are forced to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WalSync {
     /// `fsync` after every block, before it is acknowledged (default): nothing acknowledged is
     /// lost even if the machine loses power.
