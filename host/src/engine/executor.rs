@@ -61,6 +61,17 @@ pub enum BatchError {
     State(#[from] StateError),
 }
 
+/// Why a finished batch could not be recorded in the checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointWriteError {
+    /// The state could not be read or copied into a data checkpoint.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The metadata could not be written.
+    #[error(transparent)]
+    Metadata(#[from] crate::checkpoint::CheckpointError),
+}
+
 /// Why an executor could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -193,32 +204,30 @@ impl Executor {
     }
 
     /// Copy the state after batch `id` into a data checkpoint and record it.
-    fn data_checkpoint(&self, log: &CheckpointLog, id: u64) -> Result<(), String> {
+    fn data_checkpoint(&self, log: &CheckpointLog, id: u64) -> Result<(), CheckpointWriteError> {
         if let Some(store) = &self.store {
             let started = Instant::now();
-            store
-                .checkpoint(&log.data_path(id))
-                .map_err(|e| e.to_string())?;
+            store.checkpoint(&log.data_path(id))?;
             tracing::debug!(job = %self.plan.name, batch = id, ms = ms(started.elapsed()), "data checkpoint written");
         }
-        log.covered(id).map_err(|e| e.to_string())
+        Ok(log.covered(id)?)
     }
 
     /// After a batch: record it finished in the checkpoint, and take a data checkpoint when
     /// one is due.
-    fn checkpointed(&mut self, id: u64) -> Result<(), String> {
+    fn checkpointed(&mut self, id: u64) -> Result<(), CheckpointWriteError> {
         let Some(log) = self.log.clone() else {
             return Ok(());
         };
         let mut watermarks = std::collections::BTreeMap::new();
         for (node, memory) in self.plan.nodes.iter().zip(&self.memory) {
             if let Some(op) = node.operator()
-                && let Some(w) = op.watermark(memory).map_err(|e| e.to_string())?
+                && let Some(w) = op.watermark(memory)?
             {
                 watermarks.insert(node.name.to_string(), w);
             }
         }
-        log.finished(id, watermarks).map_err(|e| e.to_string())?;
+        log.finished(id, watermarks)?;
         if log.due(id) {
             self.data_checkpoint(&log, id)?;
         }
@@ -352,10 +361,18 @@ impl Executor {
                 if read.len() == 1 {
                     return (read.remove(0).0, invalid);
                 }
-                let parts = (0..n)
-                    .map(|i| Batch::concat(read.iter().filter_map(|(parts, _)| parts.get(i))))
+                let width = read.iter().map(|(parts, _)| parts.len()).max().unwrap_or(0);
+                let joined: Result<Vec<Batch>, _> = (0..width.max(n))
+                    .map(|i| Batch::try_concat(read.iter().filter_map(|(parts, _)| parts.get(i))))
                     .collect();
-                (parts, invalid)
+                match joined {
+                    Ok(parts) => (parts, invalid),
+                    // Together past what a partition holds: each file keeps its own partitions.
+                    Err(_) => (
+                        read.into_iter().flat_map(|(parts, _)| parts).collect(),
+                        invalid,
+                    ),
+                }
             }
         }
     }
@@ -378,7 +395,9 @@ impl Executor {
                 return ((0..n).map(|_| Batch::empty(false)).collect(), 0);
             }
         };
-        let ranges = line_ranges(&data, n);
+        // At least the job's partitions, and no partition past MAX_READ_PART_BYTES: a batch
+        // column holds at most 4 GiB, so a larger file is cut into more partitions.
+        let ranges = line_ranges(&data, n.max(data.len().div_ceil(MAX_READ_PART_BYTES)));
         let parts: Vec<(Batch, Vec<u64>)> = self.pool.install(|| {
             ranges
                 .par_iter()
@@ -651,6 +670,9 @@ impl Executor {
         }
     }
 }
+
+/// The most bytes of a file read into one partition (well under a batch column's 4 GiB).
+const MAX_READ_PART_BYTES: usize = 1 << 30;
 
 /// Round a duration to milliseconds for logs.
 pub fn ms(d: Duration) -> f64 {

@@ -94,7 +94,7 @@ pub fn count_by_value(scope: &BatchScope<'_>, parts: &[Batch]) -> Result<Vec<Bat
             })
             .collect()
     });
-    let shuffled = shuffle(scope, &partial);
+    let shuffled = shuffle(scope, &partial)?;
     scope.pool.install(|| {
         shuffled
             .par_iter()

@@ -42,7 +42,7 @@ pub fn group_by_key(
     stream: &str,
 ) -> Result<Vec<Batch>, OpError> {
     require_keys(parts, "group_by_key", stream)?;
-    let shuffled = shuffle(scope, parts);
+    let shuffled = shuffle(scope, parts)?;
     Ok(scope.pool.install(|| {
         shuffled
             .par_iter()

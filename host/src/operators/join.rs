@@ -115,8 +115,8 @@ impl Sides<'_> {
         require_keys(self.left.0, op, stream)?;
         require_keys(self.right.0, op, stream)?;
         Ok((
-            shuffle(scope, self.left.0),
-            shuffle(scope, self.right.0),
+            shuffle(scope, self.left.0)?,
+            shuffle(scope, self.right.0)?,
             self.left.1,
             self.right.1,
         ))

@@ -11,19 +11,27 @@ use crate::batch::{Batch, Column};
 
 /// Scatter every partition by key hash and gather the pieces: equal keys meet in one of the
 /// job's partitions.
-pub fn shuffle(scope: &BatchScope<'_>, parts: &[Batch]) -> Vec<Batch> {
+pub fn shuffle(scope: &BatchScope<'_>, parts: &[Batch]) -> Result<Vec<Batch>, OpError> {
     shuffle_to(scope, parts, scope.partitions)
 }
 
 /// Scatter by key hash into `n` partitions.
-pub fn shuffle_to(scope: &BatchScope<'_>, parts: &[Batch], n: usize) -> Vec<Batch> {
+pub fn shuffle_to(
+    scope: &BatchScope<'_>,
+    parts: &[Batch],
+    n: usize,
+) -> Result<Vec<Batch>, OpError> {
     let scattered: Vec<Vec<Batch>> = scope
         .pool
         .install(|| parts.par_iter().map(|p| p.scatter_by_key(n)).collect());
     scope.pool.install(|| {
         (0..n)
             .into_par_iter()
-            .map(|j| Batch::concat(scattered.iter().map(|pieces| &pieces[j])))
+            .map(|j| {
+                Ok(Batch::try_concat(
+                    scattered.iter().map(|pieces| &pieces[j]),
+                )?)
+            })
             .collect()
     })
 }

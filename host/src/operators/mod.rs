@@ -94,6 +94,9 @@ pub enum OpError {
     /// The state store failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A partition would pass what one batch column can hold (4 GiB).
+    #[error(transparent)]
+    Batch(#[from] crate::batch::BatchError),
 }
 
 /// A UDF of the plan, by its place in the plan's UDF table ([`BatchScope::udf`] gives the

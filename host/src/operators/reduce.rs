@@ -129,7 +129,7 @@ pub fn reduce_by_key(
 ) -> Result<Vec<Batch>, OpError> {
     require_keys(parts, "reduce_by_key", stream)?;
     let partial = reduce_partitions(scope, r, parts, true)?;
-    let shuffled = shuffle(scope, &partial);
+    let shuffled = shuffle(scope, &partial)?;
     reduce_partitions(scope, r, &shuffled, false)
 }
 

@@ -49,11 +49,11 @@ pub struct Repartition(usize);
 
 impl Operator for Repartition {
     fn run(&self, cx: &mut RunCx<'_, '_>) -> Result<Option<Vec<Batch>>, OpError> {
-        Ok(Some(repartition(cx.input(0), self.0)))
+        Ok(Some(repartition(cx.input(0), self.0)?))
     }
 }
 
 /// The same records over `n` partitions of nearly equal size.
-pub fn repartition(parts: &[Batch], n: usize) -> Vec<Batch> {
-    Batch::concat(parts).split(n)
+pub fn repartition(parts: &[Batch], n: usize) -> Result<Vec<Batch>, OpError> {
+    Ok(Batch::spread(parts, n)?)
 }

@@ -360,7 +360,7 @@ pub fn run(
         }
         Updater::Udf(_) => input,
     };
-    let shuffled = shuffle_to(scope, input, n);
+    let shuffled = shuffle_to(scope, input, n)?;
     let mut stored: Vec<Vec<(Vec<u8>, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
     for (key, value) in table.scan(b"")? {
         stored[(key_hash(&key) % n as u64) as usize].push((key, value));

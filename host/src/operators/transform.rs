@@ -177,7 +177,15 @@ pub fn whole_batch(
     f: &UdfFunction,
     parts: &[Batch],
 ) -> Result<Vec<Batch>, OpError> {
-    let all = Batch::concat(parts);
-    let out = f.transform(&scope.context(0), &all)?;
-    Ok(out.split(scope.partitions))
+    let out = match Batch::try_concat(parts) {
+        Ok(all) => vec![f.transform(&scope.context(0), &all)?],
+        // Past what one batch holds (4 GiB): the partitions go one by one, as a call's input
+        // is cut into pieces anyway (`max_call_records`, `max_call_bytes`).
+        Err(_) => parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| f.transform(&scope.context(i), p))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Batch::spread(&out, scope.partitions)?)
 }

@@ -485,7 +485,7 @@ pub fn buffered(
             WindowKind::Records => parts.to_vec(),
             WindowKind::GroupByKey => {
                 require_keys(parts, "group_by_key_and_window", stream)?;
-                shuffle(scope, parts)
+                shuffle(scope, parts)?
             }
             WindowKind::Count => count(scope, parts),
             WindowKind::Reduce(r) => reduce(scope, r, parts, true)?,
@@ -528,8 +528,8 @@ pub fn buffered(
         .max()
         .unwrap_or(0);
     let window: Vec<Batch> = (0..width)
-        .map(|j| Batch::concat(buffer.batches.iter().filter_map(|(_, p)| p.get(j))))
-        .collect();
+        .map(|j| Batch::try_concat(buffer.batches.iter().filter_map(|(_, p)| p.get(j))))
+        .collect::<Result<_, _>>()?;
     let count = Reducer::Builtin(Builtin::Count);
     let out = match &spec.kind {
         WindowKind::Records => window,
@@ -598,7 +598,7 @@ pub fn incremental(
     let fresh: Vec<Vec<(Vec<u8>, Tally)>> = match input {
         Some(parts) => {
             require_keys(parts, "reduce_by_key_and_window", stream)?;
-            let shuffled = shuffle(scope, parts);
+            let shuffled = shuffle(scope, parts)?;
             scope.pool.install(|| {
                 shuffled
                     .par_iter()

@@ -54,10 +54,10 @@ fn shuffle_puts_each_key_in_one_partition_and_keeps_every_record() {
         keyed(&[]),
         keyed(&[("d", "7"), ("c", "8"), ("", "9")]),
     ];
-    let out = shuffle(&scope, &parts);
+    let out = shuffle(&scope, &parts).expect("shuffled");
     check_shuffle(&parts, &out, 2);
     for n in [1, 3, 5, 8] {
-        check_shuffle(&parts, &shuffle_to(&scope, &parts, n), n);
+        check_shuffle(&parts, &shuffle_to(&scope, &parts, n).expect("shuffled"), n);
     }
 }
 
@@ -66,10 +66,10 @@ fn shuffle_of_nothing_gives_empty_partitions() {
     let env = Env::new(2);
     let scope = env.scope(1, 1000);
     for n in [1, 2, 4] {
-        let out = shuffle_to(&scope, &[], n);
+        let out = shuffle_to(&scope, &[], n).expect("shuffled");
         assert_eq!(out.len(), n);
         assert!(out.iter().all(Batch::is_empty));
-        let out = shuffle_to(&scope, &[keyed(&[]), keyed(&[])], n);
+        let out = shuffle_to(&scope, &[keyed(&[]), keyed(&[])], n).expect("shuffled");
         assert_eq!(out.len(), n);
         assert!(out.iter().all(Batch::is_empty));
     }
@@ -80,7 +80,7 @@ fn unkeyed_records_shuffle_by_value() {
     let env = Env::new(2);
     let scope = env.scope(1, 1000);
     let parts = vec![unkeyed(&["x", "y", "x"]), unkeyed(&["z", "y"])];
-    let out = shuffle_to(&scope, &parts, 3);
+    let out = shuffle_to(&scope, &parts, 3).expect("shuffled");
     assert_eq!(out.len(), 3);
     let mut seen = Vec::new();
     for (j, p) in out.iter().enumerate() {
@@ -187,7 +187,7 @@ proptest! {
         let env = Env::new(2);
         let scope = env.scope(1, 1000);
         let parts = dealt(&records, input_parts);
-        let out = shuffle_to(&scope, &parts, n);
+        let out = shuffle_to(&scope, &parts, n).expect("shuffled");
         check_shuffle(&parts, &out, n);
     }
 }
