@@ -690,11 +690,25 @@ impl Scheduler {
             aligned.max(self.last_time + interval)
         };
         // Windows need every slide time to have a batch: times the clock skipped (a stalled
-        // machine, a long batch) get empty batches, as Spark's timer would have made them.
+        // machine, a long batch, a restart after downtime) get empty batches, as Spark's timer
+        // would have made them — as many as a window can still hold data over (past that,
+        // every window is empty and stays so), never more than 10,000.
         let windowed = self.plan.every_batch;
         if windowed && self.last_time != i64::MIN {
+            let fill = i64::try_from(self.plan.drain_batches.saturating_add(1))
+                .unwrap_or(i64::MAX)
+                .min(10_000);
+            let skipped = (time - self.last_time) / interval - 1;
+            if skipped > fill {
+                tracing::info!(job = %self.plan.name, "the clock skipped {skipped} batch times: the {fill} a window can still hold data over get empty batches, the others none");
+            }
             let mut gap = self.last_time + interval;
-            while gap < time && gap < self.last_time + interval * 10_000 {
+            while gap < time
+                && gap
+                    < self
+                        .last_time
+                        .saturating_add(interval.saturating_mul(fill + 1))
+            {
                 let empty = self
                     .sources
                     .iter()
