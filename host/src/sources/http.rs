@@ -65,7 +65,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::received::Received;
+use super::received::{PushError, Received};
 use super::{Source, SourceContext, SourceInput, SourceStatus, now_ms};
 
 /// The default of an http source's `header_timeout`: 10 s.
@@ -809,11 +809,7 @@ async fn ingest(
     .await;
     match pushed {
         Ok(Ok(pushed)) => {
-            if endpoint
-                .ctx
-                .max_batch_records
-                .is_some_and(|max| pushed.buffered >= max)
-            {
+            if Received::wants_seal(&pushed, endpoint.ctx.max_batch_records) {
                 endpoint.ctx.early_seal.notify_one();
             }
             answer(
@@ -821,7 +817,16 @@ async fn ingest(
                 format!("{{\"accepted\":{}}}\n", pushed.added),
             )
         }
-        Ok(Err(e)) => {
+        Ok(Err(e @ PushError::Full { .. })) => {
+            endpoint.ctx.early_seal.notify_one();
+            tracing::warn!(job = %endpoint.ctx.job, source = %endpoint.name, "{e}");
+            let mut refused = answer(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
+            refused
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            refused
+        }
+        Ok(Err(PushError::Wal(e))) => {
             tracing::error!(job = %endpoint.ctx.job, source = %endpoint.name, "{e}");
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,

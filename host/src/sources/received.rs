@@ -9,6 +9,35 @@ use super::{SourceInput, push_lines};
 use crate::batch::Batch;
 use crate::wal::{Wal, WalError};
 
+/// The most bytes of records a receiver holds for the next batch: a block that would take it
+/// past this is refused whole before it is logged (HTTP answers 503, a socket receiver stops
+/// reading until a batch takes the buffer), so a buffer never nears a batch column's 4 GiB.
+pub const MAX_BUFFERED_BYTES: u64 = 1 << 30;
+
+/// Buffered bytes past which a receiver asks for an early seal, so a burst goes into batches
+/// as it comes instead of piling up to [`MAX_BUFFERED_BYTES`].
+pub const EARLY_SEAL_BYTES: u64 = 256 << 20;
+
+/// Why [`Received::push`] took nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The write-ahead log refused the block.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The buffer holds as much as it may until the next batch takes it.
+    #[error(
+        "the receiver holds {buffered} bytes not yet in a batch, and {incoming} more would pass its limit of {limit}: send them again after the next batch"
+    )]
+    Full {
+        /// Bytes held.
+        buffered: u64,
+        /// Bytes of the block refused.
+        incoming: u64,
+        /// [`MAX_BUFFERED_BYTES`].
+        limit: u64,
+    },
+}
+
 /// What [`Received::push`] took.
 #[derive(Debug)]
 pub struct Pushed {
@@ -18,6 +47,8 @@ pub struct Pushed {
     pub added: usize,
     /// Records now waiting for a batch.
     pub buffered: usize,
+    /// Bytes of those records.
+    pub buffered_bytes: u64,
     /// 0-based indexes of lines that were not UTF-8 (skipped and counted).
     pub invalid: Vec<u64>,
 }
@@ -39,6 +70,8 @@ struct Inner {
     sealed: u64,
     /// The owner accepted losing what a damaged log no longer holds (`--accept-wal-loss`).
     accept_loss: bool,
+    /// Bytes held at most ([`MAX_BUFFERED_BYTES`]; 0 reads as that, so `Default` fits).
+    limit: u64,
 }
 
 impl Received {
@@ -86,9 +119,25 @@ impl Received {
 
     /// Take in `data`: the complete lines in it (all of it when `last`), logged first when the
     /// receiver has a log.
-    pub fn push(&self, data: &[u8], last: bool, arrival: i64) -> Result<Pushed, WalError> {
+    pub fn push(&self, data: &[u8], last: bool, arrival: i64) -> Result<Pushed, PushError> {
         let mut inner = self.lock();
         let inner = &mut *inner;
+        let buffered = inner
+            .records
+            .as_ref()
+            .map_or(0, |r| r.values.data.len() as u64);
+        let limit = if inner.limit == 0 {
+            MAX_BUFFERED_BYTES
+        } else {
+            inner.limit
+        };
+        if buffered.saturating_add(data.len() as u64) > limit {
+            return Err(PushError::Full {
+                buffered,
+                incoming: data.len() as u64,
+                limit,
+            });
+        }
         let mut invalid = Vec::new();
         let Some(wal) = &inner.wal else {
             let records = inner.records.get_or_insert_with(|| Batch::empty(false));
@@ -99,6 +148,7 @@ impl Received {
                 used,
                 added: records.len() - before,
                 buffered: records.len(),
+                buffered_bytes: records.values.data.len() as u64,
                 invalid,
             });
         };
@@ -122,8 +172,23 @@ impl Received {
             used,
             added: fresh.len(),
             buffered: records.len(),
+            buffered_bytes: records.values.data.len() as u64,
             invalid,
         })
+    }
+
+    /// Bytes of records waiting for a batch.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.lock()
+            .records
+            .as_ref()
+            .map_or(0, |r| r.values.data.len() as u64)
+    }
+
+    /// Whether a receiver that has just pushed should ask for an early seal.
+    pub fn wants_seal(pushed: &Pushed, max_batch_records: Option<usize>) -> bool {
+        max_batch_records.is_some_and(|max| pushed.buffered >= max)
+            || pushed.buffered_bytes >= EARLY_SEAL_BYTES
     }
 
     /// Whether blocks go to a write-ahead log first: [`push`](Self::push) may then wait for a
@@ -237,6 +302,42 @@ fn decode(payload: &[u8], records: &mut Batch) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_full_buffer_refuses_a_block_whole_and_takes_it_after_a_batch() {
+        let buffer = Received::default();
+        buffer.lock().limit = 10;
+        let pushed = buffer.push(b"abc\ndef\n", true, 1).expect("fits");
+        assert_eq!((pushed.added, pushed.buffered_bytes), (2, 6));
+        let err = buffer
+            .push(b"ghi\njkl\n", true, 2)
+            .expect_err("over the limit");
+        assert!(
+            matches!(
+                err,
+                PushError::Full {
+                    buffered: 6,
+                    incoming: 8,
+                    limit: 10
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            buffer.buffered_bytes(),
+            6,
+            "nothing of the refused block taken"
+        );
+        let SourceInput::Records { records, .. } = buffer.take(None) else {
+            panic!("records")
+        };
+        assert_eq!(records.len(), 2);
+        let pushed = buffer.push(b"ghi\njkl\n", true, 2).expect("room again");
+        assert_eq!(pushed.added, 2);
+        assert!(Received::wants_seal(&pushed, Some(2)));
+        assert!(!Received::wants_seal(&pushed, None));
+    }
+
     use super::*;
     use crate::wal::WalSync;
 

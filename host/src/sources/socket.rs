@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::received::Received;
+use super::received::{MAX_BUFFERED_BYTES, Received};
 use super::{Source, SourceContext, SourceInput, SourceStatus, now_ms};
 
 /// The default of a socket source's `max_line_bytes`: 1 MiB.
@@ -189,6 +189,17 @@ impl Receiver {
                     .fetch_add(oversized.len() as u64, Ordering::Relaxed);
             }
             if !block.is_empty() {
+                // A full buffer waits for the next batch to take it: the peer is not read
+                // meanwhile, so TCP's window pushes back on it.
+                while self
+                    .buffer
+                    .buffered_bytes()
+                    .saturating_add(block.len() as u64)
+                    > MAX_BUFFERED_BYTES
+                {
+                    self.ctx.early_seal.notify_one();
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
                 let pushed = if self.buffer.is_logged() {
                     // The log append and its fsync run on the runtime's blocking pool, not on
                     // a worker every job's receivers share.
@@ -217,11 +228,7 @@ impl Receiver {
                     }
                     tracing::warn!(job = %self.ctx.job, source = %self.source, "line {} from {} is not UTF-8: skipped and counted", number + 1, self.address);
                 }
-                if self
-                    .ctx
-                    .max_batch_records
-                    .is_some_and(|max| pushed.buffered >= max)
-                {
+                if Received::wants_seal(&pushed, self.ctx.max_batch_records) {
                     self.ctx.early_seal.notify_one();
                 }
             }
