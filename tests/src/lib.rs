@@ -366,10 +366,29 @@ pub fn post(port: u16, path: &str, body: &[u8]) -> std::io::Result<(u16, String)
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    // A server may answer before it reads the request (a refusal at accept: 503) and close:
+    // the write then fails with a broken pipe or a reset, but the answer is there to read.
+    let refused_early = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    };
+    match stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+    {
+        Err(e) if !refused_early(&e) => return Err(e),
+        _ => {}
+    }
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
+    // A reset after the answer arrived (the server closed with our body unread) still leaves
+    // the answer read.
+    if let Err(e) = stream.read_to_end(&mut answer)
+        && (answer.is_empty() || !refused_early(&e))
+    {
+        return Err(e);
+    }
     let text = String::from_utf8_lossy(&answer).into_owned();
     let status = text
         .split(' ')
