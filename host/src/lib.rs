@@ -13,6 +13,7 @@ pub mod files;
 pub mod metrics;
 pub mod operators;
 pub mod plan;
+pub mod server;
 pub mod sinks;
 pub mod sources;
 pub mod state;

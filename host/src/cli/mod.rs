@@ -3,9 +3,13 @@
 mod bench;
 mod call;
 mod check;
+mod client;
+mod deploy;
 mod r#gen;
+mod jobs;
 mod records;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,6 +165,57 @@ Examples:
   host bench w1 --events 200000 --files 4 --partitions 4")]
     Bench(bench::BenchArgs),
 
+    /// Run a shared, multi-tenant host: a daemon with a JSON API under /api/v1/ that keeps a
+    /// registry of UDFs (and jobs) in its data directory, across restarts and `kill -9`.
+    #[command(after_help = "\
+Examples:
+  host serve                                      # 127.0.0.1:8470, data in ~/.local/share/sluice,
+                                                  # one tenant `default` (token in default.token)
+  host serve --listen 127.0.0.1:9000 --data-dir /var/lib/sluice --config host.toml
+
+Then, from another shell: host deploy dist/udfs/text.wasm; host udfs; host rollback text")]
+    Serve(serve::ServeArgs),
+
+    /// Upload a UDF component to a running host (`host serve`) as the next version of its name.
+    #[command(after_help = "\
+Examples:
+  host deploy dist/udfs/text.wasm                 # as `text`: version 1, 2, … (identical bytes: no-op)
+  host deploy build/my_udf.wasm --name words
+  host deploy text.wasm --server http://127.0.0.1:9000 --token \"$(cat acme.token)\"")]
+    Deploy(deploy::DeployArgs),
+
+    /// List the UDFs of a running host, or one UDF's versions.
+    Udfs(deploy::UdfsArgs),
+
+    /// Make an older version of a UDF the newest again (deployed anew as the next version).
+    Rollback(deploy::RollbackArgs),
+
+    /// Submit a job manifest to a running host (`host serve`): checked, planned against your
+    /// UDFs in its registry (`name` or `name@VERSION`), started, and resumed after restarts.
+    #[command(after_help = "\
+Examples:
+  host submit job.toml                            # the job's name is its [job] name
+  curl -H \"Authorization: Bearer $SLUICE_TOKEN\" --data-binary @lines.txt \\
+       http://127.0.0.1:8470/api/v1/jobs/NAME/ingest/SOURCE   # records for an http source
+
+Paths in the manifest are taken inside the job's folder on the host, and its checkpoint is kept
+there whatever the manifest says.")]
+    Submit(jobs::SubmitArgs),
+
+    /// List your jobs on a running host.
+    Jobs(jobs::JobsArgs),
+
+    /// Show one job: its state, the UDF versions it runs and its last batches.
+    Status(jobs::StatusArgs),
+
+    /// Stop a job on a running host; it stays stopped across restarts of the host.
+    Stop(jobs::StopArgs),
+
+    /// Print the SHA-256 of the token read from stdin: what a tenant's `token_sha256` in
+    /// `host serve --config` holds.
+    #[command(name = "hash-token")]
+    HashToken,
+
     /// Internal: compile one component read from stdin, under the limits the host set, and
     /// write the machine code to stdout. The host runs this; it is not for use by hand.
     #[command(name = "compile-worker", hide = true)]
@@ -192,6 +247,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Call(args) => call::run(args, &runtime()?),
         Command::GenClickstream(args) => r#gen::run(args),
         Command::Bench(args) => bench::run(args, runtime()?),
+        Command::Serve(args) => serve::run(args, runtime()?),
+        Command::Deploy(args) => deploy::deploy(args),
+        Command::Udfs(args) => deploy::udfs(args),
+        Command::Rollback(args) => deploy::rollback(args),
+        Command::Submit(args) => jobs::submit(args),
+        Command::Jobs(args) => jobs::jobs(args),
+        Command::Status(args) => jobs::status(args),
+        Command::Stop(args) => jobs::stop(args),
+        Command::HashToken => serve::hash_token(),
     }
 }
 

@@ -1,0 +1,446 @@
+//! Jobs on a shared host: a real `host serve` on a free port of 127.0.0.1 with a temporary
+//! data directory and two tenants, jobs submitted, fed and stopped over its API, the server
+//! killed with SIGKILL and started again.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_tests::{free_port, host_bin, spawn_logged, udf, wait_for};
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-9876543210";
+
+/// A host's data directory and config, and the server while it runs.
+struct Server {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// A data directory and a config with tenants `alice` (at most `alice_max_jobs` jobs) and
+    /// `bob`; not started.
+    fn new(alice_max_jobs: u32) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let hash = sluice_host::server::tenants::hash_token;
+        std::fs::write(
+            dir.path().join("host.toml"),
+            format!(
+                "[[tenants]]\nname = \"alice\"\ntoken_sha256 = \"{}\"\n[tenants.quotas]\nmax_jobs = {alice_max_jobs}\n\n[[tenants]]\nname = \"bob\"\ntoken_sha256 = \"{}\"\n",
+                hash(ALICE),
+                hash(BOB)
+            ),
+        )
+        .expect("write host.toml");
+        Self {
+            dir,
+            port: free_port(),
+            child: None,
+            log: Arc::default(),
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Start `host serve` and wait until it answers.
+    fn start(&mut self) {
+        let mut cmd = Command::new(host_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--config")
+            .arg(self.dir.path().join("host.toml"))
+            .env("SLUICE_COMPONENT_CACHE", self.dir.path().join("cache"))
+            .env("SLUICE_LOG", "info");
+        let (child, log) = spawn_logged(&mut cmd);
+        self.child = Some(child);
+        self.log = log;
+        wait_for("host serve to answer", || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("host serve exited ({status}):\n{}", self.log());
+            }
+            self.call("GET", "/api/v1/jobs", Some(ALICE), b"").is_ok()
+        });
+    }
+
+    /// SIGKILL the server and reap it.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9 host serve");
+            child.wait().expect("reap host serve");
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// One HTTP/1.1 request: the status and the answer's body.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        request(self.port, method, path, token, body)
+    }
+
+    /// A request that must be answered `status`; its body.
+    fn expect(&self, method: &str, path: &str, token: &str, body: &[u8], status: u16) -> String {
+        let (got, answer) = self
+            .call(method, path, Some(token), body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        answer
+    }
+
+    /// The folder of `tenant`'s job `job`.
+    fn job_dir(&self, tenant: &str, job: &str) -> PathBuf {
+        self.data()
+            .join("tenants")
+            .join(tenant)
+            .join("jobs")
+            .join(job)
+    }
+
+    /// `host ARGS` against this server, with `token`.
+    fn host(&self, token: &str, args: &[&str]) -> std::process::Output {
+        Command::new(host_bin())
+            .args(args)
+            .env("SLUICE_SERVER", format!("http://127.0.0.1:{}", self.port))
+            .env("SLUICE_TOKEN", token)
+            .output()
+            .expect("run host")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    Ok((status, body))
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Every line of every whole batch folder `<dir>/out/up-*` holds, counted.
+fn output(dir: &Path) -> BTreeMap<String, usize> {
+    let mut lines = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir.join("out")) else {
+        return lines;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("up-") || !path.join("_SUCCESS").exists() {
+            continue;
+        }
+        for part in std::fs::read_dir(&path)
+            .expect("a batch folder")
+            .filter_map(Result::ok)
+        {
+            if !part.file_name().to_string_lossy().starts_with("part-") {
+                continue;
+            }
+            let text = std::fs::read_to_string(part.path()).expect("a part file");
+            for line in text.lines() {
+                *lines.entry(line.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    lines
+}
+
+const MANIFEST: &str = r#"
+[job]
+name = "upper"
+batch_interval = "200ms"
+
+[[sources]]
+name = "lines"
+kind = "http"
+# Not bound on a shared host (the host's listener serves it); the manifest still needs one.
+address = "127.0.0.1:9"
+
+[[streams]]
+name = "up"
+op = "map"
+input = "lines"
+udf = "text#uppercase"
+
+[[sinks]]
+kind = "text_files"
+input = "up"
+prefix = "out/up"
+"#;
+
+const INGEST: &str = "/api/v1/jobs/upper/ingest/lines";
+
+/// Post `lines` one request each until one is not acknowledged; the acknowledged ones.
+fn post_all(port: u16, lines: impl Iterator<Item = String>) -> Vec<String> {
+    let mut acked = Vec::new();
+    for line in lines {
+        match request(
+            port,
+            "POST",
+            INGEST,
+            Some(ALICE),
+            format!("{line}\n").as_bytes(),
+        ) {
+            Ok((200, _)) => acked.push(line),
+            other => {
+                eprintln!("{line} not acknowledged: {other:?}");
+                break;
+            }
+        }
+    }
+    acked
+}
+
+#[test]
+fn a_served_job_takes_records_survives_kill_9_and_stays_stopped() {
+    let mut server = Server::new(16);
+    server.start();
+
+    // Deploy `text`, then submit a job calling it.
+    let text = std::fs::read(udf("text")).expect("read text.wasm");
+    server.expect("POST", "/api/v1/udfs/text", ALICE, &text, 201);
+    let submitted = json(&server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 201));
+    assert_eq!(submitted["name"], "upper", "{submitted}");
+    assert_eq!(submitted["state"], "running", "{submitted}");
+    // The same name again while it runs: 409.
+    server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 409);
+
+    // Records in through the host's own listener, acknowledged after the write-ahead log.
+    let first: Vec<String> = (0..20).map(|i| format!("first-{i}")).collect();
+    assert_eq!(post_all(server.port, first.iter().cloned()), first);
+    let dir = server.job_dir("alice", "upper");
+    wait_for("the first records in the output", || {
+        first
+            .iter()
+            .all(|l| output(&dir).contains_key(&l.to_uppercase()))
+    });
+
+    // The list and the status show it, with the UDF version it runs.
+    let list = json(&server.expect("GET", "/api/v1/jobs", ALICE, b"", 200));
+    assert_eq!(list[0]["name"], "upper", "{list}");
+    assert_eq!(list[0]["state"], "running", "{list}");
+    let status = json(&server.expect("GET", "/api/v1/jobs/upper", ALICE, b"", 200));
+    assert_eq!(status["udfs"][0]["spec"], "text#uppercase", "{status}");
+    assert_eq!(status["udfs"][0]["version"], 1, "{status}");
+    assert!(
+        !status["batches"].as_array().expect("batches").is_empty(),
+        "{status}"
+    );
+
+    // So do `host jobs` and `host status`, finding the server and token in the environment.
+    let out = server.host(ALICE, &["jobs"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "host jobs: {out:?}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("upper") && l.contains("running")),
+        "{stdout}"
+    );
+    let out = server.host(ALICE, &["status", "upper"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "host status: {out:?}");
+    assert!(stdout.contains("text#uppercase version 1"), "{stdout}");
+    assert!(stdout.contains("state:   running"), "{stdout}");
+    let out = server.host(BOB, &["status", "upper"]);
+    assert!(!out.status.success(), "bob's host status: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no job named"),
+        "{out:?}"
+    );
+
+    // Another tenant does not see it: 404 for its status, stop and ingest, and an empty list.
+    server.expect("GET", "/api/v1/jobs/upper", BOB, b"", 404);
+    server.expect("POST", "/api/v1/jobs/upper/stop", BOB, b"", 404);
+    server.expect("POST", INGEST, BOB, b"bob was here\n", 404);
+    assert_eq!(server.expect("GET", "/api/v1/jobs", BOB, b"", 200), "[]");
+    // No token, a wrong one: 401.
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/jobs", None, b"")
+            .expect("answer")
+            .0,
+        401
+    );
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/jobs/upper", Some("wrong"), b"")
+            .expect("answer")
+            .0,
+        401
+    );
+
+    // kill -9 while records stream in.
+    let port = server.port;
+    let feeder = std::thread::spawn(move || post_all(port, (0..).map(|i| format!("second-{i}"))));
+    std::thread::sleep(Duration::from_millis(700));
+    server.kill();
+    let second = feeder.join().expect("the feeder");
+    assert!(!second.is_empty(), "no record acknowledged before the kill");
+    eprintln!("{} records acknowledged before the kill", second.len());
+
+    // Started again, the job resumes from its checkpoint by itself.
+    server.start();
+    let status = json(&server.expect("GET", "/api/v1/jobs/upper", ALICE, b"", 200));
+    assert_eq!(status["state"], "running", "{status}\n{}", server.log());
+    let third: Vec<String> = (0..10).map(|i| format!("third-{i}")).collect();
+    assert_eq!(post_all(server.port, third.iter().cloned()), third);
+    let acked: Vec<String> = first.iter().chain(&second).chain(&third).cloned().collect();
+    wait_for("every acknowledged record in the output", || {
+        let out = output(&dir);
+        acked.iter().all(|l| out.contains_key(&l.to_uppercase()))
+    });
+    // Exactly once: no acknowledged line twice.
+    let out = output(&dir);
+    for line in &acked {
+        assert_eq!(
+            out[&line.to_uppercase()],
+            1,
+            "{line} in the output more than once"
+        );
+    }
+
+    // Stop it: stopped, and a restart of the host leaves it stopped.
+    let stopped = json(&server.expect(
+        "POST",
+        "/api/v1/jobs/upper/stop?graceful=true",
+        ALICE,
+        b"",
+        200,
+    ));
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    server.kill();
+    server.start();
+    let status = json(&server.expect("GET", "/api/v1/jobs/upper", ALICE, b"", 200));
+    assert_eq!(status["state"], "stopped", "{status}");
+    server.expect("POST", INGEST, ALICE, b"late\n", 404);
+}
+
+#[test]
+fn a_served_job_stays_in_its_folder_and_its_quota() {
+    let mut server = Server::new(1);
+    server.start();
+    let text = std::fs::read(udf("text")).expect("read text.wasm");
+    server.expect("POST", "/api/v1/udfs/text", ALICE, &text, 201);
+
+    // Paths out of the job's folder, a socket source, a bad job name: 400, nothing started.
+    let escape = MANIFEST.replace("out/up", "../../../escaped/up");
+    let answer = json(&server.expect("POST", "/api/v1/jobs", ALICE, escape.as_bytes(), 400));
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("outside the job's folder")),
+        "{answer}"
+    );
+    let absolute = MANIFEST.replace("out/up", "/tmp/escaped/up");
+    server.expect("POST", "/api/v1/jobs", ALICE, absolute.as_bytes(), 400);
+    let traversal = MANIFEST.replace("name = \"upper\"", "name = \"..\"");
+    server.expect("POST", "/api/v1/jobs", ALICE, traversal.as_bytes(), 400);
+    let socket = MANIFEST.replace(
+        "kind = \"http\"\n# Not bound on a shared host (the host's listener serves it); the manifest still needs one.\naddress = \"127.0.0.1:9\"",
+        "kind = \"socket\"\nhost = \"127.0.0.1\"\nport = 9",
+    );
+    server.expect("POST", "/api/v1/jobs", ALICE, socket.as_bytes(), 400);
+    let garbage = server.expect("POST", "/api/v1/jobs", ALICE, b"[job\nname = ", 400);
+    assert!(json(&garbage)["hint"].is_string(), "{garbage}");
+    assert_eq!(server.expect("GET", "/api/v1/jobs", ALICE, b"", 200), "[]");
+    // A UDF of another tenant is not found.
+    server.expect("POST", "/api/v1/jobs", BOB, MANIFEST.as_bytes(), 400);
+
+    // max_jobs = 1: the second job is refused naming the quota.
+    server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 201);
+    let second = MANIFEST.replace("name = \"upper\"", "name = \"upper2\"");
+    let answer = json(&server.expect("POST", "/api/v1/jobs", ALICE, second.as_bytes(), 403));
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_jobs = 1")),
+        "{answer}"
+    );
+    // Stopped (not gracefully, with `host stop`), it no longer counts.
+    let out = server.host(ALICE, &["stop", "upper"]);
+    assert!(out.status.success(), "host stop: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("job 'upper': stopped"),
+        "{out:?}"
+    );
+    let path = server.dir.path().join("second.toml");
+    std::fs::write(&path, &second).expect("write second.toml");
+    let path = path.to_str().expect("a UTF-8 path");
+    let out = server.host(ALICE, &["submit", path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "host submit: {out:?}");
+    assert!(
+        stdout.contains("submitted job 'upper2': running"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/api/v1/jobs/upper2/ingest/lines"),
+        "{stdout}"
+    );
+    // Over the quota again, `host submit` says so and what to do.
+    let third = MANIFEST.replace("name = \"upper\"", "name = \"upper3\"");
+    let path = server.dir.path().join("third.toml");
+    std::fs::write(&path, &third).expect("write third.toml");
+    let out = server.host(ALICE, &["submit", path.to_str().expect("a UTF-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("max_jobs = 1") && stderr.contains("hint: stop a job"),
+        "{stderr}"
+    );
+}
