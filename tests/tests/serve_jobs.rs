@@ -444,3 +444,138 @@ fn a_served_job_stays_in_its_folder_and_its_quota() {
         "{stderr}"
     );
 }
+
+/// The lines of each whole batch folder `<dir>/out/up-*`, oldest first.
+fn batches(dir: &Path) -> Vec<Vec<String>> {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir.join("out"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("up-"))
+                        && p.join("_SUCCESS").exists()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    folders.sort();
+    folders
+        .iter()
+        .map(|folder| {
+            let mut parts: Vec<PathBuf> = std::fs::read_dir(folder)
+                .expect("a batch folder")
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+                })
+                .collect();
+            parts.sort();
+            parts
+                .iter()
+                .flat_map(|p| {
+                    std::fs::read_to_string(p)
+                        .expect("a part file")
+                        .lines()
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `host deploy` of a new version while records flow: the running job switches at a batch
+/// boundary, every acknowledged record comes out exactly once, each batch wholly from one
+/// version, and the status shows the new version.
+#[test]
+fn deploying_a_new_version_hot_reloads_a_running_job() {
+    let mut server = Server::new(16);
+    server.start();
+    let text = std::fs::read(udf("text")).expect("read text.wasm");
+    server.expect("POST", "/api/v1/udfs/text", ALICE, &text, 201);
+    server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 201);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poster = {
+        let (port, stop) = (server.port, stop.clone());
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                acked.extend(post_all(port, std::iter::once(format!("hot-{i}"))));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            acked
+        })
+    };
+    let dir = server.job_dir("alice", "upper");
+    wait_for("version 1's output", || {
+        output(&dir)
+            .keys()
+            .filter(|l| l.starts_with("HOT-"))
+            .count()
+            >= 20
+    });
+    let v2 = sluice_tests::test_guest("text_v2");
+    let out = server.host(
+        ALICE,
+        &[
+            "deploy",
+            v2.to_str().expect("a UTF-8 path"),
+            "--name",
+            "text",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "host deploy: {out:?}");
+    assert!(stdout.contains("deployed as version 2"), "{stdout}");
+    assert!(
+        stdout.contains("job 'upper': text_v2#uppercase run version 2 from its next batch")
+            || stdout.contains("job 'upper': text#uppercase run version 2 from its next batch"),
+        "{stdout}"
+    );
+    wait_for("version 2's output", || {
+        output(&dir).keys().filter(|l| l.starts_with("v2:")).count() >= 20
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = poster.join().expect("the poster");
+    wait_for("every acknowledged record", || {
+        let out = output(&dir);
+        acked.iter().all(|l| {
+            let up = l.to_uppercase();
+            out.contains_key(&up) || out.contains_key(&format!("v2:{up}"))
+        })
+    });
+
+    // Exactly once, in one version or the other.
+    let out = output(&dir);
+    for line in &acked {
+        let up = line.to_uppercase();
+        let n =
+            out.get(&up).copied().unwrap_or(0) + out.get(&format!("v2:{up}")).copied().unwrap_or(0);
+        assert_eq!(n, 1, "{line}: {out:?}");
+    }
+    assert_eq!(out.values().sum::<usize>(), acked.len(), "nothing else");
+    // Each batch wholly v1 or wholly v2, and no v1 batch after the first v2 one.
+    let versions: Vec<bool> = batches(&dir)
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            let v2 = b.iter().filter(|l| l.starts_with("v2:")).count();
+            assert!(v2 == 0 || v2 == b.len(), "a batch mixes versions: {b:?}");
+            v2 > 0
+        })
+        .collect();
+    let first = versions.iter().position(|v| *v).expect("a v2 batch");
+    assert!(
+        first > 0 && versions[first..].iter().all(|v| *v),
+        "{versions:?}"
+    );
+    let status = json(&server.expect("GET", "/api/v1/jobs/upper", ALICE, b"", 200));
+    assert_eq!(status["udfs"][0]["version"], 2, "{status}");
+}

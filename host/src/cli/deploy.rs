@@ -84,7 +84,21 @@ pub fn deploy(args: &DeployArgs) -> anyhow::Result<()> {
         sha.get(..16).unwrap_or(&sha),
         text(&answer, "size"),
     );
+    print_jobs(&answer);
     Ok(())
+}
+
+/// What a deploy did to running jobs (hot reload), one line each.
+fn print_jobs(answer: &Value) {
+    for line in answer
+        .get("jobs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        println!("  {line}");
+    }
 }
 
 /// List names, or one name's versions.
@@ -168,5 +182,6 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<()> {
         text(&answer, "message"),
         sha.get(..16).unwrap_or(&sha),
     );
+    print_jobs(&answer);
     Ok(())
 }

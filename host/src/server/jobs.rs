@@ -608,6 +608,46 @@ impl JobManager {
             .collect()
     }
 
+    /// Hot reload: every running job of `tenant` that calls component `name` (and did not pin
+    /// a version, `name@N`) is bound to `version` from its next batch on; a batch runs wholly
+    /// with one version and state carries on. A version that lacks a function a job calls (or
+    /// has it in another world) leaves that job on its version. One line per job touched.
+    pub fn rebind_deployed(
+        &self,
+        tenant: &str,
+        name: &str,
+        component: &Arc<udf::UdfComponent>,
+        version: u64,
+    ) -> Vec<String> {
+        let running: Vec<(String, Arc<Live>)> = lock(&self.inner.jobs)
+            .range((tenant.to_string(), String::new())..)
+            .take_while(|((t, _), _)| t == tenant)
+            .filter_map(|((_, job), e)| e.live.clone().map(|l| (job.clone(), l)))
+            .collect();
+        let mut lines = Vec::new();
+        for (job, live) in running {
+            match live
+                .udfs
+                .rebind_component(name, component.clone(), Some(version))
+            {
+                Ok(outcomes) if outcomes.is_empty() => {}
+                Ok(outcomes) => {
+                    let specs: Vec<&str> = outcomes.iter().map(|o| o.spec.as_str()).collect();
+                    tracing::info!(%tenant, %job, udf = %name, version, "hot reload: {} run version {version} from the next batch", specs.join(", "));
+                    lines.push(format!(
+                        "job '{job}': {} run version {version} from its next batch",
+                        specs.join(", ")
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(%tenant, %job, udf = %name, version, "hot reload refused: {e}");
+                    lines.push(format!("job '{job}' keeps its version: {e}"));
+                }
+            }
+        }
+        lines
+    }
+
     /// `tenant`'s `job`: its state, the UDF versions it uses and its last batches.
     pub fn status(&self, tenant: &str, job: &str) -> Result<JobInfo, LookupError> {
         lock(&self.inner.jobs)

@@ -36,7 +36,7 @@ pub fn manager(
     metrics: Arc<crate::metrics::Registry>,
 ) -> Result<JobManager, StoreError> {
     let quotas = state.clone();
-    JobManager::open(JobManagerConfig {
+    let manager = JobManager::open(JobManagerConfig {
         data_dir: state.data_dir.clone(),
         core: state.core.clone(),
         metrics,
@@ -48,7 +48,13 @@ pub fn manager(
                 max_state_bytes: Some(q.max_state_bytes.0),
             }
         }),
-    })
+    })?;
+    // Hot reload: a deploy rebinds the running jobs that use the component.
+    let hot = manager.clone();
+    state.on_deploy(Arc::new(move |tenant, name, component, version| {
+        hot.rebind_deployed(tenant, name, component, version)
+    }));
+    Ok(manager)
 }
 
 /// The routes, to merge with [`super::with_routes`]; `manager` is reached through an

@@ -50,7 +50,14 @@ pub struct ServerState {
     pub data_dir: PathBuf,
     /// One deploy at a time per tenant (compiling is bounded in concurrency per tenant).
     deploy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Called after every deploy that stored a new version (hot reload of running jobs).
+    deploy_hooks: Mutex<Vec<DeployHook>>,
 }
+
+/// What runs after a deploy stored a new version: `(tenant, name, component, version)` →
+/// one line per job it touched, for the deploy's answer.
+pub type DeployHook =
+    Arc<dyn Fn(&str, &str, &Arc<crate::udf::UdfComponent>, u64) -> Vec<String> + Send + Sync>;
 
 impl std::fmt::Debug for ServerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +111,7 @@ impl ServerState {
             core,
             data_dir: data_dir.to_path_buf(),
             deploy_locks: Mutex::new(HashMap::new()),
+            deploy_hooks: Mutex::new(Vec::new()),
         }))
     }
 
@@ -115,6 +123,31 @@ impl ServerState {
             .entry(tenant.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Run `hook` after every deploy that stores a new version (the job manager rebinds the
+    /// running jobs that use the component).
+    pub fn on_deploy(&self, hook: DeployHook) {
+        self.deploy_hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hook);
+    }
+
+    /// Tell the deploy hooks that `tenant`'s `name` has a new `version`; their lines.
+    fn deployed(&self, tenant: &str, name: &str, version: u64) -> Vec<String> {
+        let Ok(found) = self.registry.get(tenant, name, Some(version)) else {
+            return Vec::new();
+        };
+        let hooks: Vec<DeployHook> = self
+            .deploy_hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        hooks
+            .iter()
+            .flat_map(|hook| hook(tenant, name, &found.component, version))
+            .collect()
     }
 
     /// The quotas of `tenant` (the defaults for a tenant the host does not know).

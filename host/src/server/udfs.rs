@@ -185,6 +185,9 @@ struct DeployAnswer {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     rolled_back_to: Option<u64>,
+    /// What the new version did to running jobs that use the component (hot reload).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    jobs: Vec<String>,
 }
 
 /// Read at most `limit` bytes of `body`: 413 naming the limit past it.
@@ -283,6 +286,7 @@ fn deploy_blocking(
                 dropped: Vec::new(),
                 message,
                 rolled_back_to,
+                jobs: Vec::new(),
             },
         ));
     }
@@ -343,6 +347,7 @@ fn deploy_blocking(
         ),
         None => format!("deployed as version {}", deployed.version),
     };
+    let jobs = state.deployed(tenant, name, deployed.version);
     Ok((
         StatusCode::CREATED,
         DeployAnswer {
@@ -354,6 +359,7 @@ fn deploy_blocking(
             dropped,
             message,
             rolled_back_to,
+            jobs,
         },
     ))
 }
