@@ -298,6 +298,20 @@ fn a_served_job_takes_records_survives_kill_9_and_stays_stopped() {
     assert!(stdout.contains("state:   running"), "{stdout}");
     let out = server.host(BOB, &["status", "upper"]);
     assert!(!out.status.success(), "bob's host status: {out:?}");
+    // Its log lines: `host logs` for alice, 404 for bob.
+    let out = server.host(ALICE, &["logs", "upper"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "host logs: {out:?}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("batch done") && l.contains("records=")),
+        "{stdout}"
+    );
+    server.expect("GET", "/api/v1/jobs/upper/logs", BOB, b"", 404);
+    let out = server.host(BOB, &["logs", "upper"]);
+    assert!(!out.status.success(), "bob's host logs: {out:?}");
+    assert!(out.stdout.is_empty(), "nothing of alice's job: {out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no job named"),
         "{out:?}"

@@ -115,6 +115,54 @@ pub fn jobs(args: &JobsArgs) -> anyhow::Result<()> {
 }
 
 /// Show one job.
+/// `host logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The job.
+    pub job: String,
+    /// Keep printing new lines until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Print a job's recent lines; with `--follow`, poll for new ones.
+pub fn logs(args: &LogsArgs) -> anyhow::Result<()> {
+    check_job(&args.job)?;
+    let client = Client::new(&args.client)?;
+    let mut after = 0u64;
+    loop {
+        let (_, answer) = client
+            .call(
+                "GET",
+                &format!("/api/v1/jobs/{}/logs?after={after}", args.job),
+                b"",
+            )
+            .with_context(|| format!("asking for the logs of job {:?}", args.job))?;
+        let lines = answer
+            .get("lines")
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for line in &lines {
+            if let Some(text) = line.get(1).and_then(serde_json::Value::as_str) {
+                println!("{text}");
+            }
+        }
+        after = answer
+            .get("next")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(after);
+        if !args.follow {
+            return Ok(());
+        }
+        if lines.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     check_job(&args.job)?;
     let client = Client::new(&args.client)?;

@@ -211,6 +211,10 @@ there whatever the manifest says.")]
     /// Stop a job on a running host; it stays stopped across restarts of the host.
     Stop(jobs::StopArgs),
 
+    /// Print a job's recent log lines on a running host (batches, warnings, its UDFs' logs),
+    /// labelled with tenant, job, batch and UDF; `--follow` keeps printing new ones.
+    Logs(jobs::LogsArgs),
+
     /// Print the SHA-256 of the token read from stdin: what a tenant's `token_sha256` in
     /// `host serve --config` holds.
     #[command(name = "hash-token")]
@@ -229,10 +233,17 @@ pub fn init_logging(filter: &str) {
         tracing_subscriber::EnvFilter::new("info")
     });
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
+        // Each job's lines for `host logs` (kept only under `host serve`).
+        .with(sluice_host::server::logs::layer())
         .init();
 }
 
@@ -255,6 +266,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(args) => jobs::jobs(args),
         Command::Status(args) => jobs::status(args),
         Command::Stop(args) => jobs::stop(args),
+        Command::Logs(args) => jobs::logs(args),
         Command::HashToken => serve::hash_token(),
     }
 }

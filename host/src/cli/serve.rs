@@ -44,6 +44,8 @@ pub fn default_data_dir() -> PathBuf {
 
 /// Run the host until Ctrl-C or SIGTERM.
 pub fn run(args: &ServeArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
+    // Keep each job's lines for `host logs`.
+    sluice_host::server::logs::JobLogs::global().enable();
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir).with_context(|| {
         format!(

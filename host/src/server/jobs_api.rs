@@ -7,6 +7,7 @@
 //! | `GET /api/v1/jobs/{job}` | one job: state, UDF versions in use, last batches |
 //! | `POST /api/v1/jobs/{job}/stop` | stop it (`?graceful=true`: finish what was received) |
 //! | `POST /api/v1/jobs/{job}/ingest/{source}` | records for the job's http source |
+//! | `GET /api/v1/jobs/{job}/logs?after=N` | the job's recent log lines after sequence number `N` (host and guest lines naming its tenant and job) |
 //!
 //! Every route needs the tenant's bearer token ([`Tenant`]); another tenant's job is `404`.
 //! Ingest is the job's own endpoint (`Job::ingest_router`), so its answers are those of an
@@ -64,6 +65,7 @@ pub fn routes(manager: JobManager) -> Router<Arc<ServerState>> {
         .route("/api/v1/jobs", post(submit).get(list))
         .route("/api/v1/jobs/{job}", get(status))
         .route("/api/v1/jobs/{job}/stop", post(stop))
+        .route("/api/v1/jobs/{job}/logs", get(logs))
         .route("/api/v1/jobs/{job}/ingest/{source}", post(ingest))
         .layer(Extension(manager))
 }
@@ -127,6 +129,44 @@ async fn status(
         Ok(info) => json(StatusCode::OK, &info),
         Err(e) => lookup_error(&e).into_response(),
     }
+}
+
+async fn logs(
+    Tenant(tenant): Tenant,
+    Extension(manager): Extension<JobManager>,
+    Path(job): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(e) = manager.status(&tenant, &job) {
+        return lookup_error(&e).into_response();
+    }
+    let mut after = 0u64;
+    for pair in query.as_deref().unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            Some(("after", n)) => match n.parse() {
+                Ok(n) => after = n,
+                Err(_) => {
+                    return ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("after = {n:?} is not a sequence number"),
+                        "pass the `next` of the previous answer",
+                    )
+                    .into_response();
+                }
+            },
+            None if pair.is_empty() => {}
+            _ => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query {pair:?}"),
+                    "the only query is after=N",
+                )
+                .into_response();
+            }
+        }
+    }
+    let page = super::logs::JobLogs::global().read(&tenant, &job, after, 1000);
+    json(StatusCode::OK, &page)
 }
 
 /// `?graceful=true` (or `false`, the default); anything else is refused.

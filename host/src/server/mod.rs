@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod jobs;
 pub mod jobs_api;
+pub mod logs;
 pub mod store;
 pub mod tenants;
 pub mod udfs;
