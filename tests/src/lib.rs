@@ -251,8 +251,22 @@ impl JobDir {
     }
 }
 
+/// Copy the folder `from` into `to`, recursively (fixtures into a test's folder).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("list") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
 /// The lines of a batch folder's `part-*` files, in file order.
-fn part_lines(dir: &Path) -> Vec<String> {
+pub fn part_lines(dir: &Path) -> Vec<String> {
     let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("list a batch folder")
         .map(|e| e.expect("a directory entry").path())

@@ -1,23 +1,9 @@
 //! Checkpoints written by earlier formats still load: a v2 metadata checkpoint (stateful
 //! operators described by strings) resumes under today's typed format (v3) with its state.
 
-use std::path::Path;
 use std::process::Command;
 
-use sluice_tests::{JobDir, describe, host_bin};
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("list") {
-        let entry = entry.expect("entry");
-        let path = entry.path();
-        if path.is_dir() {
-            copy_tree(&path, &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(&path, to.join(entry.file_name())).expect("copy");
-        }
-    }
-}
+use sluice_tests::{JobDir, copy_tree, describe, host_bin};
 
 #[test]
 fn a_checkpoint_of_format_v2_resumes_with_its_state() {

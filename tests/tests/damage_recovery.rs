@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_tests::{JobDir, describe, free_port, post, wait_for};
+use sluice_tests::{JobDir, copy_tree, describe, free_port, post, wait_for};
 
 /// The longest any run may take: damage must never hang a start.
 const BOUND: Duration = Duration::from_secs(60);
@@ -620,19 +620,6 @@ fn a_checkpoint_written_before_format_v2_still_loads() {
     );
     let body = read_body(&metadata_files(&dir)[0]);
     assert_eq!(body["version"], 3, "written in the new format from now on");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("list") {
-        let entry = entry.expect("entry");
-        let path = entry.path();
-        if path.is_dir() {
-            copy_tree(&path, &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(&path, to.join(entry.file_name())).expect("copy");
-        }
-    }
 }
 
 /// A stateless job has no committed batch to guard it: its metadata, written before any

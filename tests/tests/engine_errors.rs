@@ -165,11 +165,11 @@ fn a_sink_directory_that_goes_away_fails_the_job_with_the_path() {
     std::fs::write(&sub, "not a folder").unwrap();
     dir.file("in/a.txt", "a\n");
     let status = child.wait().unwrap();
-    // stderr is gathered by a thread: let it read to the end.
-    wait_for("the job's last words", || {
-        log.lock().unwrap().contains("finished:") || log.lock().unwrap().contains("failed in batch")
+    // stderr is gathered by a thread: wait until it has read the error.
+    wait_for("the job's error", || {
+        let log = log.lock().unwrap();
+        log.contains("failed in batch") && log.contains("out/sub/")
     });
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let err = log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(

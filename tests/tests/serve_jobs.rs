@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_tests::{free_port, host_bin, spawn_logged, udf, wait_for};
+use sluice_tests::{free_port, host_bin, part_lines, spawn_logged, udf, wait_for};
 
 const ALICE: &str = "alice-token-0123456789";
 const BOB: &str = "bob-token-9876543210";
@@ -475,31 +475,7 @@ fn batches(dir: &Path) -> Vec<Vec<String>> {
         })
         .unwrap_or_default();
     folders.sort();
-    folders
-        .iter()
-        .map(|folder| {
-            let mut parts: Vec<PathBuf> = std::fs::read_dir(folder)
-                .expect("a batch folder")
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-                })
-                .collect();
-            parts.sort();
-            parts
-                .iter()
-                .flat_map(|p| {
-                    std::fs::read_to_string(p)
-                        .expect("a part file")
-                        .lines()
-                        .map(String::from)
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        })
-        .collect()
+    folders.iter().map(|f| part_lines(f)).collect()
 }
 
 /// `host deploy` of a new version while records flow: the running job switches at a batch

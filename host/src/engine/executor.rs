@@ -101,6 +101,8 @@ pub struct Executor {
     committed: Option<u64>,
     /// The component hash each UDF slot had in the last batch, to log a new version once.
     bound: Vec<String>,
+    /// Per node: whether a later stream reads its snapshot (`state_snapshots`).
+    snapshot_wanted: Vec<bool>,
 }
 
 impl Executor {
@@ -155,7 +157,6 @@ impl Executor {
             }
         }
         Ok(Self {
-            plan,
             pool,
             registry,
             store,
@@ -164,6 +165,15 @@ impl Executor {
             log,
             committed,
             bound: Vec::new(),
+            snapshot_wanted: (0..plan.nodes.len())
+                .map(|i| {
+                    plan.nodes.iter().any(|n| {
+                        n.inputs.first() == Some(&i)
+                            && n.operator().is_some_and(|op| op.reads_snapshot())
+                    })
+                })
+                .collect(),
+            plan,
         })
     }
 
@@ -438,14 +448,6 @@ impl Executor {
         // `None`: the stream has no batch at this time (a window between slides).
         let mut outputs: Vec<Option<Vec<Batch>>> = Vec::with_capacity(plan.nodes.len());
         let mut snapshots: Vec<Option<Vec<Batch>>> = vec![None; plan.nodes.len()];
-        let wanted: Vec<bool> = (0..plan.nodes.len())
-            .map(|i| {
-                plan.nodes.iter().any(|n| {
-                    n.inputs.first() == Some(&i)
-                        && n.operator().is_some_and(|op| op.reads_snapshot())
-                })
-            })
-            .collect();
         let mut writes = StateWrites::default();
         let mut buffer_sizes: Vec<(usize, u64)> = Vec::new();
         for (index, node) in plan.nodes.iter().enumerate() {
@@ -480,7 +482,7 @@ impl Executor {
                         inputs,
                         memory: &mut self.memory[index],
                         writes: &mut writes,
-                        snapshot_wanted: wanted[index],
+                        snapshot_wanted: self.snapshot_wanted[index],
                         snapshot: None,
                         late_records: 0,
                     };

@@ -3,7 +3,7 @@
 //! checks) and its run per batch (inputs, what it remembers, outputs).
 //!
 //! - [`OperatorKind`] is the planning half: one value per manifest name (`map`, `join`, …),
-//!   listed once in [`KINDS`]. The planner (`crate::plan`) does what is common to all —
+//!   listed once in [`KINDS`]. The planner (the `plan` module) does what is common to all —
 //!   arity, resolving `udf`/`builtin`, fields that do not apply, inputs' slides — and asks the
 //!   kind for the rest.
 //! - [`Operator`] is the running half: one value per planned stream, kept in the plan. The

@@ -1,5 +1,5 @@
 //! What a job says, before it is checked: the common form of a TOML manifest and of a job built
-//! with the Rust [`StreamingContext`](crate::engine::StreamingContext). The planner turns it into
+//! with the Rust API (the engine's `StreamingContext`). The planner turns it into
 //! a validated [`Plan`](super::Plan) or a list of problems, each with the manifest line it is on.
 
 use std::path::PathBuf;

@@ -28,8 +28,8 @@
 //! # Mounted on a caller's router
 //!
 //! A program that owns its HTTP server (a `host serve`, a service embedding Sluice) starts the
-//! job with [`JobOptions::mount_http`](crate::engine::JobOptions::mount_http): the source binds
-//! nothing, and [`Job::ingest_router`](crate::engine::Job::ingest_router) (built by
+//! job with the engine's `JobOptions::mount_http`: the source binds
+//! nothing, and the engine's `Job::ingest_router` (built by
 //! [`ingest_router`] from each source's [`IngestEndpoint`]) is an axum `Router` serving
 //! `POST /ingest/<source>` that the caller nests under a prefix of its own. The answers are the
 //! same, records are acknowledged only once in the write-ahead log, and the limits that concern

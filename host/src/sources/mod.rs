@@ -136,7 +136,7 @@ pub enum SourceKind {
     },
     /// Batches pushed by the program through a [`QueueSender`] (Spark's `queueStream`, one
     /// queued batch per micro-batch). The receiving end is a runtime handle, given beside the
-    /// job's description ([`Handles`](crate::plan::Handles)), not in it.
+    /// job's description (the planner's `Handles`), not in it.
     Queue,
 }
 
@@ -269,7 +269,7 @@ impl Built {
 /// What a source needs from the job that runs it.
 #[derive(Clone)]
 pub struct SourceContext {
-    /// The runtime the job's scheduler runs on (the [`Core`](crate::engine::Core)'s, shared by
+    /// The runtime the job's scheduler runs on (the engine's `Core`'s, shared by
     /// every job of the process), for receiver tasks; a source ends its tasks when it stops or
     /// is dropped.
     pub runtime: tokio::runtime::Handle,

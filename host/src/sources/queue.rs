@@ -17,7 +17,8 @@ struct Shared {
 #[derive(Debug)]
 pub struct QueueSender(Arc<Mutex<Shared>>);
 
-/// The job's end of a queue source; goes into [`SourceKind::Queue`](crate::plan::SourceKind).
+/// The job's end of a queue source: the runtime handle a [`SourceKind::Queue`](super::SourceKind)
+/// source reads (passed beside the job's description, in the planner's `Handles`).
 #[derive(Debug, Clone)]
 pub struct QueueReceiver(Arc<Mutex<Shared>>);
 

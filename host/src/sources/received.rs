@@ -70,8 +70,8 @@ struct Inner {
     sealed: u64,
     /// The owner accepted losing what a damaged log no longer holds (`--accept-wal-loss`).
     accept_loss: bool,
-    /// Bytes held at most ([`MAX_BUFFERED_BYTES`]; 0 reads as that, so `Default` fits).
-    limit: u64,
+    /// Bytes held at most, when not [`MAX_BUFFERED_BYTES`] (tests lower it).
+    limit: Option<u64>,
 }
 
 impl Received {
@@ -126,11 +126,7 @@ impl Received {
             .records
             .as_ref()
             .map_or(0, |r| r.values.data.len() as u64);
-        let limit = if inner.limit == 0 {
-            MAX_BUFFERED_BYTES
-        } else {
-            inner.limit
-        };
+        let limit = inner.limit.unwrap_or(MAX_BUFFERED_BYTES);
         if buffered.saturating_add(data.len() as u64) > limit {
             return Err(PushError::Full {
                 buffered,
@@ -306,7 +302,7 @@ mod tests {
     #[test]
     fn a_full_buffer_refuses_a_block_whole_and_takes_it_after_a_batch() {
         let buffer = Received::default();
-        buffer.lock().limit = 10;
+        buffer.lock().limit = Some(10);
         let pushed = buffer.push(b"abc\ndef\n", true, 1).expect("fits");
         assert_eq!((pushed.added, pushed.buffered_bytes), (2, 6));
         let err = buffer
