@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests and benchmarks: where the built components and the
 //! `host` binary are, building them on first use so `cargo test` works from a fresh clone.
 
+pub mod serve;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -373,11 +375,23 @@ pub fn free_port() -> u16 {
 /// `POST path` to 127.0.0.1:`port` with `body`: the status code and the answer's body, or the
 /// error when there was no answer (the server is down, or died mid-request).
 pub fn post(port: u16, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    http(port, "POST", path, "Content-Type: text/plain\r\n", body)
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (`headers`: further header lines, each ending in
+/// CRLF): the status code and the answer's body, or the error when there was no answer.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     // A server may answer before it reads the request (a refusal at accept: 503) and close:

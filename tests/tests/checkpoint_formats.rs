@@ -1,13 +1,16 @@
 //! Checkpoints written by earlier formats still load: a v2 metadata checkpoint (stateful
-//! operators described by strings) resumes under today's typed format (v3) with its state.
+//! operators described by strings) and a v3 one (sealed batches without their UDF versions)
+//! resume under today's format (v4) with their state.
 
 use std::process::Command;
 
 use sluice_tests::{JobDir, copy_tree, describe, host_bin};
 
-#[test]
-fn a_checkpoint_of_format_v2_resumes_with_its_state() {
-    let fixture = sluice_tests::root().join("tests/fixtures/checkpoint-v2");
+/// Copy fixture `name` (its `ckpt`, `in` and `job.toml`) into a fresh folder, add `in/f3.txt`
+/// and run it with `--until-idle`: the folder. The run must succeed, restoring
+/// the fixture's data checkpoint of batch `restored`, and the totals carry on over f3.
+fn resume(name: &str, restored: u64) -> JobDir {
+    let fixture = sluice_tests::root().join("tests/fixtures").join(name);
     let dir = JobDir::new();
     copy_tree(&fixture.join("ckpt"), &dir.path().join("ckpt"));
     copy_tree(&fixture.join("in"), &dir.path().join("in"));
@@ -24,7 +27,7 @@ fn a_checkpoint_of_format_v2_resumes_with_its_state() {
     let log = describe(&out);
     assert!(out.status.success(), "{log}");
     assert!(
-        log.contains("restored the data checkpoint of batch 2"),
+        log.contains(&format!("restored the data checkpoint of batch {restored}")),
         "{log}"
     );
     // f1 and f2 were read before the checkpoint: only f3 is new, and the totals carry on.
@@ -40,7 +43,11 @@ fn a_checkpoint_of_format_v2_resumes_with_its_state() {
         ],
         "{log}"
     );
-    // From now on the metadata is written in the current format, layouts typed.
+    dir
+}
+
+/// The newest metadata file of `dir`'s checkpoint, as JSON, and its text.
+fn newest_metadata(dir: &JobDir) -> (serde_json::Value, String) {
     let newest = std::fs::read_dir(dir.path().join("ckpt/metadata"))
         .expect("metadata")
         .filter_map(Result::ok)
@@ -50,10 +57,25 @@ fn a_checkpoint_of_format_v2_resumes_with_its_state() {
     let text = std::fs::read_to_string(&newest).expect("read metadata");
     let body: serde_json::Value =
         serde_json::from_str(text.split_once('\n').expect("a header line").1).expect("JSON");
-    assert_eq!(body["version"], 3, "{text}");
+    (body, text)
+}
+
+#[test]
+fn a_checkpoint_of_format_v2_resumes_with_its_state() {
+    let dir = resume("checkpoint-v2", 2);
+    // From now on the metadata is written in the current format, layouts typed.
+    let (body, text) = newest_metadata(&dir);
+    assert_eq!(body["version"], 4, "{text}");
     assert_eq!(
         body["stateful"][1]["layout"],
         serde_json::json!({"kind": "window", "length": 3000, "slide": 1000, "incremental": true, "builtin": "sum_i64"}),
         "{text}"
     );
+}
+
+#[test]
+fn a_checkpoint_of_format_v3_resumes_with_its_state() {
+    let dir = resume("checkpoint-v3", 4);
+    let (body, text) = newest_metadata(&dir);
+    assert_eq!(body["version"], 4, "{text}");
 }

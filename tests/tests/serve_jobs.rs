@@ -3,173 +3,12 @@
 //! killed with SIGKILL and started again.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_tests::{free_port, host_bin, part_lines, spawn_logged, udf, wait_for};
-
-const ALICE: &str = "alice-token-0123456789";
-const BOB: &str = "bob-token-9876543210";
-
-/// A host's data directory and config, and the server while it runs.
-struct Server {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// A data directory and a config with tenants `alice` (at most `alice_max_jobs` jobs) and
-    /// `bob`; not started.
-    fn new(alice_max_jobs: u32) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let hash = sluice_host::server::tenants::hash_token;
-        std::fs::write(
-            dir.path().join("host.toml"),
-            format!(
-                "[[tenants]]\nname = \"alice\"\ntoken_sha256 = \"{}\"\n[tenants.quotas]\nmax_jobs = {alice_max_jobs}\n\n[[tenants]]\nname = \"bob\"\ntoken_sha256 = \"{}\"\n",
-                hash(ALICE),
-                hash(BOB)
-            ),
-        )
-        .expect("write host.toml");
-        Self {
-            dir,
-            port: free_port(),
-            child: None,
-            log: Arc::default(),
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// Start `host serve` and wait until it answers.
-    fn start(&mut self) {
-        let mut cmd = Command::new(host_bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--data-dir")
-            .arg(self.data())
-            .arg("--config")
-            .arg(self.dir.path().join("host.toml"))
-            .env("SLUICE_COMPONENT_CACHE", self.dir.path().join("cache"))
-            .env("SLUICE_LOG", "info");
-        let (child, log) = spawn_logged(&mut cmd);
-        self.child = Some(child);
-        self.log = log;
-        wait_for("host serve to answer", || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("host serve exited ({status}):\n{}", self.log());
-            }
-            self.call("GET", "/api/v1/jobs", Some(ALICE), b"").is_ok()
-        });
-    }
-
-    /// SIGKILL the server and reap it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("kill -9 host serve");
-            child.wait().expect("reap host serve");
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// One HTTP/1.1 request: the status and the answer's body.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: &[u8],
-    ) -> std::io::Result<(u16, String)> {
-        request(self.port, method, path, token, body)
-    }
-
-    /// A request that must be answered `status`; its body.
-    fn expect(&self, method: &str, path: &str, token: &str, body: &[u8], status: u16) -> String {
-        let (got, answer) = self
-            .call(method, path, Some(token), body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
-        assert_eq!(got, status, "{method} {path}: {answer}");
-        answer
-    }
-
-    /// The folder of `tenant`'s job `job`.
-    fn job_dir(&self, tenant: &str, job: &str) -> PathBuf {
-        self.data()
-            .join("tenants")
-            .join(tenant)
-            .join("jobs")
-            .join(job)
-    }
-
-    /// `host ARGS` against this server, with `token`.
-    fn host(&self, token: &str, args: &[&str]) -> std::process::Output {
-        Command::new(host_bin())
-            .args(args)
-            .env("SLUICE_SERVER", format!("http://127.0.0.1:{}", self.port))
-            .env("SLUICE_TOKEN", token)
-            .output()
-            .expect("run host")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &[u8],
-) -> std::io::Result<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:?}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    Ok((status, body))
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+use sluice_tests::serve::{ALICE, BOB, Server, batches, json, request};
+use sluice_tests::{udf, wait_for};
 
 /// Every line of every whole batch folder `<dir>/out/up-*` holds, counted.
 fn output(dir: &Path) -> BTreeMap<String, usize> {
@@ -432,7 +271,7 @@ fn a_served_job_stays_in_its_folder_and_its_quota() {
         String::from_utf8_lossy(&out.stdout).contains("job 'upper': stopped"),
         "{out:?}"
     );
-    let path = server.dir.path().join("second.toml");
+    let path = server.folder().join("second.toml");
     std::fs::write(&path, &second).expect("write second.toml");
     let path = path.to_str().expect("a UTF-8 path");
     let out = server.host(ALICE, &["submit", path]);
@@ -448,7 +287,7 @@ fn a_served_job_stays_in_its_folder_and_its_quota() {
     );
     // Over the quota again, `host submit` says so and what to do.
     let third = MANIFEST.replace("name = \"upper\"", "name = \"upper3\"");
-    let path = server.dir.path().join("third.toml");
+    let path = server.folder().join("third.toml");
     std::fs::write(&path, &third).expect("write third.toml");
     let out = server.host(ALICE, &["submit", path.to_str().expect("a UTF-8 path")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -457,25 +296,6 @@ fn a_served_job_stays_in_its_folder_and_its_quota() {
         stderr.contains("max_jobs = 1") && stderr.contains("hint: stop a job"),
         "{stderr}"
     );
-}
-
-/// The lines of each whole batch folder `<dir>/out/up-*`, oldest first.
-fn batches(dir: &Path) -> Vec<Vec<String>> {
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir.join("out"))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("up-"))
-                        && p.join("_SUCCESS").exists()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    folders.sort();
-    folders.iter().map(|f| part_lines(f)).collect()
 }
 
 /// `host deploy` of a new version while records flow: the running job switches at a batch
@@ -552,7 +372,7 @@ fn deploying_a_new_version_hot_reloads_a_running_job() {
     }
     assert_eq!(out.values().sum::<usize>(), acked.len(), "nothing else");
     // Each batch wholly v1 or wholly v2, and no v1 batch after the first v2 one.
-    let versions: Vec<bool> = batches(&dir)
+    let versions: Vec<bool> = batches(&dir, "up")
         .into_iter()
         .filter(|b| !b.is_empty())
         .map(|b| {

@@ -9,11 +9,12 @@ use crate::batch::codec::Codec;
 use crate::operators::{Builtin, StateLayout};
 use crate::plan::{Plan, SourceKind};
 
-/// The format of metadata files this version writes: 3, where a stateful operator's codecs
-/// and layout are typed ([`Layout::Typed`]). Versions 1 (before `skipped`) and 2 are read too:
-/// what they lack reads as empty, and their layouts, descriptions, compare with
-/// [`describe`] of the plan's.
-pub const VERSION: u32 = 3;
+/// The format of metadata files this version writes: 4, where each sealed batch records the
+/// UDF versions it runs with ([`BatchRecord::udfs`]). Version 3 typed a stateful operator's
+/// codecs and layout ([`Layout::Typed`]). Versions 1 (before `skipped`), 2 and 3 are read too:
+/// what they lack reads as empty (a batch without recorded UDFs runs with the plan's), and
+/// the layouts of 1 and 2, descriptions, compare with [`describe`] of the plan's.
+pub const VERSION: u32 = 4;
 
 /// The oldest format this version reads.
 pub const OLDEST_VERSION: u32 = 1;
@@ -314,6 +315,40 @@ pub struct BatchRecord {
     pub time: i64,
     /// Per source of the plan, in order.
     pub inputs: Vec<RecordedInput>,
+    /// The UDF each slot of the plan was bound to when the batch was sealed, in slot order:
+    /// a recovery re-runs the batch with these versions, not with newer ones. Since version 4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udfs: Vec<RecordedUdf>,
+}
+
+/// The version of a UDF a batch runs with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedUdf {
+    /// The component's name (without `@N`).
+    pub component: String,
+    /// The function.
+    pub function: String,
+    /// SHA-256 of the component's bytes, hex.
+    pub hash: String,
+    /// Its version in the registry; none for a component from a folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+impl RecordedUdf {
+    /// What `bindings` hold, in slot order.
+    pub fn of(bindings: &crate::udf::Bindings) -> Vec<RecordedUdf> {
+        bindings
+            .iter()
+            .map(|(_, b)| RecordedUdf {
+                component: b.component().name().to_string(),
+                function: b.function.name().to_string(),
+                hash: b.hash().to_string(),
+                version: b.version,
+            })
+            .collect()
+    }
 }
 
 /// One source's input to a sealed batch, as recovery finds it again.

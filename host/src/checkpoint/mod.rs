@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use metadata::{
-    BatchRecord, Metadata, RecordedInput, SkippedBatch, SourcePosition, StatefulOp,
+    BatchRecord, Metadata, RecordedInput, RecordedUdf, SkippedBatch, SourcePosition, StatefulOp,
 };
 
 use crate::plan::Plan;
@@ -598,6 +598,21 @@ impl CheckpointLog {
         dir.write(meta)
     }
 
+    /// Forget the UDF versions recorded with sealed batch `id` (it failed with them): a
+    /// restart runs it with the versions current then, such as a fix deployed meanwhile.
+    pub fn unpin_udfs(&self, id: u64) -> Result<(), CheckpointError> {
+        let mut inner = self.lock();
+        let Inner { dir, meta } = &mut *inner;
+        let Some(record) = meta.batches.iter_mut().find(|b| b.id == id) else {
+            return Ok(());
+        };
+        if record.udfs.is_empty() {
+            return Ok(());
+        }
+        record.udfs.clear();
+        dir.write(meta)
+    }
+
     /// Record that batch `id` is done (sinks written, state committed).
     pub fn finished(
         &self,
@@ -729,6 +744,7 @@ mod tests {
         let batch = |id, from, to| BatchRecord {
             id,
             time: id as i64 * 100,
+            udfs: Vec::new(),
             inputs: vec![RecordedInput::Wal { from, to }],
         };
         log.sealed(vec![batch(1, 0, first)], 2, 100).unwrap();

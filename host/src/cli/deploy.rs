@@ -19,6 +19,18 @@ pub struct DeployArgs {
     /// The name to deploy it under. [default: the file's stem, `text` for `text.wasm`]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Do not deploy yet: run the component beside the bound version in your running jobs on
+    /// their next K batches (outputs compared and discarded, state not committed), print what
+    /// differs, then `host promote NAME` or `host abort NAME`.
+    #[arg(long, value_name = "K")]
+    pub canary: Option<u32>,
+    /// How long to follow the new version's trial in running jobs (or a canary's batches)
+    /// before returning.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait: std::time::Duration,
+    /// Return once deployed, without following the trial.
+    #[arg(long)]
+    pub no_wait: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -74,6 +86,9 @@ pub fn deploy(args: &DeployArgs) -> anyhow::Result<()> {
     let bytes = sluice_host::files::read_regular_file(&args.file, MAX_UPLOAD)
         .with_context(|| format!("reading the component {}", args.file.display()))?;
     let client = Client::new(&args.client)?;
+    if let Some(batches) = args.canary {
+        return super::rollout::deploy_canary(&client, &name, &bytes, batches, args.wait);
+    }
     let (_, answer) = client
         .call("POST", &format!("/api/v1/udfs/{name}"), &bytes)
         .with_context(|| format!("deploying {} as {name:?}", args.file.display()))?;
@@ -85,6 +100,14 @@ pub fn deploy(args: &DeployArgs) -> anyhow::Result<()> {
         text(&answer, "size"),
     );
     print_jobs(&answer);
+    let rebound = answer
+        .get("jobs")
+        .and_then(Value::as_array)
+        .is_some_and(|jobs| !jobs.is_empty());
+    if rebound && !args.no_wait {
+        let version = answer.get("version").and_then(Value::as_u64).unwrap_or(0);
+        super::rollout::follow_trial(&client, &name, version, args.wait)?;
+    }
     Ok(())
 }
 

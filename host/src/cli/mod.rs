@@ -8,6 +8,7 @@ mod deploy;
 mod r#gen;
 mod jobs;
 mod records;
+mod rollout;
 mod run;
 mod serve;
 
@@ -181,8 +182,20 @@ Then, from another shell: host deploy dist/udfs/text.wasm; host udfs; host rollb
 Examples:
   host deploy dist/udfs/text.wasm                 # as `text`: version 1, 2, … (identical bytes: no-op)
   host deploy build/my_udf.wasm --name words
-  host deploy text.wasm --server http://127.0.0.1:9000 --token \"$(cat acme.token)\"")]
+  host deploy text.wasm --server http://127.0.0.1:9000 --token \"$(cat acme.token)\"
+  host deploy text_v3.wasm --name text --canary 5 # compare with the bound version first
+
+A deploy hot reloads your running jobs that call the UDF; the new version is then on trial for
+each job's probation_batches (default 3): if it fails one, the job runs that batch again with
+the version before, the registry is rolled back, and this command says so and fails.")]
     Deploy(deploy::DeployArgs),
+
+    /// Promote the candidate of a running canary (`host deploy --canary K`): it becomes the
+    /// next version and running jobs are hot reloaded to it.
+    Promote(rollout::CanaryArgs),
+
+    /// Drop the candidate of a running canary; jobs keep their version.
+    Abort(rollout::CanaryArgs),
 
     /// List the UDFs of a running host, or one UDF's versions.
     Udfs(deploy::UdfsArgs),
@@ -262,6 +275,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => deploy::deploy(args),
         Command::Udfs(args) => deploy::udfs(args),
         Command::Rollback(args) => deploy::rollback(args),
+        Command::Promote(args) => rollout::promote(args),
+        Command::Abort(args) => rollout::abort(args),
         Command::Submit(args) => jobs::submit(args),
         Command::Jobs(args) => jobs::jobs(args),
         Command::Status(args) => jobs::status(args),

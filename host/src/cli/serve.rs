@@ -85,7 +85,9 @@ pub fn run(args: &ServeArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
             failed.len()
         );
     }
-    let app = server::with_routes(state, server::jobs_api::routes(manager.clone()));
+    let routes = server::jobs_api::routes(manager.clone())
+        .merge(server::rollout::routes(&state, manager.clone()));
+    let app = server::with_routes(state, routes);
     let listen = args.listen.clone();
     core.handle().block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::stats::{BatchReport, OperatorStats};
+use super::canary::{Canary, SinkStream};
+use super::stats::{BatchReport, OperatorStats, UsedUdf};
+use super::trial::{Trials, version_name};
 use crate::batch::Batch;
 use crate::checkpoint::CheckpointLog;
 use crate::metrics::{Registry, SeriesKey};
@@ -18,7 +20,7 @@ use crate::plan::{ErrorPolicy, NodeKind, Plan, PlannedSink};
 use crate::sinks::{self, SinkBatch, SinkError, text_files};
 use crate::sources::{SourceInput, push_lines};
 use crate::state::{Committed, SIZE, StateError, StateStore, StateWrites};
-use crate::udf::UdfFunction;
+use crate::udf::{Bindings, UdfFunction};
 
 /// A batch the scheduler sealed: its id, time and each source's input.
 #[derive(Debug)]
@@ -31,6 +33,8 @@ pub struct SealedBatch {
     pub sealed_at: Instant,
     /// Per source of the plan, in order.
     pub inputs: Vec<SourceInput>,
+    /// The UDF versions it runs with, fixed when it was sealed (and recorded with it).
+    pub udfs: Bindings,
 }
 
 /// Why a batch failed.
@@ -99,8 +103,10 @@ pub struct Executor {
     log: Option<Arc<CheckpointLog>>,
     /// The last batch whose state is committed: re-sent batches up to it are done already.
     committed: Option<u64>,
-    /// The component hash each UDF slot had in the last batch, to log a new version once.
-    bound: Vec<String>,
+    /// The bindings of the last batch, to log a new version once and put it on trial.
+    bound: Option<Bindings>,
+    /// New versions on trial, and those rolled back.
+    trial: Trials,
     /// Per node: whether a later stream reads its snapshot (`state_snapshots`).
     snapshot_wanted: Vec<bool>,
 }
@@ -164,7 +170,8 @@ impl Executor {
             sizes,
             log,
             committed,
-            bound: Vec::new(),
+            bound: None,
+            trial: Trials::default(),
             snapshot_wanted: (0..plan.nodes.len())
                 .map(|i| {
                     plan.nodes.iter().any(|n| {
@@ -245,7 +252,8 @@ impl Executor {
     }
 
     /// Run one batch to the end: every needed stream, then every sink; then commit its state.
-    pub fn run(&mut self, batch: SealedBatch) -> BatchReport {
+    /// With a `canary`, first run the batch with the canary's version too, and compare.
+    pub fn run(&mut self, batch: SealedBatch, canary: Option<&Canary>) -> BatchReport {
         let started = Instant::now();
         if self.committed.is_some_and(|c| batch.id <= c) {
             // Re-sent after a restart, but its state (and so its sinks) were done before.
@@ -262,27 +270,15 @@ impl Executor {
             return report;
         }
         let plan = self.plan.clone();
-        let pool = self.pool.clone();
-        // The UDFs as bound for this batch: read once, so the batch never mixes versions.
-        let bindings = plan.udfs.snapshot();
+        // The UDFs as bound when the batch was sealed (one set, so it never mixes versions),
+        // but never a version this job has rolled back.
+        let bindings = self.trial.keep_out_refused(batch.udfs);
         self.note_rebinds(&bindings, batch.id, batch.time);
-        let udfs: Vec<Arc<UdfFunction>> =
-            bindings.iter().map(|(_, b)| b.function.clone()).collect();
-        let registry = self.registry.clone();
-        let scope = BatchScope {
-            pool: &pool,
-            partitions: plan.partitions,
-            time: batch.time,
-            id: batch.id,
-            tenant: &plan.tenant,
-            job: &plan.name,
-            udfs: &udfs,
-            registry: &registry,
-        };
         let mut report = BatchReport {
             id: batch.id,
             time: batch.time,
             scheduling_delay: started - batch.sealed_at,
+            udfs: used_versions(&bindings),
             ..BatchReport::default()
         };
         let mut sources: Vec<Option<Vec<Batch>>> = Vec::with_capacity(batch.inputs.len());
@@ -295,12 +291,71 @@ impl Executor {
             sources.push(Some(parts));
         }
         tracing::debug!(job = %plan.name, batch = batch.id, read_ms = ms(started.elapsed()), "input read");
-        let result = self.compute(&scope, &mut sources, &mut report);
+        let canary = canary.filter(|c| c.wants_more());
+        let on_trial = self.trial.any();
+        // What the batch starts from, for a canary's shadow run and for a run again with the
+        // old version when a new one fails on trial.
+        let retained =
+            (on_trial || canary.is_some()).then(|| (sources.clone(), self.memory.clone()));
+        let canary_outputs = match (canary, &retained) {
+            (Some(c), Some((input, memory))) => {
+                self.shadow(c, &bindings, &batch_ids(&report), input, memory)
+            }
+            _ => None,
+        };
+        let mut result = self.compute(&bindings, &mut sources, &mut report);
+        if let Err(e) = &result
+            && let Some((input, memory)) = retained
+            && let Some((rollback, old)) = self.trial.failed(e, &bindings)
+        {
+            let bindings = self.trial.keep_out_refused(bindings.clone());
+            if let Err(e) =
+                plan.udfs
+                    .rebind_component(&rollback.component, old, rollback.to_version)
+            {
+                tracing::warn!(job = %plan.name, "{e}");
+            }
+            tracing::warn!(
+                tenant = %plan.tenant,
+                job = %plan.name,
+                batch = batch.id,
+                udf = %rollback.component,
+                version = rollback.from_version.map_or_else(|| "-".to_string(), |v| v.to_string()),
+                "{} failed in batch {}, within its first batches: rolled back to {}, and the batch runs again with it ({})",
+                version_name(&rollback.component, rollback.from_version),
+                batch.id,
+                version_name(&rollback.component, rollback.to_version),
+                rollback.error
+            );
+            self.memory = memory;
+            sources = input;
+            report.operators.clear();
+            report.late_records = 0;
+            report.udfs = used_versions(&bindings);
+            report.rollback = Some(rollback);
+            result = self.compute(&bindings, &mut sources, &mut report);
+        }
+        if let (Some(c), Ok(live)) = (canary, &result) {
+            match canary_outputs {
+                Some(Ok(shadow)) => c.compare(batch.id, &self.sink_streams(live, &shadow)),
+                Some(Err(e)) => c.failed(batch.id, e),
+                None => {}
+            }
+        }
+        if result.is_ok() {
+            self.trial.passed(&bindings, &plan);
+        }
         if let Err(e) = &result {
             report.fatal = matches!(**e, BatchError::State(_));
             report.error = Some(e.to_string());
         }
         let done = result.is_ok() || (!report.fatal && plan.on_udf_error == ErrorPolicy::SkipBatch);
+        if !done
+            && let Some(log) = &self.log
+            && let Err(e) = log.unpin_udfs(batch.id)
+        {
+            tracing::warn!(job = %plan.name, batch = batch.id, "{e}");
+        }
         if done && let Err(e) = self.checkpointed(batch.id) {
             report.error = Some(format!("cannot write the checkpoint: {e}"));
             report.fatal = true;
@@ -311,12 +366,69 @@ impl Executor {
         report
     }
 
+    /// Run the batch with `canary`'s version over copies of its input and memory; the store is
+    /// only read and nothing is written. The outputs of every stream, or why it failed.
+    fn shadow(
+        &mut self,
+        canary: &Canary,
+        live: &Bindings,
+        ids: &(u64, i64),
+        input: &[Option<Vec<Batch>>],
+        memory: &[Memory],
+    ) -> Option<Result<Vec<Option<Vec<Batch>>>, String>> {
+        let bindings = match canary.bindings(live) {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let mut input = input.to_vec();
+        let live_memory = std::mem::replace(&mut self.memory, memory.to_vec());
+        let mut scratch = BatchReport {
+            id: ids.0,
+            time: ids.1,
+            ..BatchReport::default()
+        };
+        let parts = ScopeParts::new(self, &bindings, &scratch);
+        let outputs = self
+            .run_nodes(&parts.scope(), &mut input, &mut scratch)
+            .map(|(outputs, _, _)| outputs)
+            .map_err(|e| e.to_string());
+        self.memory = live_memory;
+        Some(outputs)
+    }
+
+    /// Each sink's stream, live and canary, once per stream.
+    fn sink_streams<'a>(
+        &'a self,
+        live: &'a [Option<Vec<Batch>>],
+        canary: &'a [Option<Vec<Batch>>],
+    ) -> Vec<SinkStream<'a>> {
+        let mut nodes: Vec<usize> = self.plan.sinks.iter().map(|(n, _)| *n).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+            .into_iter()
+            .map(|n| {
+                let node = &self.plan.nodes[n];
+                SinkStream {
+                    stream: &node.name,
+                    key_codec: node.key_codec,
+                    value_codec: node.value_codec,
+                    live: live.get(n).and_then(Option::as_deref).unwrap_or(&[]),
+                    canary: canary.get(n).and_then(Option::as_deref).unwrap_or(&[]),
+                }
+            })
+            .collect()
+    }
+
     /// Log each UDF whose bound version differs from the last batch's: the batch from which a
-    /// new version runs (the first batch logs what it starts with at debug level).
-    fn note_rebinds(&mut self, bindings: &crate::udf::Bindings, id: u64, time: i64) {
-        let hashes: Vec<String> = bindings.iter().map(|(_, b)| b.hash().to_string()).collect();
-        for ((_, b), (old, new)) in bindings.iter().zip(self.bound.iter().zip(&hashes)) {
-            if old != new {
+    /// new version runs; it is then on trial for the job's `probation_batches`.
+    fn note_rebinds(&mut self, bindings: &Bindings, id: u64, time: i64) {
+        if let Some(before) = &self.bound {
+            for ((slot, b), (_, old)) in bindings.iter().zip(before.iter()) {
+                if old.hash() == b.hash() && old.version == b.version {
+                    continue;
+                }
+                let hash = b.hash();
                 tracing::info!(
                     tenant = %self.plan.tenant,
                     job = %self.plan.name,
@@ -325,11 +437,14 @@ impl Executor {
                     version = b.version.map_or_else(|| "-".to_string(), |v| v.to_string()),
                     "from batch {id} (time {time} ms) on, {} runs component {}",
                     b.function.spec(),
-                    &new[..new.len().min(12)]
+                    &hash[..hash.len().min(12)]
                 );
+                if old.hash() != b.hash() {
+                    self.trial.start(slot, old, b, self.plan.probation_batches);
+                }
             }
         }
-        self.bound = hashes;
+        self.bound = Some(bindings.clone());
     }
 
     fn count(&self, source: usize, records: u64, invalid: u64) {
@@ -438,12 +553,56 @@ impl Executor {
         (parts.into_iter().map(|(b, _)| b).collect(), invalid_lines)
     }
 
+    /// Run every stream, then the sinks, then commit; the outputs of every stream.
     fn compute(
+        &mut self,
+        bindings: &Bindings,
+        sources: &mut [Option<Vec<Batch>>],
+        report: &mut BatchReport,
+    ) -> Result<Vec<Option<Vec<Batch>>>, Box<BatchError>> {
+        let parts = ScopeParts::new(self, bindings, report);
+        let scope = parts.scope();
+        let (outputs, writes, buffer_sizes) = self.run_nodes(&scope, sources, report)?;
+        let plan = self.plan.clone();
+        let sinks_started = Instant::now();
+        let sizes = self
+            .check_state(&writes, &buffer_sizes)
+            .map_err(|e| Box::new(BatchError::State(e)))?;
+        for (index, (node, sink)) in plan.sinks.iter().enumerate() {
+            let n = &plan.nodes[*node];
+            let Some(partitions) = &outputs[*node] else {
+                continue;
+            };
+            let batch = SinkBatch {
+                id: scope.id,
+                time: scope.time,
+                partitions,
+                key_codec: n.key_codec,
+                value_codec: n.value_codec,
+            };
+            self.write(&scope, &batch, sink)
+                .map_err(|error| BatchError::Sink {
+                    index: index + 1,
+                    stream: n.name.to_string(),
+                    error,
+                })?;
+        }
+        let commit_started = Instant::now();
+        self.commit(&scope, writes, sizes)
+            .map_err(|e| Box::new(BatchError::State(e)))?;
+        tracing::debug!(job = %plan.name, batch = scope.id, sinks_ms = ms(commit_started - sinks_started), commit_ms = ms(commit_started.elapsed()), "sinks and state commit");
+        Ok(outputs)
+    }
+
+    /// Run every stream of the plan, in order, with `bindings`: their outputs, the state
+    /// changes to commit and the sizes of in-memory window buffers.
+    #[allow(clippy::type_complexity)]
+    fn run_nodes(
         &mut self,
         scope: &BatchScope<'_>,
         sources: &mut [Option<Vec<Batch>>],
         report: &mut BatchReport,
-    ) -> Result<(), Box<BatchError>> {
+    ) -> Result<(Vec<Option<Vec<Batch>>>, StateWrites, Vec<(usize, u64)>), Box<BatchError>> {
         let plan = self.plan.clone();
         // `None`: the stream has no batch at this time (a window between slides).
         let mut outputs: Vec<Option<Vec<Batch>>> = Vec::with_capacity(plan.nodes.len());
@@ -534,34 +693,7 @@ impl Executor {
             });
             outputs.push(Some(parts));
         }
-        let sinks_started = Instant::now();
-        let sizes = self
-            .check_state(&writes, &buffer_sizes)
-            .map_err(|e| Box::new(BatchError::State(e)))?;
-        for (index, (node, sink)) in plan.sinks.iter().enumerate() {
-            let n = &plan.nodes[*node];
-            let Some(partitions) = &outputs[*node] else {
-                continue;
-            };
-            let batch = SinkBatch {
-                id: scope.id,
-                time: scope.time,
-                partitions,
-                key_codec: n.key_codec,
-                value_codec: n.value_codec,
-            };
-            self.write(scope, &batch, sink)
-                .map_err(|error| BatchError::Sink {
-                    index: index + 1,
-                    stream: n.name.to_string(),
-                    error,
-                })?;
-        }
-        let commit_started = Instant::now();
-        self.commit(scope, writes, sizes)
-            .map_err(|e| Box::new(BatchError::State(e)))?;
-        tracing::debug!(job = %plan.name, batch = scope.id, sinks_ms = ms(commit_started - sinks_started), commit_ms = ms(commit_started.elapsed()), "sinks and state commit");
-        Ok(())
+        Ok((outputs, writes, buffer_sizes))
     }
 
     /// The job's state size after this batch, per stream; an error past the limit.
@@ -671,6 +803,67 @@ impl Executor {
             PlannedSink::Native(f) => (f.0)(batch).map_err(SinkError::Native),
         }
     }
+}
+
+/// What a batch's [`BatchScope`] borrows: the pool, the metrics, the plan and the functions
+/// bound for it.
+struct ScopeParts {
+    pool: Arc<rayon::ThreadPool>,
+    registry: Arc<Registry>,
+    plan: Arc<Plan>,
+    udfs: Vec<Arc<UdfFunction>>,
+    id: u64,
+    time: i64,
+}
+
+impl ScopeParts {
+    fn new(executor: &Executor, bindings: &Bindings, report: &BatchReport) -> Self {
+        Self {
+            pool: executor.pool.clone(),
+            registry: executor.registry.clone(),
+            plan: executor.plan.clone(),
+            udfs: bindings.iter().map(|(_, b)| b.function.clone()).collect(),
+            id: report.id,
+            time: report.time,
+        }
+    }
+
+    fn scope(&self) -> BatchScope<'_> {
+        BatchScope {
+            pool: &self.pool,
+            partitions: self.plan.partitions,
+            time: self.time,
+            id: self.id,
+            tenant: &self.plan.tenant,
+            job: &self.plan.name,
+            udfs: &self.udfs,
+            registry: &self.registry,
+        }
+    }
+}
+
+/// The batch's id and time, as its report has them.
+fn batch_ids(report: &BatchReport) -> (u64, i64) {
+    (report.id, report.time)
+}
+
+/// The component versions `bindings` call, one per component and code.
+fn used_versions(bindings: &Bindings) -> Vec<UsedUdf> {
+    let mut used: Vec<UsedUdf> = Vec::new();
+    for (_, b) in bindings.iter() {
+        let name = b.component().name();
+        if !used
+            .iter()
+            .any(|u| u.component == name && u.hash == b.hash())
+        {
+            used.push(UsedUdf {
+                component: name.to_string(),
+                version: b.version,
+                hash: b.hash().to_string(),
+            });
+        }
+    }
+    used
 }
 
 /// The most bytes of a file read into one partition (well under a batch column's 4 GiB).

@@ -17,16 +17,19 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::canary::{Canary, CanaryReport};
 use super::core::{Core, CoreConfig, CoreError};
 use super::executor::{Executor, SealedBatch, StartError, ms};
 use super::recovery::{self, Recovered};
 use super::stats::{BatchReport, JobSummary};
-use crate::checkpoint::{BatchRecord, CheckpointLog, RecordedInput};
+use super::trial::Rollback;
+use crate::checkpoint::{BatchRecord, CheckpointLog, RecordedInput, RecordedUdf};
 use crate::metrics::{Registry, SeriesKey};
 use crate::plan::{ErrorPolicy, Plan};
 use crate::sources::http::IngestEndpoint;
 use crate::sources::{BuildContext, Source, SourceContext, SourceInput, now_ms};
 use crate::state::StateError;
+use crate::udf::Bindings;
 
 /// How many finished batches a job remembers.
 const HISTORY: usize = 1000;
@@ -54,6 +57,20 @@ pub struct JobOptions {
     /// Put the newest data checkpoint in place of the live state before starting
     /// (`host run --restore-state`): for state found damaged while a batch ran.
     pub restore_state: bool,
+    /// Where a batch re-run after a restart finds the UDF versions it was sealed with (the
+    /// registry under `host serve`). None: a recorded version other than the plan's runs with
+    /// the plan's, with a warning (a folder of components keeps only its current files).
+    pub versions: Option<Versions>,
+}
+
+/// A resolver of `name@N` for [`JobOptions::versions`].
+#[derive(Clone)]
+pub struct Versions(pub Arc<dyn crate::udf::UdfResolver>);
+
+impl std::fmt::Debug for Versions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Versions(..)")
+    }
 }
 
 /// Why a job ended badly.
@@ -101,6 +118,24 @@ pub enum JobError {
         /// Batches sent to the executor and not finished when the job was aborted.
         abandoned: usize,
     },
+    /// A batch sealed before a restart ran with a UDF version that cannot be found again.
+    #[error(
+        "job '{job}' cannot run batch {batch} again: it ran with {component} version {version} (component {hash}), and that version is not in the registry any more ({error}); deploy that component again (the same bytes get a new version number but the same hash), or skip the batch with the job's skip-batch command"
+    )]
+    VersionGone {
+        /// The job.
+        job: String,
+        /// The batch.
+        batch: u64,
+        /// The component.
+        component: String,
+        /// The version recorded.
+        version: u64,
+        /// Its hash, recorded.
+        hash: String,
+        /// Why it could not be found.
+        error: String,
+    },
     /// The job's threads could not be started or died.
     #[error("job '{job}': {message}")]
     Internal {
@@ -119,6 +154,10 @@ struct Shared {
     history: Mutex<VecDeque<BatchReport>>,
     /// The job's UDF slots (the plan's), which a later version can be bound to.
     udfs: Arc<crate::udf::SlotSet>,
+    /// A version run beside the bound one, compared and discarded.
+    canary: Mutex<Option<Arc<Canary>>>,
+    /// Every version this job rolled back after it failed on trial, with the batch.
+    rollbacks: Mutex<Vec<(u64, Rollback)>>,
 }
 
 /// A job that is running; [`wait`](Job::wait) for it to end.
@@ -172,6 +211,65 @@ impl JobHandle {
         self.shared.udfs.rebind_component(name, component, version)
     }
 
+    /// Run version `version` (`component`) of component `name` beside the bound one on the
+    /// next `batches` batches: outputs compared and discarded, state changes not committed
+    /// (see [`Canary`]). Replaces a canary running. An error when a function the job calls is
+    /// missing from `component`; `Ok(false)` when the job does not call `name`.
+    pub fn start_canary(
+        &self,
+        name: &str,
+        component: Arc<crate::udf::UdfComponent>,
+        version: Option<u64>,
+        batches: u32,
+    ) -> Result<bool, crate::udf::ResolveError> {
+        let canary = Canary::new(name, component, version, batches);
+        let live = self.shared.udfs.snapshot();
+        if !live.iter().any(|(_, b)| b.component().name() == name) {
+            return Ok(false);
+        }
+        canary.bindings(&live)?;
+        *self
+            .shared
+            .canary
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(canary));
+        Ok(true)
+    }
+
+    /// Every version this job rolled back after it failed on trial (see
+    /// [`JobOptions`]' plan's `probation_batches`), with the batch, oldest first.
+    pub fn rollbacks(&self) -> Vec<(u64, Rollback)> {
+        self.shared
+            .rollbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// What the canary of component `name` found so far, if one runs.
+    pub fn canary(&self, name: &str) -> Option<CanaryReport> {
+        self.shared
+            .canary
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|c| c.component == name)
+            .map(|c| c.report())
+    }
+
+    /// End the canary of component `name`, returning what it found.
+    pub fn end_canary(&self, name: &str) -> Option<CanaryReport> {
+        let mut slot = self
+            .shared
+            .canary
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|c| c.component == name) {
+            return slot.take().map(|c| c.report());
+        }
+        None
+    }
+
     /// The most recent finished batches, oldest first.
     pub fn reports(&self) -> Vec<BatchReport> {
         self.shared
@@ -221,6 +319,8 @@ impl Job {
             aborted: AtomicBool::new(false),
             history: Mutex::new(VecDeque::new()),
             udfs: plan.udfs.clone(),
+            canary: Mutex::new(None),
+            rollbacks: Mutex::new(Vec::new()),
         });
         let start_error = |error: StartError| JobError::Start {
             job: plan.name.to_string(),
@@ -292,7 +392,19 @@ impl Job {
                     if executor_shared.aborted.load(Ordering::Acquire) {
                         break;
                     }
-                    let report = executor.run(batch);
+                    let canary = executor_shared
+                        .canary
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone();
+                    let report = executor.run(batch, canary.as_deref());
+                    if let Some(rollback) = &report.rollback {
+                        executor_shared
+                            .rollbacks
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push((report.id, rollback.clone()));
+                    }
                     // After a batch that ends the job, later batches must not run (nor commit).
                     let ends_job =
                         report.error.is_some() && (report.fatal || policy == ErrorPolicy::Fail);
@@ -536,11 +648,13 @@ impl Scheduler {
                     }
                 });
             }
+            let udfs = self.recorded_bindings(&record)?;
             self.dispatch(SealedBatch {
                 id: record.id,
                 time: record.time,
                 sealed_at: Instant::now(),
                 inputs,
+                udfs,
             });
         }
         Ok(())
@@ -743,6 +857,57 @@ impl Scheduler {
         Ok(())
     }
 
+    /// The UDFs a batch sealed before a restart runs with: the versions recorded with it,
+    /// found again through [`JobOptions::versions`].
+    fn recorded_bindings(&self, record: &BatchRecord) -> Result<Bindings, JobError> {
+        let mut bindings = self.plan.udfs.snapshot();
+        if record.udfs.len() != bindings.len() {
+            if !record.udfs.is_empty() {
+                tracing::warn!(job = %self.plan.name, batch = record.id, "batch {} recorded {} UDFs but the plan has {}: it runs with the plan's", record.id, record.udfs.len(), bindings.len());
+            }
+            return Ok(bindings);
+        }
+        let now: Vec<(crate::udf::SlotId, String, String)> = bindings
+            .iter()
+            .map(|(id, b)| (id, b.hash().to_string(), b.component().name().to_string()))
+            .collect();
+        for ((id, hash, name), was) in now.into_iter().zip(&record.udfs) {
+            if was.hash == hash {
+                continue;
+            }
+            let short = |h: &str| h[..h.len().min(12)].to_string();
+            let (Some(version), Some(versions), true) =
+                (was.version, &self.options.versions, was.component == name)
+            else {
+                tracing::warn!(job = %self.plan.name, batch = record.id, udf = %was.component, "batch {} ran with component {} before the restart, which cannot be found again: it runs again with {}", record.id, short(&was.hash), short(&hash));
+                continue;
+            };
+            let gone = |error: String| JobError::VersionGone {
+                job: self.plan.name.to_string(),
+                batch: record.id,
+                component: was.component.clone(),
+                version,
+                hash: short(&was.hash),
+                error,
+            };
+            let component = versions
+                .0
+                .component(&format!("{}@{version}", was.component))
+                .map_err(|e| gone(e.to_string()))?;
+            if component.hash() != was.hash {
+                return Err(gone(format!(
+                    "version {version} is now component {}",
+                    short(component.hash())
+                )));
+            }
+            bindings = bindings
+                .with(id, &component, Some(version))
+                .map_err(|e| gone(e.to_string()))?;
+            tracing::info!(tenant = %self.plan.tenant, job = %self.plan.name, batch = record.id, udf = %was.component, version, "batch {} runs again with {} version {version}, the version it was sealed with", record.id, was.component);
+        }
+        Ok(bindings)
+    }
+
     fn send(&mut self, time: i64, inputs: Vec<SourceInput>) {
         let sealed_at = Instant::now();
         self.first_seal.get_or_insert(sealed_at);
@@ -751,6 +916,8 @@ impl Scheduler {
             time,
             sealed_at,
             inputs,
+            // The versions are fixed when the batch is sealed, and recorded with it.
+            udfs: self.plan.udfs.snapshot(),
         });
         self.next_id += 1;
     }
@@ -817,6 +984,7 @@ fn record(batch: &SealedBatch) -> BatchRecord {
     BatchRecord {
         id: batch.id,
         time: batch.time,
+        udfs: RecordedUdf::of(&batch.udfs),
         inputs: batch
             .inputs
             .iter()

@@ -46,6 +46,22 @@ pub struct BatchReport {
     /// Whether the failure ends the job whatever its error policy (state could not be
     /// written, or the state limit was reached).
     pub fatal: bool,
+    /// The component versions the batch ran with.
+    pub udfs: Vec<UsedUdf>,
+    /// A new version that failed this batch on trial and was rolled back (the batch then ran
+    /// with the old one).
+    pub rollback: Option<super::trial::Rollback>,
+}
+
+/// A component version a batch ran with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsedUdf {
+    /// The component.
+    pub component: String,
+    /// Its registry version (none for a folder's).
+    pub version: Option<u64>,
+    /// Its hash.
+    pub hash: String,
 }
 
 /// What a whole run did.

@@ -146,7 +146,10 @@ impl BatchScope<'_> {
     }
 }
 
-/// What a stream remembers between batches.
+/// What a stream remembers between batches. A clone is what a batch run again, or a shadow
+/// run of a canary, starts from (a state table is a handle to the store, its entries are not
+/// copied; a window buffer's partials are).
+#[derive(Clone)]
 pub enum Memory {
     /// Nothing.
     None,

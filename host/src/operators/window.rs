@@ -424,7 +424,7 @@ pub(super) fn windows_per_record_fit(cx: &mut PlanCx<'_>, length: i64, slide: i6
 
 /// The per-batch partials of a window without inverse, oldest first; mirrored in a state table
 /// when the job checkpoints.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct WindowBuffer {
     batches: VecDeque<(i64, Vec<Batch>)>,
     table: Option<StateTable>,

@@ -130,6 +130,7 @@ struct JobToml {
     max_batch_records: Option<usize>,
     #[serde(default)]
     on_udf_error: ErrorPolicy,
+    probation_batches: Option<u32>,
     state_dir: Option<PathBuf>,
     max_state_bytes: Option<ByteSize>,
     checkpoint: Option<PathBuf>,
@@ -352,6 +353,9 @@ fn parse_with(
     spec.partitions = job.partitions.unwrap_or_else(default_partitions);
     spec.max_batch_records = job.max_batch_records;
     spec.on_udf_error = job.on_udf_error;
+    if let Some(n) = job.probation_batches {
+        spec.probation_batches = n;
+    }
     let checkpoint = checkpoint_override
         .map(Path::to_path_buf)
         .or(job.checkpoint.map(resolve));

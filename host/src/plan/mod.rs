@@ -160,6 +160,8 @@ pub struct Plan {
     pub max_batch_records: Option<usize>,
     /// What a failed UDF call does.
     pub on_udf_error: ErrorPolicy,
+    /// Batches a newly bound UDF version is on trial for.
+    pub probation_batches: u32,
     /// The sources, by index.
     pub sources: Vec<SourceSpec>,
     /// The receiving ends of the queue sources, by source name.
@@ -557,6 +559,7 @@ impl Planner<'_> {
             partitions: spec.partitions.max(1),
             max_batch_records: spec.max_batch_records,
             on_udf_error: spec.on_udf_error,
+            probation_batches: spec.probation_batches,
             queues: self.queues(&spec),
             sources: spec.sources,
             nodes,

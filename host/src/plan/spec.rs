@@ -24,6 +24,9 @@ pub struct JobSpec {
     pub max_batch_records: Option<usize>,
     /// What a failed UDF call does to the job.
     pub on_udf_error: ErrorPolicy,
+    /// Batches a newly bound UDF version is on trial for: if it fails one of them, the job
+    /// goes back to the version it replaced and runs the batch again with it. 0: no trial.
+    pub probation_batches: u32,
     /// The tenant the job belongs to (`local` for `host run`).
     pub tenant: String,
     /// Where the job's state (RocksDB) lives; needed by stateful streams. A manifest defaults it
@@ -54,6 +57,7 @@ impl JobSpec {
             partitions: default_partitions(),
             max_batch_records: None,
             on_udf_error: ErrorPolicy::Fail,
+            probation_batches: DEFAULT_PROBATION_BATCHES,
             tenant: "local".into(),
             state_dir: None,
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
@@ -125,6 +129,9 @@ pub enum ErrorPolicy {
     /// on with the next batch.
     SkipBatch,
 }
+
+/// The default of [`JobSpec::probation_batches`].
+pub const DEFAULT_PROBATION_BATCHES: u32 = 3;
 
 /// One source: a named stream of records from outside.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

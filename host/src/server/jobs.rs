@@ -25,7 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{BatchReport, Core, Job, JobError, JobHandle, JobOptions};
+use crate::engine::{
+    BatchReport, CanaryReport, Core, Job, JobError, JobHandle, JobOptions, Rollback, Versions,
+};
 use crate::plan::limits::MAX_MANIFEST_BYTES;
 use crate::plan::manifest::{self, ManifestError};
 use crate::plan::spec::{JobSpec, SinkKind, SourceKind};
@@ -123,6 +125,32 @@ impl From<&BatchReport> for BatchInfo {
             error: r.error.clone(),
         }
     }
+}
+
+/// How a version on trial fares in one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialInfo {
+    /// The job.
+    pub job: String,
+    /// Batches that ran with it and succeeded.
+    pub batches_passed: u32,
+    /// Batches it must pass (the job's `probation_batches`).
+    pub probation_batches: u32,
+    /// Set when the job went back to the version before.
+    pub rolled_back: Option<RolledBack>,
+}
+
+/// A rollback of a version on trial, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolledBack {
+    /// The batch it failed (which then ran with the version before).
+    pub batch: u64,
+    /// How it failed.
+    pub error: String,
+    /// The version the job went back to.
+    pub to_version: Option<u64>,
 }
 
 /// What the API says about one job.
@@ -412,11 +440,21 @@ impl std::fmt::Debug for JobManagerConfig {
     }
 }
 
+/// A job just started, with what the manager keeps of it.
+struct Launched {
+    job: Job,
+    udfs: Arc<SlotSet>,
+    probation: u32,
+    ingest: Vec<String>,
+}
+
 /// A started job's parts the manager keeps.
 struct Live {
     handle: JobHandle,
     router: Option<axum::Router>,
     udfs: Arc<SlotSet>,
+    /// Batches a newly bound version is on trial for (the manifest's `probation_batches`).
+    probation: u32,
     /// Set by [`JobManager::stop`]: the job's end is a stop, not a failure nor a shutdown.
     stop_requested: AtomicBool,
 }
@@ -619,13 +657,8 @@ impl JobManager {
         component: &Arc<udf::UdfComponent>,
         version: u64,
     ) -> Vec<String> {
-        let running: Vec<(String, Arc<Live>)> = lock(&self.inner.jobs)
-            .range((tenant.to_string(), String::new())..)
-            .take_while(|((t, _), _)| t == tenant)
-            .filter_map(|((_, job), e)| e.live.clone().map(|l| (job.clone(), l)))
-            .collect();
         let mut lines = Vec::new();
-        for (job, live) in running {
+        for (job, live) in self.running(tenant) {
             match live
                 .udfs
                 .rebind_component(name, component.clone(), Some(version))
@@ -646,6 +679,116 @@ impl JobManager {
             }
         }
         lines
+    }
+
+    /// `tenant`'s running jobs.
+    fn running(&self, tenant: &str) -> Vec<(String, Arc<Live>)> {
+        lock(&self.inner.jobs)
+            .range((tenant.to_string(), String::new())..)
+            .take_while(|((t, _), _)| t == tenant)
+            .filter_map(|((_, job), e)| e.live.clone().map(|l| (job.clone(), l)))
+            .collect()
+    }
+
+    /// Start a canary of `component` (candidate code for `tenant`'s `name`) for `batches`
+    /// batches in every running job that calls `name`: one line per job, and the jobs it runs
+    /// in.
+    pub fn start_canary(
+        &self,
+        tenant: &str,
+        name: &str,
+        component: &Arc<udf::UdfComponent>,
+        batches: u32,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut lines, mut jobs) = (Vec::new(), Vec::new());
+        for (job, live) in self.running(tenant) {
+            match live
+                .handle
+                .start_canary(name, component.clone(), None, batches)
+            {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(%tenant, %job, udf = %name, "canary: the candidate runs beside the bound version on the next {batches} batches");
+                    lines.push(format!(
+                        "job '{job}': the candidate runs beside the bound version on the next {batches} batches"
+                    ));
+                    jobs.push(job);
+                }
+                Err(e) => lines.push(format!("job '{job}' cannot run the candidate: {e}")),
+            }
+        }
+        (lines, jobs)
+    }
+
+    /// What the canaries of `tenant`'s `name` found, per job.
+    pub fn canaries(&self, tenant: &str, name: &str) -> Vec<(String, CanaryReport)> {
+        self.running(tenant)
+            .into_iter()
+            .filter_map(|(job, live)| live.handle.canary(name).map(|r| (job, r)))
+            .collect()
+    }
+
+    /// End the canaries of `tenant`'s `name`; what they found, per job.
+    pub fn end_canaries(&self, tenant: &str, name: &str) -> Vec<(String, CanaryReport)> {
+        self.running(tenant)
+            .into_iter()
+            .filter_map(|(job, live)| live.handle.end_canary(name).map(|r| (job, r)))
+            .collect()
+    }
+
+    /// How the code `hash` of `tenant`'s `name` fares in each running job that ran it: the
+    /// batches it passed, and whether the job rolled it back.
+    pub fn trial(&self, tenant: &str, name: &str, hash: &str) -> Vec<TrialInfo> {
+        let mut found = Vec::new();
+        for (job, live) in self.running(tenant) {
+            let reports = live.handle.reports();
+            let ran: Vec<&BatchReport> = reports
+                .iter()
+                .filter(|r| r.udfs.iter().any(|u| u.component == name && u.hash == hash))
+                .collect();
+            let rollback = live
+                .handle
+                .rollbacks()
+                .into_iter()
+                .find(|(_, r)| r.component == name && r.from_hash == hash);
+            let binds = live
+                .udfs
+                .snapshot()
+                .iter()
+                .any(|(_, b)| b.component().name() == name && b.hash() == hash);
+            if ran.is_empty() && rollback.is_none() && !binds {
+                continue;
+            }
+            let passed = ran.iter().filter(|r| r.error.is_none()).count() as u32;
+            found.push(TrialInfo {
+                job,
+                batches_passed: passed,
+                probation_batches: live.probation,
+                rolled_back: rollback.map(|(batch, r)| RolledBack {
+                    batch,
+                    error: r.error,
+                    to_version: r.to_version,
+                }),
+            });
+        }
+        found
+    }
+
+    /// Every rollback of a version on trial in the running jobs of every tenant:
+    /// `(tenant, job, batch, rollback)`.
+    pub fn rollbacks(&self) -> Vec<(String, String, u64, Rollback)> {
+        let live: Vec<((String, String), Arc<Live>)> = lock(&self.inner.jobs)
+            .iter()
+            .filter_map(|(k, e)| e.live.clone().map(|l| (k.clone(), l)))
+            .collect();
+        live.into_iter()
+            .flat_map(|((tenant, job), l)| {
+                l.handle
+                    .rollbacks()
+                    .into_iter()
+                    .map(move |(batch, r)| (tenant.clone(), job.clone(), batch, r))
+            })
+            .collect()
     }
 
     /// `tenant`'s `job`: its state, the UDF versions it uses and its last batches.
@@ -897,7 +1040,12 @@ impl Inner {
         let dir = self.job_dir(tenant, &name);
         // A refused first submit leaves no folder behind.
         let fresh = !lock(&self.jobs).contains_key(&k);
-        let (job, udfs, ingest) = match self.launch(tenant, text, &dir, limits) {
+        let Launched {
+            job,
+            udfs,
+            probation,
+            ingest,
+        } = match self.launch(tenant, text, &dir, limits) {
             Ok(started) => started,
             Err(e) => {
                 if fresh {
@@ -924,6 +1072,7 @@ impl Inner {
             handle: job.handle(),
             router: job.ingest_router(),
             udfs,
+            probation,
             stop_requested: AtomicBool::new(false),
         });
         let entry = Entry {
@@ -960,7 +1109,7 @@ impl Inner {
         text: &str,
         dir: &Path,
         limits: JobLimits,
-    ) -> Result<(Job, Arc<SlotSet>, Vec<String>), SubmitError> {
+    ) -> Result<Launched, SubmitError> {
         std::fs::create_dir_all(dir).map_err(|source| SubmitError::Io {
             path: dir.to_path_buf(),
             source,
@@ -987,18 +1136,27 @@ impl Inner {
         let registry = self.config.registry.clone();
         let plan =
             plan::plan(spec, &registry.resolver(tenant), Some(&path)).map_err(SubmitError::Plan)?;
-        let udfs = plan.udfs.clone();
+        let (udfs, probation) = (plan.udfs.clone(), plan.probation_batches);
         let job = Job::start(
             plan,
             JobOptions {
                 core: Some(self.config.core.clone()),
                 mount_http: true,
+                versions: Some(Versions(Arc::new(TenantVersions {
+                    registry: registry.clone(),
+                    tenant: tenant.to_string(),
+                }))),
                 ..JobOptions::default()
             },
             self.config.metrics.clone(),
         )
         .map_err(|e| SubmitError::Start(Box::new(e)))?;
-        Ok((job, udfs, ingest))
+        Ok(Launched {
+            job,
+            udfs,
+            probation,
+            ingest,
+        })
     }
 
     /// Record how a job ended.
@@ -1110,6 +1268,23 @@ fn check_confined(spec: &JobSpec, dir: &Path) -> Result<(), SubmitError> {
         }
     }
     Ok(())
+}
+
+/// A tenant's view of the registry that a job keeps (to find the version a batch was sealed
+/// with when it runs again after a restart).
+struct TenantVersions {
+    registry: Arc<udf::Registry>,
+    tenant: String,
+}
+
+impl udf::UdfResolver for TenantVersions {
+    fn component(&self, name: &str) -> Result<Arc<udf::UdfComponent>, udf::ComponentError> {
+        self.registry.resolver(&self.tenant).component(name)
+    }
+
+    fn resolve(&self, name: &str) -> Result<udf::Resolved, udf::ComponentError> {
+        self.registry.resolver(&self.tenant).resolve(name)
+    }
 }
 
 #[cfg(test)]

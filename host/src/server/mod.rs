@@ -12,6 +12,7 @@ pub mod auth;
 pub mod jobs;
 pub mod jobs_api;
 pub mod logs;
+pub mod rollout;
 pub mod store;
 pub mod tenants;
 pub mod udfs;
@@ -117,7 +118,7 @@ impl ServerState {
     }
 
     /// The lock that keeps `tenant`'s deploys one at a time.
-    fn deploy_lock(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn deploy_lock(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.deploy_locks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

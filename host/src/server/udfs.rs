@@ -47,7 +47,7 @@ pub fn valid_udf_name(name: &str) -> bool {
     valid_name(name) && !name.contains("..") && name != "."
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     if valid_udf_name(name) {
         Ok(())
     } else {
@@ -175,19 +175,38 @@ async fn show(
 
 /// What a deploy (or rollback) answers.
 #[derive(Debug, Serialize)]
-struct DeployAnswer {
-    name: String,
-    version: u64,
-    sha256: String,
-    size: u64,
-    unchanged: bool,
-    dropped: Vec<u64>,
-    message: String,
+pub(super) struct DeployAnswer {
+    pub(super) name: String,
+    pub(super) version: u64,
+    pub(super) sha256: String,
+    pub(super) size: u64,
+    pub(super) unchanged: bool,
+    pub(super) dropped: Vec<u64>,
+    pub(super) message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rolled_back_to: Option<u64>,
+    pub(super) rolled_back_to: Option<u64>,
     /// What the new version did to running jobs that use the component (hot reload).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    jobs: Vec<String>,
+    pub(super) jobs: Vec<String>,
+}
+
+/// Read an uploaded component: at most the tenant's `max_component_bytes` (413 naming the
+/// limit past it, refused before reading when the declared length is past it already).
+pub(super) async fn read_component(
+    state: &ServerState,
+    tenant: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, ApiError> {
+    let limit = state.quotas(tenant).max_component_bytes.0;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    read_limited(body, limit).await
 }
 
 /// Read at most `limit` bytes of `body`: 413 naming the limit past it.
@@ -230,15 +249,7 @@ async fn deploy(
     body: Body,
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
-    let limit = state.quotas(&tenant).max_component_bytes.0;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(limit));
-    }
-    let bytes = read_limited(body, limit).await?;
+    let bytes = read_component(&state, &tenant, &headers, body).await?;
     let lock = state.deploy_lock(&tenant);
     let _one_at_a_time = lock.lock().await;
     let (status, answer) =
@@ -255,7 +266,7 @@ fn deploy_error(e: DeployError) -> ApiError {
 
 /// Deploy `bytes` as `tenant`'s next version of `name`: into the in-memory registry, then the
 /// store (one synced write, with the versions the tenant's `versions_kept` drops).
-fn deploy_blocking(
+pub(super) fn deploy_blocking(
     state: &ServerState,
     tenant: &str,
     name: &str,
@@ -288,6 +299,26 @@ fn deploy_blocking(
                 rolled_back_to,
                 jobs: Vec::new(),
             },
+        ));
+    }
+    // A version that cannot even start is not kept: the newest stays what it was.
+    if let Ok(found) = state.registry.get(tenant, name, Some(deployed.version))
+        && let Err(e) = found.component.instantiate_probe()
+    {
+        let _ = state
+            .registry
+            .remove_version(tenant, name, deployed.version);
+        tracing::warn!(
+            tenant,
+            udf = name,
+            "the new version fails to instantiate, not kept: {e}"
+        );
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{name}: the uploaded component fails to instantiate ({e}); it was rolled back, not kept, and running jobs keep their version"
+            ),
+            "run `host check` on it: a component whose start-up traps or needs more memory than your udf_memory quota cannot run",
         ));
     }
     let keep = state.quotas(tenant).versions_kept.max(1) as usize;
@@ -391,10 +422,25 @@ async fn rollback(
     };
     let lock = state.deploy_lock(&tenant);
     let _one_at_a_time = lock.lock().await;
-    let (status, answer) = tokio::task::spawn_blocking(move || {
-        let records = versions_of(&state, &tenant, &name)?;
+    let (status, answer) =
+        tokio::task::spawn_blocking(move || rollback_to(&state, &tenant, &name, request.to))
+            .await
+            .map_err(ApiError::internal)??;
+    Ok(json(status, &answer))
+}
+
+/// Deploy the bytes of `tenant`'s `name` version `to` (default: the one before the newest)
+/// again, as the newest version (the caller holds the tenant's deploy lock).
+pub(super) fn rollback_to(
+    state: &ServerState,
+    tenant: &str,
+    name: &str,
+    to: Option<u64>,
+) -> Result<(StatusCode, DeployAnswer), ApiError> {
+    {
+        let records = versions_of(state, tenant, name)?;
         let listed: Vec<String> = records.iter().map(|r| r.version.to_string()).collect();
-        let target = match request.to {
+        let target = match to {
             Some(v) => v,
             None if records.len() >= 2 => records[records.len() - 2].version,
             None => {
@@ -424,11 +470,8 @@ async fn rollback(
                     record.sha256
                 ))
             })?;
-        deploy_blocking(&state, &tenant, &name, &bytes, Some(target))
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    Ok(json(status, &answer))
+        deploy_blocking(state, tenant, name, &bytes, Some(target))
+    }
 }
 
 /// Rebuild `registry` from `store`: every stored version deployed again in order, under its

@@ -308,6 +308,34 @@ impl Bindings {
     pub fn is_empty(&self) -> bool {
         self.bindings.is_empty()
     }
+
+    /// These bindings with slot `id` bound as `binding` (a version to go back to).
+    pub fn replace(mut self, id: SlotId, binding: Binding) -> Self {
+        if let Some(b) = self.bindings.get_mut(id.0) {
+            *b = binding;
+        }
+        self
+    }
+
+    /// These bindings with slot `id` bound to the same function in `component` (of
+    /// `version`): a batch re-run with the version it ran with before a restart. The slot's
+    /// function must be in `component`, of the same role.
+    pub fn with(
+        mut self,
+        id: SlotId,
+        component: &Arc<UdfComponent>,
+        version: Option<u64>,
+    ) -> Result<Self, ResolveError> {
+        if let Some(binding) = self.bindings.get_mut(id.0) {
+            let function =
+                component.function_for(binding.function.name(), binding.component().role())?;
+            *binding = Binding {
+                function: Arc::new(function),
+                version,
+            };
+        }
+        Ok(self)
+    }
 }
 
 #[cfg(test)]
