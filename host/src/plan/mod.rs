@@ -339,7 +339,8 @@ impl Planner<'_> {
                 self.error(
                     line,
                     &subject,
-                    "names may use letters, digits, `_`, `-` and `.` only".into(),
+                    "names are 1 to 64 letters, digits, `_`, `-` and `.`, not starting with `.`"
+                        .into(),
                     None,
                 );
             }
@@ -1078,8 +1079,12 @@ fn mark(n: usize, edges: &[Vec<usize>], needed: &mut [bool]) {
     }
 }
 
+/// 1 to 64 of `[A-Za-z0-9_.-]`, not starting with `.`: a source's name names its write-ahead
+/// log's folder, so `.`, `..` and hidden names are refused.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))

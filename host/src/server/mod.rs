@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod jobs;
 pub mod jobs_api;
+pub mod limits;
 pub mod logs;
 pub mod rollout;
 pub mod store;
@@ -54,6 +55,10 @@ pub struct ServerState {
     deploy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Called after every deploy that stored a new version (hot reload of running jobs).
     deploy_hooks: Mutex<Vec<DeployHook>>,
+    /// Each tenant's rate limits (`api_rate`, `deploy_rate`, `max_ingest_rate`).
+    pub limits: limits::RateLimits,
+    /// Compiles waiting for their turn (`max_compiles` per tenant, `compile_slots` per host).
+    pub compiles: limits::CompileQueue,
 }
 
 /// What runs after a deploy stored a new version: `(tenant, name, component, version)` →
@@ -103,10 +108,16 @@ impl ServerState {
             source,
         })?;
         let store = RegistryStore::open(&data_dir.join("registry"))?;
-        let registry = Arc::new(Registry::new(runtime.clone()).with_keep(usize::MAX));
+        let mut registry = Registry::new(runtime.clone()).with_keep(usize::MAX);
+        for tenant in tenants.all() {
+            registry = registry.with_tenant_limits(
+                &tenant.name,
+                tenant.quotas.udf_limits(&runtime.config().limits),
+            );
+        }
+        let registry = Arc::new(registry);
         udfs::restore(&store, &registry)?;
         Ok(Arc::new(Self {
-            tenants,
             store,
             registry,
             runtime,
@@ -114,6 +125,9 @@ impl ServerState {
             data_dir: data_dir.to_path_buf(),
             deploy_locks: Mutex::new(HashMap::new()),
             deploy_hooks: Mutex::new(Vec::new()),
+            limits: limits::RateLimits::default(),
+            compiles: limits::CompileQueue::new(tenants.compile_slots),
+            tenants,
         }))
     }
 
@@ -171,6 +185,9 @@ pub struct ApiError {
     pub error: String,
     /// What to do about it.
     pub hint: String,
+    /// Seconds to wait before trying again (`Retry-After`, with 429).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -180,6 +197,7 @@ impl ApiError {
             status,
             error: error.into(),
             hint: hint.into(),
+            retry_after: None,
         }
     }
 
@@ -200,7 +218,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json(self.status, &self)
+        let mut response = json(self.status, &self);
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -229,6 +253,10 @@ pub fn with_routes(state: Arc<ServerState>, extra: Router<Arc<ServerState>>) -> 
     udfs::routes()
         .merge(extra)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit,
+        ))
         .with_state(state)
 }
 

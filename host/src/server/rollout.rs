@@ -32,10 +32,9 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Tenant;
 use super::jobs::{JobManager, TrialInfo};
-use super::udfs::{check_name, deploy_blocking, read_component, rollback_to};
+use super::udfs::{check_name, compile, deploy_blocking, read_component, rollback_to};
 use super::{ApiError, ServerState, json};
 use crate::engine::CanaryReport;
-use crate::udf::UdfComponent;
 
 /// Batches a canary compares when the request does not say.
 pub const DEFAULT_CANARY_BATCHES: u32 = 10;
@@ -333,20 +332,29 @@ async fn canary(
             "pass --canary K with K in that range",
         ));
     };
+    state.limits.deploy(&state, &tenant)?;
     let bytes = read_component(&state, &tenant, &headers, body).await?;
+    if state.registry.get(&tenant, &name, None).is_err() {
+        return Err(ApiError::not_found(
+            format!("no UDF named {name:?} to run a canary against"),
+            "deploy a first version without --canary",
+        ));
+    }
+    // Compiled in the tenant's turn, like a deploy, with the tenant's limits.
+    let turn = (state.compiles)
+        .turn(&tenant, state.quotas(&tenant).max_compiles, &name)
+        .await;
+    let component = {
+        let (state, tenant, name, bytes) =
+            (state.clone(), tenant.clone(), name.clone(), bytes.clone());
+        tokio::task::spawn_blocking(move || compile(&state, &tenant, &name, &bytes))
+            .await
+            .map_err(ApiError::internal)??
+    };
+    drop(turn);
     let lock_ = state.deploy_lock(&tenant);
     let _one_at_a_time = lock_.lock().await;
     let answer = tokio::task::spawn_blocking(move || {
-        if state.registry.get(&tenant, &name, None).is_err() {
-            return Err(ApiError::not_found(
-                format!("no UDF named {name:?} to run a canary against"),
-                "deploy a first version without --canary",
-            ));
-        }
-        let component: Arc<UdfComponent> =
-            state.registry.runtime().load(&name, &bytes).map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), e.hint().to_string())
-            })?;
         component.instantiate_probe().map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

@@ -15,7 +15,20 @@
 //! max_state_bytes = "10GiB"
 //! max_component_bytes = "64MiB"
 //! versions_kept = 10
+//! max_compiles = 1
+//! api_rate = "50/s"
+//! api_burst = 100
+//! deploy_rate = "20/min"
+//! deploy_burst = 10
+//! max_ingest_rate = "64MiB/s"
+//!
+//! [host]                      # optional: settings of the host as a whole
+//! compile_slots = 1           # compiles at once over all tenants (default cores − 1, ≥ 1)
 //! ```
+//!
+//! `udf_memory` and `udf_timeout` are the limits of every instance of the tenant's UDFs
+//! (`udf_memory` capped at the host's `--udf-memory`, which sizes the engine's memory pool);
+//! the rates are enforced by [`super::limits`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,8 +37,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::limits::Rate;
 use crate::config::ByteSize;
-use crate::udf::valid_name;
+use crate::udf::{UdfLimits, valid_name};
 
 /// The tenant a host without a config file has.
 pub const DEFAULT_TENANT: &str = "default";
@@ -53,6 +67,31 @@ pub struct Quotas {
     /// Versions kept per UDF name (default 10, at least 1): a deploy past it drops the oldest
     /// version no job pinned (never the newest).
     pub versions_kept: u32,
+    /// Compiles of the tenant's uploads at once (default 1, at least 1); more wait their turn.
+    pub max_compiles: u32,
+    /// API calls per period, ingest aside (default `50/s`); past it 429 with `Retry-After`.
+    pub api_rate: Rate,
+    /// API calls that may come at once before `api_rate` applies (default 100).
+    pub api_burst: u64,
+    /// Uploads and rollbacks per period (default `20/min`); past it 429 with `Retry-After`.
+    pub deploy_rate: Rate,
+    /// Uploads that may come at once before `deploy_rate` applies (default 10).
+    pub deploy_burst: u64,
+    /// Bytes per period of records posted to the tenant's jobs' ingest routes (default
+    /// `64MiB/s`, with a burst of one second's worth); past it 429 with `Retry-After`.
+    pub max_ingest_rate: Rate,
+}
+
+impl Quotas {
+    /// The limits of the tenant's UDF instances: `base` (the host's) with `udf_memory` (at most
+    /// `base.memory`, the engine's pool size) and `udf_timeout`.
+    pub fn udf_limits(&self, base: &UdfLimits) -> UdfLimits {
+        UdfLimits {
+            memory: self.udf_memory.min(base.memory),
+            call_timeout: self.udf_timeout,
+            ..base.clone()
+        }
+    }
 }
 
 impl Default for Quotas {
@@ -64,6 +103,12 @@ impl Default for Quotas {
             max_state_bytes: ByteSize::gib(10),
             max_component_bytes: ByteSize::mib(64),
             versions_kept: 10,
+            max_compiles: 1,
+            api_rate: Rate::per_second(50),
+            api_burst: 100,
+            deploy_rate: Rate::per_minute(20),
+            deploy_burst: 10,
+            max_ingest_rate: Rate::per_second(64 << 20),
         }
     }
 }
@@ -87,6 +132,17 @@ pub struct TenantConfig {
 pub struct HostConfig {
     /// The tenants; at least one.
     pub tenants: Vec<TenantConfig>,
+    /// Settings of the host as a whole.
+    #[serde(default)]
+    pub host: HostSettings,
+}
+
+/// `[host]` of a config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSettings {
+    /// Compiles at once over all tenants (default cores − 1, at least 1).
+    pub compile_slots: Option<usize>,
 }
 
 /// One tenant the host knows.
@@ -106,6 +162,8 @@ pub struct Tenants {
     tenants: Vec<TenantInfo>,
     /// Where the default tenant's token was written (no config file), for hints.
     pub token_file: Option<PathBuf>,
+    /// Compiles at once over all tenants (`[host] compile_slots`).
+    pub compile_slots: usize,
 }
 
 /// The tenants could not be set up.
@@ -201,6 +259,7 @@ impl Tenants {
             }
             let mut quotas = t.quotas;
             quotas.versions_kept = quotas.versions_kept.max(1);
+            quotas.max_compiles = quotas.max_compiles.max(1);
             tenants.push(TenantInfo {
                 name: t.name,
                 token_sha256,
@@ -210,6 +269,11 @@ impl Tenants {
         Ok(Self {
             tenants,
             token_file: None,
+            compile_slots: config
+                .host
+                .compile_slots
+                .unwrap_or_else(super::limits::default_compile_slots)
+                .max(1),
         })
     }
 
@@ -242,6 +306,7 @@ impl Tenants {
             Self {
                 tenants,
                 token_file: Some(path),
+                compile_slots: super::limits::default_compile_slots(),
             },
             created,
         ))
@@ -331,6 +396,21 @@ mod tests {
         assert_eq!(acme.quotas.max_component_bytes, ByteSize::mib(1));
         assert_eq!(acme.quotas.udf_timeout, Duration::from_millis(500));
         assert_eq!(acme.quotas.versions_kept, 10);
+        assert_eq!(acme.quotas.api_rate, Rate::per_second(50));
+        assert_eq!(acme.quotas.max_compiles, 1);
+        // The tenant's limits are the host's with its memory (capped at the host's) and timeout.
+        let host = UdfLimits {
+            memory: ByteSize::mib(128),
+            ..UdfLimits::default()
+        };
+        let limits = acme.quotas.udf_limits(&host);
+        assert_eq!(limits.call_timeout, Duration::from_millis(500));
+        assert_eq!(limits.memory, ByteSize::mib(128));
+        assert_eq!(limits.stack, host.stack);
+        assert_eq!(
+            t.compile_slots,
+            super::super::limits::default_compile_slots()
+        );
         assert_eq!(t.authenticate("g-token").unwrap().name, "globex");
         assert!(t.authenticate("nope").is_none());
 
@@ -339,12 +419,33 @@ mod tests {
             "[[tenants]]\nname = \"../x\"\ntoken_sha256 = \"00\"",
             "[[tenants]]\nname = \"a\"\ntoken_sha256 = \"00\"",
             "[[tenants]]\nname = \"a\"\ntoken_sha256 = \"00\"\nextra = 1",
+            "[[tenants]]\nname = \"a\"\ntoken_sha256 = \"00\"\n[tenants.quotas]\napi_rate = \"50/day\"",
+            "[host]\ncompile_slotz = 2\n[[tenants]]\nname = \"a\"\ntoken_sha256 = \"00\"",
         ] {
             assert!(
                 matches!(Tenants::parse(path, bad), Err(TenantsError::Parse { .. })),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn rates_compiles_and_host_settings_are_read() {
+        let text = format!(
+            "[host]\ncompile_slots = 3\n\n[[tenants]]\nname = \"acme\"\ntoken_sha256 = \"{}\"\n[tenants.quotas]\nudf_memory = \"16MiB\"\nmax_compiles = 0\napi_rate = \"5/s\"\napi_burst = 7\ndeploy_rate = \"2/min\"\ndeploy_burst = 1\nmax_ingest_rate = \"1MiB/s\"\n",
+            hash_token("a-token")
+        );
+        let t = Tenants::parse(Path::new("host.toml"), &text).unwrap();
+        assert_eq!(t.compile_slots, 3);
+        let q = &t.get("acme").unwrap().quotas;
+        assert_eq!(q.max_compiles, 1, "at least one compile");
+        assert_eq!((q.api_rate, q.api_burst), (Rate::per_second(5), 7));
+        assert_eq!((q.deploy_rate, q.deploy_burst), (Rate::per_minute(2), 1));
+        assert_eq!(q.max_ingest_rate, Rate::per_second(1 << 20));
+        assert_eq!(
+            q.udf_limits(&UdfLimits::default()).memory,
+            ByteSize::mib(16)
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! - `GET /api/v1/udfs/{name}`: `{"name", "versions": [{"version", "sha256", "size",
 //!   "deployed_at", "deployed_by", "pins"}]}`, oldest first;
 //! - `POST /api/v1/udfs/{name}` with the component's bytes as the body: checks (world, ABI
-//!   version, functions, limits), compiles (one deploy at a time per tenant, bounded in time by
-//!   the host's `--compile-timeout`) and stores it as the next version: 201 `{"name",
+//!   version, functions, limits), compiles (in the tenant's turn: `max_compiles` per tenant,
+//!   `[host] compile_slots` per host, see [`super::limits`]; bounded in time by the host's
+//!   `--compile-timeout`) and stores it (one deploy at a time per tenant) as the next version: 201 `{"name",
 //!   "version", "sha256", "size", "unchanged": false, "dropped": […]}`; bytes identical to the
 //!   newest version are 200 `{"version": k, "unchanged": true, …}`. A body over the tenant's
 //!   `max_component_bytes` is 413 naming the limit; bytes that are not a Sluice component are
@@ -249,14 +250,55 @@ async fn deploy(
     body: Body,
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
+    state.limits.deploy(&state, &tenant)?;
     let bytes = read_component(&state, &tenant, &headers, body).await?;
+    // Compile in the tenant's turn (`max_compiles`, `[host] compile_slots`), outside the
+    // deploy lock; the deploy below finds the compiled code in the runtime's cache.
+    let turn = (state.compiles)
+        .turn(&tenant, state.quotas(&tenant).max_compiles, &name)
+        .await;
+    let (compiling, t, n, b) = (state.clone(), tenant.clone(), name.clone(), bytes.clone());
+    tokio::task::spawn_blocking(move || compile(&compiling, &t, &n, &b).map(drop))
+        .await
+        .map_err(ApiError::internal)??;
+    let waited = turn.waited;
+    drop(turn);
     let lock = state.deploy_lock(&tenant);
     let _one_at_a_time = lock.lock().await;
-    let (status, answer) =
+    let (status, mut answer) =
         tokio::task::spawn_blocking(move || deploy_blocking(&state, &tenant, &name, &bytes, None))
             .await
             .map_err(ApiError::internal)??;
+    if waited >= QUEUED_NOTE {
+        answer.message.push_str(&format!(
+            " (waited {} ms for a compile slot)",
+            waited.as_millis()
+        ));
+    }
     Ok(json(status, &answer))
+}
+
+/// A wait for a compile slot at least this long is told in the deploy's answer.
+const QUEUED_NOTE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Check and compile `bytes` with `tenant`'s limits, without deploying them (what the queue
+/// bounds); the runtime caches the compiled code by hash.
+pub(super) fn compile(
+    state: &ServerState,
+    tenant: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Arc<crate::udf::UdfComponent>, ApiError> {
+    state
+        .runtime
+        .load_with_limits(name, bytes, state.registry.limits_of(tenant))
+        .map_err(|source| {
+            deploy_error(DeployError::Load {
+                tenant: tenant.to_string(),
+                name: name.to_string(),
+                source: Box::new(source),
+            })
+        })
 }
 
 fn deploy_error(e: DeployError) -> ApiError {
@@ -420,6 +462,7 @@ async fn rollback(
             )
         })?
     };
+    state.limits.deploy(&state, &tenant)?;
     let lock = state.deploy_lock(&tenant);
     let _one_at_a_time = lock.lock().await;
     let (status, answer) =

@@ -252,6 +252,10 @@ impl ChildLimits {
             self.cpu_seconds.saturating_add(5),
         )?;
         set(libc::RLIMIT_CORE, 0, 0)?;
+        // The lowest CPU priority: a compile (a tenant's upload) never takes a core from the
+        // batches of running jobs. Best effort: a failure leaves the priority as it was.
+        // SAFETY: setpriority is a system call changing only this process's nice value.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
         // Die with the host, so that a worker never outlives a crashed or killed host.
         // SAFETY: PR_SET_PDEATHSIG takes a signal number and changes only this process.
         if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use super::component::UdfComponent;
+use super::config::UdfLimits;
 use super::error::LoadError;
 use super::guest_text;
 use super::resolve::{MAX_LISTED_COMPONENTS, TenantRegistry};
@@ -273,6 +274,9 @@ pub struct Registry {
     runtime: Arc<UdfRuntime>,
     keep: usize,
     tenants: RwLock<Tenants>,
+    /// Limits of each tenant's instances ([`Registry::with_tenant_limits`]); a tenant not
+    /// here gets the runtime's.
+    tenant_limits: HashMap<String, UdfLimits>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -290,7 +294,23 @@ impl Registry {
             runtime,
             keep: DEFAULT_KEEP,
             tenants: RwLock::new(HashMap::new()),
+            tenant_limits: HashMap::new(),
         }
+    }
+
+    /// Give every component `tenant` deploys from now on `limits` instead of the runtime's
+    /// (a shared host's per-tenant `udf_memory` and `udf_timeout` quotas). Set before the
+    /// tenant's versions are deployed or restored: a loaded component keeps its limits.
+    pub fn with_tenant_limits(mut self, tenant: &str, limits: UdfLimits) -> Self {
+        self.tenant_limits.insert(tenant.to_string(), limits);
+        self
+    }
+
+    /// The limits `tenant`'s components get.
+    pub fn limits_of(&self, tenant: &str) -> &UdfLimits {
+        self.tenant_limits
+            .get(tenant)
+            .unwrap_or(&self.runtime.config().limits)
     }
 
     /// Keep at most `keep` versions per name (at least 1): deploying past it drops the oldest
@@ -361,7 +381,7 @@ impl Registry {
         }
         let component = self
             .runtime
-            .load(name, bytes)
+            .load_with_limits(name, bytes, self.limits_of(tenant))
             .map_err(|source| DeployError::Load {
                 tenant: tenant.to_string(),
                 name: name.to_string(),

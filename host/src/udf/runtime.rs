@@ -16,7 +16,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use super::bindings;
 use super::compiler::{self, EngineUse};
 use super::component::{Role, UdfComponent};
-use super::config::RuntimeConfig;
+use super::config::{RuntimeConfig, UdfLimits};
 use super::error::LoadError;
 use super::guest_text;
 use super::host_state::HostState;
@@ -208,6 +208,18 @@ impl UdfRuntime {
     /// Load a component from its bytes: check, compile (or take from the cache), inspect its
     /// world and imports, instantiate it once to read its ABI version and functions.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<UdfComponent>, LoadError> {
+        self.load_with_limits(name, bytes, &self.config.limits)
+    }
+
+    /// [`load`](Self::load), its instances bounded by `limits` instead of the runtime's (a
+    /// shared host's tenant quotas). The engine's pool still caps memory at the runtime's
+    /// `limits.memory`, so a larger `limits.memory` has no effect past it.
+    pub fn load_with_limits(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        limits: &UdfLimits,
+    ) -> Result<Arc<UdfComponent>, LoadError> {
         self.check_size(name, bytes.len() as u64)?;
         check_header(name, bytes)?;
         let hash = hex::encode(Sha256::digest(bytes));
@@ -226,7 +238,10 @@ impl UdfRuntime {
             role,
             pre,
             &self.engine,
-            &self.config,
+            &RuntimeConfig {
+                limits: limits.clone(),
+                ..self.config.clone()
+            },
             self.registry.clone(),
         )
     }

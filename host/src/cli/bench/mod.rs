@@ -3,6 +3,7 @@
 //! noisy). W1 is stateless; W3 (event-time windows) and W4 (running totals) keep state in
 //! RocksDB, and run twice: with the host's builtin reducers and with Wasm UDFs.
 
+mod noisy;
 mod recovery;
 mod stateful;
 mod w1;
@@ -20,8 +21,9 @@ use sluice_host::workloads;
 pub struct BenchArgs {
     /// The workload: `w1` (filter purchases, project, per-batch count and sum), `w3` (sliding
     /// event-time windows, count and sum per event type), `w4` (running count and sum per user),
-    /// `recovery` (restart time of a job with `--keys` keys of state).
-    #[arg(value_parser = ["w1", "w3", "w4", "recovery"])]
+    /// `recovery` (restart time of a job with `--keys` keys of state), `noisy` (a tenant's
+    /// batch times on a shared host while another tenant misbehaves).
+    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "noisy"])]
     pub workload: String,
     /// Keys of state for `recovery`.
     #[arg(long, default_value_t = 1_000_000)]
@@ -41,6 +43,16 @@ pub struct BenchArgs {
     /// Partitions per batch (default: one per core).
     #[arg(long)]
     pub partitions: Option<usize>,
+    /// `noisy`: seconds of each period (baseline, then under noise).
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// `noisy`: what tenant a does, any of `spin` (an infinite loop), `bomb` (a memory bomb),
+    /// `compile` (slow uploads), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "spin,bomb,compile")]
+    pub noise: Vec<String>,
+    /// `noisy`: where the test guests are (`hostile.wasm`).
+    #[arg(long, value_name = "DIR", default_value = "dist/test-guests")]
+    pub guests: PathBuf,
 }
 
 /// Run the workload `args` names.
@@ -49,6 +61,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         "w3" => stateful::run_w3(args, runtime),
         "w4" => stateful::run_w4(args, runtime),
         "recovery" => recovery::run(args, runtime),
+        "noisy" => noisy::run(args),
         _ => w1::run(args, runtime),
     }
 }
