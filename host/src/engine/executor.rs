@@ -103,6 +103,9 @@ pub struct Executor {
     bound: Vec<String>,
     /// Per node: whether a later stream reads its snapshot (`state_snapshots`).
     snapshot_wanted: Vec<bool>,
+    /// A dry run (`host replay`, see [`Executor::dry_run`]): each stream's output of the last
+    /// batch, kept instead of running sinks and committing state.
+    dry_run: Option<Vec<Option<Vec<Batch>>>>,
 }
 
 impl Executor {
@@ -173,8 +176,25 @@ impl Executor {
                     })
                 })
                 .collect(),
+            dry_run: None,
             plan,
         })
+    }
+
+    /// Make this a dry run (`host replay`): a batch runs every stream, reading state as it is,
+    /// but no sink runs and nothing is committed; [`Executor::take_outputs`] has the streams'
+    /// outputs.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = Some(Vec::new());
+        self
+    }
+
+    /// A dry run's outputs of the last batch, per plan node (`None`: no batch at this time).
+    pub fn take_outputs(&mut self) -> Vec<Option<Vec<Batch>>> {
+        self.dry_run
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The last batch whose state is committed, when the job keeps state.
@@ -247,7 +267,7 @@ impl Executor {
     /// Run one batch to the end: every needed stream, then every sink; then commit its state.
     pub fn run(&mut self, batch: SealedBatch) -> BatchReport {
         let started = Instant::now();
-        if self.committed.is_some_and(|c| batch.id <= c) {
+        if self.dry_run.is_none() && self.committed.is_some_and(|c| batch.id <= c) {
             // Re-sent after a restart, but its state (and so its sinks) were done before.
             tracing::info!(job = %self.plan.name, batch = batch.id, "batch {} was committed before the restart: not run again", batch.id);
             let mut report = BatchReport {
@@ -533,6 +553,10 @@ impl Executor {
                 time: started.elapsed(),
             });
             outputs.push(Some(parts));
+        }
+        if let Some(kept) = &mut self.dry_run {
+            *kept = outputs;
+            return Ok(());
         }
         let sinks_started = Instant::now();
         let sizes = self

@@ -8,6 +8,7 @@ pub mod core;
 pub mod executor;
 pub mod job;
 pub mod recovery;
+pub mod replay;
 pub mod stats;
 
 pub use context::{By, ContextError, DStream, EventTimeSpec, StateSpec, StreamingContext};

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod jobs;
 pub mod jobs_api;
 pub mod logs;
+pub mod replay;
 pub mod store;
 pub mod tenants;
 pub mod udfs;

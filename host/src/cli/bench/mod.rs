@@ -5,6 +5,7 @@
 
 mod recovery;
 mod stateful;
+mod swap;
 mod w1;
 
 use std::path::{Path, PathBuf};
@@ -20,8 +21,9 @@ use sluice_host::workloads;
 pub struct BenchArgs {
     /// The workload: `w1` (filter purchases, project, per-batch count and sum), `w3` (sliding
     /// event-time windows, count and sum per event type), `w4` (running count and sum per user),
-    /// `recovery` (restart time of a job with `--keys` keys of state).
-    #[arg(value_parser = ["w1", "w3", "w4", "recovery"])]
+    /// `recovery` (restart time of a job with `--keys` keys of state), `swap` (what a hot swap
+    /// of a UDF adds to its batch).
+    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "swap"])]
     pub workload: String,
     /// Keys of state for `recovery`.
     #[arg(long, default_value_t = 1_000_000)]
@@ -41,6 +43,22 @@ pub struct BenchArgs {
     /// Partitions per batch (default: one per core).
     #[arg(long)]
     pub partitions: Option<usize>,
+    /// `swap`: batches run.
+    #[arg(long, default_value_t = 1000)]
+    pub batches: u64,
+    /// `swap`: the UDF is rebound before every this many batches.
+    #[arg(long, default_value_t = 4)]
+    pub swap_every: u64,
+    /// `swap`: records per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_records: u64,
+    /// `swap`: the second version of `text` (its `uppercase` marks lines `v2:`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "dist/test-guests/text_v2.wasm"
+    )]
+    pub v2: PathBuf,
 }
 
 /// Run the workload `args` names.
@@ -49,6 +67,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         "w3" => stateful::run_w3(args, runtime),
         "w4" => stateful::run_w4(args, runtime),
         "recovery" => recovery::run(args, runtime),
+        "swap" => swap::run(args, runtime),
         _ => w1::run(args, runtime),
     }
 }
