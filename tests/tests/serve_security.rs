@@ -111,6 +111,13 @@ const ROUTES: &[Row] = &[
         b"bob was here\n",
         Other::NotFound,
     ),
+    row(
+        "POST",
+        "/api/v1/jobs/{job}/replay",
+        "/api/v1/jobs/upper/replay?batch=1",
+        b"",
+        Other::NotFound,
+    ),
     // Rollouts (server/rollout.rs): a trial, a canary, promote, abort.
     row(
         "GET",

@@ -375,8 +375,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
         .map_err(io(dir, "fsync the folder"))
 }
 
-/// Read a metadata file, checking its header, length and checksum.
-fn read_metadata(path: &Path) -> Result<Metadata, String> {
+/// Read a metadata file, checking its header, length and checksum (not its values: see
+/// [`Metadata::validate`]).
+pub fn read_metadata(path: &Path) -> Result<Metadata, String> {
     let data =
         crate::files::read_regular_file(path, MAX_METADATA_BYTES).map_err(|e| e.to_string())?;
     let newline = data

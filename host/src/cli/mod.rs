@@ -8,6 +8,7 @@ mod deploy;
 mod r#gen;
 mod jobs;
 mod records;
+mod replay;
 mod rollout;
 mod run;
 mod serve;
@@ -228,6 +229,14 @@ there whatever the manifest says.")]
     /// labelled with tenant, job, batch and UDF; `--follow` keeps printing new ones.
     Logs(jobs::LogsArgs),
 
+    /// Run one recorded batch of a stopped job again as a dry run with the current UDF
+    /// versions and print each stream's output: no sink runs, nothing is committed.
+    #[command(after_help = "\
+Examples:
+  host replay words --batch 3                     # a served job (stopped or failed), on its host
+  host replay --manifest job.toml --batch 3       # a `host run` job with a checkpoint, here")]
+    Replay(replay::ReplayArgs),
+
     /// Print the SHA-256 of the token read from stdin: what a tenant's `token_sha256` in
     /// `host serve --config` holds.
     #[command(name = "hash-token")]
@@ -282,6 +291,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => jobs::status(args),
         Command::Stop(args) => jobs::stop(args),
         Command::Logs(args) => jobs::logs(args),
+        Command::Replay(args) => replay::run(args, runtime),
         Command::HashToken => serve::hash_token(),
     }
 }

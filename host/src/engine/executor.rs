@@ -109,6 +109,9 @@ pub struct Executor {
     trial: Trials,
     /// Per node: whether a later stream reads its snapshot (`state_snapshots`).
     snapshot_wanted: Vec<bool>,
+    /// A dry run (`host replay`, see [`Executor::dry_run`]): each stream's output of the last
+    /// batch, kept instead of running sinks and committing state.
+    dry_run: Option<Vec<Option<Vec<Batch>>>>,
 }
 
 impl Executor {
@@ -180,8 +183,25 @@ impl Executor {
                     })
                 })
                 .collect(),
+            dry_run: None,
             plan,
         })
+    }
+
+    /// Make this a dry run (`host replay`): a batch runs every stream, reading state as it is,
+    /// but no sink runs and nothing is committed; [`Executor::take_outputs`] has the streams'
+    /// outputs.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = Some(Vec::new());
+        self
+    }
+
+    /// A dry run's outputs of the last batch, per plan node (`None`: no batch at this time).
+    pub fn take_outputs(&mut self) -> Vec<Option<Vec<Batch>>> {
+        self.dry_run
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The last batch whose state is committed, when the job keeps state.
@@ -255,7 +275,7 @@ impl Executor {
     /// With a `canary`, first run the batch with the canary's version too, and compare.
     pub fn run(&mut self, batch: SealedBatch, canary: Option<&Canary>) -> BatchReport {
         let started = Instant::now();
-        if self.committed.is_some_and(|c| batch.id <= c) {
+        if self.dry_run.is_none() && self.committed.is_some_and(|c| batch.id <= c) {
             // Re-sent after a restart, but its state (and so its sinks) were done before.
             tracing::info!(job = %self.plan.name, batch = batch.id, "batch {} was committed before the restart: not run again", batch.id);
             let mut report = BatchReport {
@@ -563,6 +583,10 @@ impl Executor {
         let parts = ScopeParts::new(self, bindings, report);
         let scope = parts.scope();
         let (outputs, writes, buffer_sizes) = self.run_nodes(&scope, sources, report)?;
+        if let Some(kept) = &mut self.dry_run {
+            kept.clone_from(&outputs);
+            return Ok(outputs);
+        }
         let plan = self.plan.clone();
         let sinks_started = Instant::now();
         let sizes = self

@@ -9,6 +9,7 @@ pub mod core;
 pub mod executor;
 pub mod job;
 pub mod recovery;
+pub mod replay;
 pub mod stats;
 pub mod trial;
 

@@ -8,6 +8,7 @@
 //! | `POST /api/v1/jobs/{job}/stop` | stop it (`?graceful=true`: finish what was received) |
 //! | `POST /api/v1/jobs/{job}/ingest/{source}` | records for the job's http source |
 //! | `GET /api/v1/jobs/{job}/logs?after=N` | the job's recent log lines after sequence number `N` (host and guest lines naming its tenant and job) |
+//! | `POST /api/v1/jobs/{job}/replay?batch=T` | run a recorded batch of the (stopped) job again as a dry run: every stream's output (see [`super::replay`]) |
 //!
 //! Every route needs the tenant's bearer token ([`Tenant`]); another tenant's job is `404`.
 //! Ingest is the job's own endpoint (`Job::ingest_router`), so its answers are those of an
@@ -67,6 +68,7 @@ pub fn routes(manager: JobManager) -> Router<Arc<ServerState>> {
         .route("/api/v1/jobs/{job}/stop", post(stop))
         .route("/api/v1/jobs/{job}/logs", get(logs))
         .route("/api/v1/jobs/{job}/ingest/{source}", post(ingest))
+        .merge(super::replay::routes())
         .layer(Extension(manager))
 }
 

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod jobs_api;
 pub mod limits;
 pub mod logs;
+pub mod replay;
 pub mod rollout;
 pub mod store;
 pub mod tenants;

@@ -6,6 +6,7 @@
 mod noisy;
 mod recovery;
 mod stateful;
+mod swap;
 mod w1;
 
 use std::path::{Path, PathBuf};
@@ -22,8 +23,9 @@ pub struct BenchArgs {
     /// The workload: `w1` (filter purchases, project, per-batch count and sum), `w3` (sliding
     /// event-time windows, count and sum per event type), `w4` (running count and sum per user),
     /// `recovery` (restart time of a job with `--keys` keys of state), `noisy` (a tenant's
-    /// batch times on a shared host while another tenant misbehaves).
-    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "noisy"])]
+    /// batch times on a shared host while another tenant misbehaves), `swap` (what a hot swap
+    /// of a UDF adds to its batch).
+    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "noisy", "swap"])]
     pub workload: String,
     /// Keys of state for `recovery`.
     #[arg(long, default_value_t = 1_000_000)]
@@ -53,6 +55,22 @@ pub struct BenchArgs {
     /// `noisy`: where the test guests are (`hostile.wasm`).
     #[arg(long, value_name = "DIR", default_value = "dist/test-guests")]
     pub guests: PathBuf,
+    /// `swap`: batches run.
+    #[arg(long, default_value_t = 1000)]
+    pub batches: u64,
+    /// `swap`: the UDF is rebound before every this many batches.
+    #[arg(long, default_value_t = 4)]
+    pub swap_every: u64,
+    /// `swap`: records per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_records: u64,
+    /// `swap`: the second version of `text` (its `uppercase` marks lines `v2:`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "dist/test-guests/text_v2.wasm"
+    )]
+    pub v2: PathBuf,
 }
 
 /// Run the workload `args` names.
@@ -62,6 +80,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         "w4" => stateful::run_w4(args, runtime),
         "recovery" => recovery::run(args, runtime),
         "noisy" => noisy::run(args),
+        "swap" => swap::run(args, runtime),
         _ => w1::run(args, runtime),
     }
 }
