@@ -170,8 +170,13 @@ fn declared_routes() -> BTreeSet<(String, String)> {
         }
         let text = std::fs::read_to_string(&path).expect("a source file");
         let mut rest = text.as_str();
-        while let Some(at) = rest.find(".route(\"") {
-            rest = &rest[at + ".route(\"".len()..];
+        while let Some(at) = rest.find(".route(") {
+            rest = rest[at + ".route(".len()..].trim_start();
+            // `.route(` then the path, on the same line or the next (rustfmt's choice).
+            let Some(path) = rest.strip_prefix('"') else {
+                continue;
+            };
+            rest = path;
             let Some(end) = rest.find('"') else { break };
             let route = rest[..end].to_string();
             // The handlers: up to the `)` closing `.route(`.
