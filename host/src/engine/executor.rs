@@ -13,10 +13,11 @@ use crate::batch::Batch;
 use crate::checkpoint::CheckpointLog;
 use crate::metrics::{Registry, SeriesKey};
 pub use crate::operators::BatchScope;
-use crate::operators::{Input, Memory, OpError, OpenCx, RunCx};
-use crate::plan::{ErrorPolicy, NodeKind, Plan, PlannedSink};
+use crate::operators::{Input, Memory, OnError, OpError, OpenCx, RunCx};
+use crate::plan::{NodeKind, Plan, PlannedSink};
 use crate::sinks::{self, SinkBatch, SinkError, text_files};
 use crate::sources::{SourceInput, push_lines};
+use crate::state::dead_letters::{DeadLetter, DeadLetterError, DeadLetterStore};
 use crate::state::{Committed, SIZE, StateError, StateStore, StateWrites};
 use crate::udf::UdfFunction;
 
@@ -59,6 +60,9 @@ pub enum BatchError {
     /// State could not be written, or would grow past the job's limit.
     #[error(transparent)]
     State(#[from] StateError),
+    /// Dead letters could not be written.
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
 }
 
 /// Why a finished batch could not be recorded in the checkpoint.
@@ -84,6 +88,9 @@ pub enum StartError {
     /// The checkpoint could not be opened, or the plan cannot carry on from it.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The dead-letter store could not be opened.
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
 }
 
 /// Runs batches of one plan, in order, and owns what its streams remember.
@@ -103,6 +110,10 @@ pub struct Executor {
     bound: Vec<String>,
     /// Per node: whether a later stream reads its snapshot (`state_snapshots`).
     snapshot_wanted: Vec<bool>,
+    /// Where dead letters go, when a stream makes them.
+    dead_letters: Option<Arc<DeadLetterStore>>,
+    /// This batch's UDFs: `component#function`, registry version, component hash.
+    versions: Vec<(String, Option<u64>, String)>,
 }
 
 impl Executor {
@@ -156,7 +167,13 @@ impl Executor {
                 None => tracing::info!(job = %plan.name, "state in {}: new", store.dir().display()),
             }
         }
+        let dead_letters = match &plan.dead_letter_dir {
+            Some(dir) => Some(DeadLetterStore::open(dir)?),
+            None => None,
+        };
         Ok(Self {
+            dead_letters,
+            versions: Vec::new(),
             pool,
             registry,
             store,
@@ -268,6 +285,10 @@ impl Executor {
         self.note_rebinds(&bindings, batch.id, batch.time);
         let udfs: Vec<Arc<UdfFunction>> =
             bindings.iter().map(|(_, b)| b.function.clone()).collect();
+        self.versions = bindings
+            .iter()
+            .map(|(_, b)| (b.function.spec(), b.version, b.hash().to_string()))
+            .collect();
         let registry = self.registry.clone();
         let scope = BatchScope {
             pool: &pool,
@@ -297,13 +318,28 @@ impl Executor {
         tracing::debug!(job = %plan.name, batch = batch.id, read_ms = ms(started.elapsed()), "input read");
         let result = self.compute(&scope, &mut sources, &mut report);
         if let Err(e) = &result {
-            report.fatal = matches!(**e, BatchError::State(_));
+            report.fatal = matches!(**e, BatchError::State(_) | BatchError::DeadLetters(_));
             report.error = Some(e.to_string());
+            // The failing stream's own policy, else the job's.
+            let policy = match &**e {
+                BatchError::Operator { stream, .. } => plan
+                    .nodes
+                    .iter()
+                    .find(|n| *n.name == **stream)
+                    .map(|n| plan.on_error(n)),
+                _ => None,
+            };
+            let policy = policy.unwrap_or(match plan.on_udf_error {
+                crate::plan::ErrorPolicy::Fail => OnError::Fail,
+                crate::plan::ErrorPolicy::SkipBatch => OnError::SkipBatch,
+            });
+            report.skipped = !report.fatal && policy == OnError::SkipBatch;
         }
-        let done = result.is_ok() || (!report.fatal && plan.on_udf_error == ErrorPolicy::SkipBatch);
+        let done = result.is_ok() || report.skipped;
         if done && let Err(e) = self.checkpointed(batch.id) {
             report.error = Some(format!("cannot write the checkpoint: {e}"));
             report.fatal = true;
+            report.skipped = false;
         }
         report.state_bytes = self.sizes.iter().sum();
         report.processing_time = started.elapsed();
@@ -450,6 +486,7 @@ impl Executor {
         let mut snapshots: Vec<Option<Vec<Batch>>> = vec![None; plan.nodes.len()];
         let mut writes = StateWrites::default();
         let mut buffer_sizes: Vec<(usize, u64)> = Vec::new();
+        let mut letters: Vec<DeadLetter> = Vec::new();
         for (index, node) in plan.nodes.iter().enumerate() {
             let started = Instant::now();
             let inputs_active = node.inputs.iter().all(|&i| outputs[i].is_some());
@@ -465,32 +502,51 @@ impl Executor {
                         outputs.push(None);
                         continue;
                     }
-                    let inputs = node
-                        .inputs
-                        .iter()
-                        .map(|&i| Input {
-                            parts: outputs[i].as_deref().unwrap_or(&[][..]),
-                            active: outputs[i].is_some(),
-                            key_codec: plan.nodes[i].key_codec,
-                            value_codec: plan.nodes[i].value_codec,
-                            snapshot: snapshots[i].as_deref(),
-                        })
-                        .collect();
-                    let mut cx = RunCx {
-                        scope,
-                        stream: &node.name,
-                        inputs,
-                        memory: &mut self.memory[index],
-                        writes: &mut writes,
-                        snapshot_wanted: self.snapshot_wanted[index],
-                        snapshot: None,
-                        late_records: 0,
+                    let mut attempt = 0;
+                    let result = loop {
+                        let inputs = node
+                            .inputs
+                            .iter()
+                            .map(|&i| Input {
+                                parts: outputs[i].as_deref().unwrap_or(&[][..]),
+                                active: outputs[i].is_some(),
+                                key_codec: plan.nodes[i].key_codec,
+                                value_codec: plan.nodes[i].value_codec,
+                                snapshot: snapshots[i].as_deref(),
+                            })
+                            .collect();
+                        let mut cx = RunCx {
+                            scope,
+                            stream: &node.name,
+                            inputs,
+                            memory: &mut self.memory[index],
+                            writes: &mut writes,
+                            snapshot_wanted: self.snapshot_wanted[index],
+                            snapshot: None,
+                            late_records: 0,
+                            dead_letters: Vec::new(),
+                        };
+                        let result = op.run(&mut cx);
+                        // `retry(n)` (planned only for operators that keep no state).
+                        if let (Err(OpError::Udf(e)), OnError::Retry(n)) =
+                            (&result, plan.on_error(node))
+                            && attempt < n
+                        {
+                            attempt += 1;
+                            tracing::warn!(tenant = %plan.tenant, job = %plan.name, batch = scope.id, stream = %node.name, "on_error = \"retry({n})\": retry {attempt} of {n} after: {e}");
+                            continue;
+                        }
+                        report.late_records += cx.late_records;
+                        break (
+                            result,
+                            cx.snapshot.take(),
+                            std::mem::take(&mut cx.dead_letters),
+                        );
                     };
-                    let result = op.run(&mut cx);
-                    report.late_records += cx.late_records;
-                    let snapshot = cx.snapshot.take();
-                    drop(cx);
+                    let (result, snapshot, mut found) = result;
                     snapshots[index] = snapshot;
+                    self.dead_lettered(&node.name, &mut found, report);
+                    letters.append(&mut found);
                     if let Some(bytes) = self.memory[index].buffered_bytes() {
                         buffer_sizes.push((index, bytes));
                     }
@@ -558,10 +614,41 @@ impl Executor {
                 })?;
         }
         let commit_started = Instant::now();
+        if let Some(store) = &self.dead_letters {
+            store
+                .write(&plan.tenant, &plan.name, &letters)
+                .map_err(|e| Box::new(BatchError::DeadLetters(e)))?;
+        }
         self.commit(scope, writes, sizes)
             .map_err(|e| Box::new(BatchError::State(e)))?;
         tracing::debug!(job = %plan.name, batch = scope.id, sinks_ms = ms(commit_started - sinks_started), commit_ms = ms(commit_started.elapsed()), "sinks and state commit");
         Ok(())
+    }
+
+    /// Count a stream's dead letters and fill in their UDF's version and hash.
+    fn dead_lettered(&self, stream: &str, letters: &mut [DeadLetter], report: &mut BatchReport) {
+        if letters.is_empty() {
+            return;
+        }
+        for letter in letters.iter_mut() {
+            if let Some((_, version, hash)) = self.versions.iter().find(|(s, ..)| *s == letter.udf)
+            {
+                letter.version = *version;
+                letter.hash.clone_from(hash);
+            }
+        }
+        report.dead_letters += letters.len() as u64;
+        self.registry.add(
+            &SeriesKey::new(
+                "sluice_dead_letters_total",
+                &[
+                    ("tenant", &*self.plan.tenant),
+                    ("job", &*self.plan.name),
+                    ("stream", stream),
+                ],
+            ),
+            letters.len() as u64,
+        );
     }
 
     /// The job's state size after this batch, per stream; an error past the limit.

@@ -23,7 +23,7 @@ use super::recovery::{self, Recovered};
 use super::stats::{BatchReport, JobSummary};
 use crate::checkpoint::{BatchRecord, CheckpointLog, RecordedInput};
 use crate::metrics::{Registry, SeriesKey};
-use crate::plan::{ErrorPolicy, Plan};
+use crate::plan::Plan;
 use crate::sources::http::IngestEndpoint;
 use crate::sources::{BuildContext, Source, SourceContext, SourceInput, now_ms};
 use crate::state::StateError;
@@ -283,7 +283,6 @@ impl Job {
         };
         let (to_executor, batches) = mpsc::channel::<SealedBatch>();
         let (report_tx, reports) = tokio::sync::mpsc::unbounded_channel::<BatchReport>();
-        let policy = plan.on_udf_error;
         let executor_shared = shared.clone();
         let executor = std::thread::Builder::new()
             .name(format!("sluice-{job}-executor"))
@@ -294,8 +293,7 @@ impl Job {
                     }
                     let report = executor.run(batch);
                     // After a batch that ends the job, later batches must not run (nor commit).
-                    let ends_job =
-                        report.error.is_some() && (report.fatal || policy == ErrorPolicy::Fail);
+                    let ends_job = report.error.is_some() && (report.fatal || !report.skipped);
                     if report_tx.send(report).is_err() || ends_job {
                         break;
                     }
@@ -591,7 +589,7 @@ impl Scheduler {
                     last_end = Instant::now();
                     self.finished(&report, &mut summary);
                     if let Some(error) = &report.error
-                        && (report.fatal || self.plan.on_udf_error == ErrorPolicy::Fail)
+                        && (report.fatal || !report.skipped)
                     {
                         for s in &mut self.sources { s.stop(); }
                         let hint = if self.log.is_some() && !report.fatal {
@@ -789,7 +787,7 @@ impl Scheduler {
                 self.registry
                     .add(&SeriesKey::new("sluice_batches_failed_total", &labels), 1);
                 tracing::error!(%tenant, %job, batch = report.id, time = report.time, records = report.records_in, "batch failed: {error}");
-                if self.plan.on_udf_error == ErrorPolicy::SkipBatch {
+                if report.skipped {
                     tracing::warn!(%job, batch = report.id, "on_udf_error = \"skip_batch\": the batch's {} records produce no output; going on", report.records_in);
                 }
             }

@@ -46,6 +46,11 @@ pub struct BatchReport {
     /// Whether the failure ends the job whatever its error policy (state could not be
     /// written, or the state limit was reached).
     pub fatal: bool,
+    /// Whether the failed batch was skipped (`skip_batch`, the failing stream's or the job's)
+    /// and the job goes on.
+    pub skipped: bool,
+    /// Records isolated as dead letters (`on_error = "dead_letter"`).
+    pub dead_letters: u64,
 }
 
 /// What a whole run did.

@@ -3,6 +3,7 @@
 //! noisy). W1 is stateless; W3 (event-time windows) and W4 (running totals) keep state in
 //! RocksDB, and run twice: with the host's builtin reducers and with Wasm UDFs.
 
+mod dead_letters;
 mod recovery;
 mod stateful;
 mod w1;
@@ -20,8 +21,9 @@ use sluice_host::workloads;
 pub struct BenchArgs {
     /// The workload: `w1` (filter purchases, project, per-batch count and sum), `w3` (sliding
     /// event-time windows, count and sum per event type), `w4` (running count and sum per user),
-    /// `recovery` (restart time of a job with `--keys` keys of state).
-    #[arg(value_parser = ["w1", "w3", "w4", "recovery"])]
+    /// `recovery` (restart time of a job with `--keys` keys of state), `dead-letters` (the cost
+    /// of isolating 3 poison records in a batch of 100,000).
+    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "dead-letters"])]
     pub workload: String,
     /// Keys of state for `recovery`.
     #[arg(long, default_value_t = 1_000_000)]
@@ -49,6 +51,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         "w3" => stateful::run_w3(args, runtime),
         "w4" => stateful::run_w4(args, runtime),
         "recovery" => recovery::run(args, runtime),
+        "dead-letters" => dead_letters::run(args, runtime),
         _ => w1::run(args, runtime),
     }
 }
