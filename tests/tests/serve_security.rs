@@ -118,6 +118,21 @@ const ROUTES: &[Row] = &[
         b"",
         Other::NotFound,
     ),
+    // Dead letters (server/dlq.rs).
+    row(
+        "GET",
+        "/api/v1/jobs/{job}/dead-letters",
+        "/api/v1/jobs/upper/dead-letters",
+        b"",
+        Other::NotFound,
+    ),
+    row(
+        "POST",
+        "/api/v1/jobs/{job}/dead-letters/replay",
+        "/api/v1/jobs/upper/dead-letters/replay",
+        b"",
+        Other::NotFound,
+    ),
     // Rollouts (server/rollout.rs): a trial, a canary, promote, abort.
     row(
         "GET",

@@ -5,6 +5,7 @@ mod call;
 mod check;
 mod client;
 mod deploy;
+mod dlq;
 mod r#gen;
 mod jobs;
 mod records;
@@ -236,6 +237,15 @@ Examples:
   host replay words --batch 3                     # a served job (stopped or failed), on its host
   host replay --manifest job.toml --batch 3       # a `host run` job with a checkpoint, here")]
     Replay(replay::ReplayArgs),
+    /// List a job's dead letters (records a stream with on_error = "dead_letter" isolated), or
+    /// replay them through a version of their UDF.
+    #[command(after_help = "\
+Examples:
+  host dlq clicks                                 # time, stream, partition, udf@version, error, record
+  host dlq clicks --json
+  host dlq replay clicks --udf-version 3          # per letter: the output, or the error again
+  host dlq clicks --dir examples/poison           # a job run by `host run` (tenant `local`)")]
+    Dlq(dlq::DlqArgs),
 
     /// Print the SHA-256 of the token read from stdin: what a tenant's `token_sha256` in
     /// `host serve --config` holds.
@@ -292,6 +302,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(args) => jobs::stop(args),
         Command::Logs(args) => jobs::logs(args),
         Command::Replay(args) => replay::run(args, runtime),
+        Command::Dlq(args) => dlq::run(args, runtime),
         Command::HashToken => serve::hash_token(),
     }
 }

@@ -15,10 +15,11 @@ use crate::batch::Batch;
 use crate::checkpoint::CheckpointLog;
 use crate::metrics::{Registry, SeriesKey};
 pub use crate::operators::BatchScope;
-use crate::operators::{Input, Memory, OpError, OpenCx, RunCx};
-use crate::plan::{ErrorPolicy, NodeKind, Plan, PlannedSink};
+use crate::operators::{Input, Memory, OnError, OpError, OpenCx, RunCx};
+use crate::plan::{NodeKind, Plan, PlannedSink};
 use crate::sinks::{self, SinkBatch, SinkError, text_files};
 use crate::sources::{SourceInput, push_lines};
+use crate::state::dead_letters::{DeadLetter, DeadLetterError, DeadLetterStore};
 use crate::state::{Committed, SIZE, StateError, StateStore, StateWrites};
 use crate::udf::{Bindings, UdfFunction};
 
@@ -63,6 +64,9 @@ pub enum BatchError {
     /// State could not be written, or would grow past the job's limit.
     #[error(transparent)]
     State(#[from] StateError),
+    /// Dead letters could not be written.
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
 }
 
 /// Why a finished batch could not be recorded in the checkpoint.
@@ -88,6 +92,9 @@ pub enum StartError {
     /// The checkpoint could not be opened, or the plan cannot carry on from it.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The dead-letter store could not be opened.
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
 }
 
 /// Runs batches of one plan, in order, and owns what its streams remember.
@@ -112,6 +119,10 @@ pub struct Executor {
     /// A dry run (`host replay`, see [`Executor::dry_run`]): each stream's output of the last
     /// batch, kept instead of running sinks and committing state.
     dry_run: Option<Vec<Option<Vec<Batch>>>>,
+    /// Where dead letters go, when a stream makes them.
+    dead_letters: Option<Arc<DeadLetterStore>>,
+    /// This batch's UDFs: `component#function`, registry version, component hash.
+    versions: Vec<(String, Option<u64>, String)>,
 }
 
 impl Executor {
@@ -165,7 +176,13 @@ impl Executor {
                 None => tracing::info!(job = %plan.name, "state in {}: new", store.dir().display()),
             }
         }
+        let dead_letters = match &plan.dead_letter_dir {
+            Some(dir) => Some(DeadLetterStore::open(dir)?),
+            None => None,
+        };
         Ok(Self {
+            dead_letters,
+            versions: Vec::new(),
             pool,
             registry,
             store,
@@ -294,6 +311,7 @@ impl Executor {
         // but never a version this job has rolled back.
         let bindings = self.trial.keep_out_refused(batch.udfs);
         self.note_rebinds(&bindings, batch.id, batch.time);
+        self.versions = versions_of(&bindings);
         let mut report = BatchReport {
             id: batch.id,
             time: batch.time,
@@ -352,6 +370,8 @@ impl Executor {
             report.operators.clear();
             report.late_records = 0;
             report.udfs = used_versions(&bindings);
+            report.dead_letters = 0;
+            self.versions = versions_of(&bindings);
             report.rollback = Some(rollback);
             result = self.compute(&bindings, &mut sources, &mut report);
         }
@@ -366,10 +386,24 @@ impl Executor {
             self.trial.passed(&bindings, &plan);
         }
         if let Err(e) = &result {
-            report.fatal = matches!(**e, BatchError::State(_));
+            report.fatal = matches!(**e, BatchError::State(_) | BatchError::DeadLetters(_));
             report.error = Some(e.to_string());
+            // The failing stream's own policy, else the job's.
+            let policy = match &**e {
+                BatchError::Operator { stream, .. } => plan
+                    .nodes
+                    .iter()
+                    .find(|n| *n.name == **stream)
+                    .map(|n| plan.on_error(n)),
+                _ => None,
+            };
+            let policy = policy.unwrap_or(match plan.on_udf_error {
+                crate::plan::ErrorPolicy::Fail => OnError::Fail,
+                crate::plan::ErrorPolicy::SkipBatch => OnError::SkipBatch,
+            });
+            report.skipped = !report.fatal && policy == OnError::SkipBatch;
         }
-        let done = result.is_ok() || (!report.fatal && plan.on_udf_error == ErrorPolicy::SkipBatch);
+        let done = result.is_ok() || report.skipped;
         if !done
             && let Some(log) = &self.log
             && let Err(e) = log.unpin_udfs(batch.id)
@@ -379,6 +413,7 @@ impl Executor {
         if done && let Err(e) = self.checkpointed(batch.id) {
             report.error = Some(format!("cannot write the checkpoint: {e}"));
             report.fatal = true;
+            report.skipped = false;
         }
         report.state_bytes = self.sizes.iter().sum();
         report.processing_time = started.elapsed();
@@ -410,7 +445,7 @@ impl Executor {
         let parts = ScopeParts::new(self, &bindings, &scratch);
         let outputs = self
             .run_nodes(&parts.scope(), &mut input, &mut scratch)
-            .map(|(outputs, _, _)| outputs)
+            .map(|ran| ran.outputs)
             .map_err(|e| e.to_string());
         self.memory = live_memory;
         Some(outputs)
@@ -582,7 +617,13 @@ impl Executor {
     ) -> Result<Vec<Option<Vec<Batch>>>, Box<BatchError>> {
         let parts = ScopeParts::new(self, bindings, report);
         let scope = parts.scope();
-        let (outputs, writes, buffer_sizes) = self.run_nodes(&scope, sources, report)?;
+        let Ran {
+            outputs,
+            writes,
+            buffer_sizes,
+            letters,
+        } = self.run_nodes(&scope, sources, report)?;
+        self.count_letters(&letters, report);
         if let Some(kept) = &mut self.dry_run {
             kept.clone_from(&outputs);
             return Ok(outputs);
@@ -612,6 +653,11 @@ impl Executor {
                 })?;
         }
         let commit_started = Instant::now();
+        if let Some(store) = &self.dead_letters {
+            store
+                .write(&plan.tenant, &plan.name, &letters)
+                .map_err(|e| Box::new(BatchError::DeadLetters(e)))?;
+        }
         self.commit(&scope, writes, sizes)
             .map_err(|e| Box::new(BatchError::State(e)))?;
         tracing::debug!(job = %plan.name, batch = scope.id, sinks_ms = ms(commit_started - sinks_started), commit_ms = ms(commit_started.elapsed()), "sinks and state commit");
@@ -626,13 +672,14 @@ impl Executor {
         scope: &BatchScope<'_>,
         sources: &mut [Option<Vec<Batch>>],
         report: &mut BatchReport,
-    ) -> Result<(Vec<Option<Vec<Batch>>>, StateWrites, Vec<(usize, u64)>), Box<BatchError>> {
+    ) -> Result<Ran, Box<BatchError>> {
         let plan = self.plan.clone();
         // `None`: the stream has no batch at this time (a window between slides).
         let mut outputs: Vec<Option<Vec<Batch>>> = Vec::with_capacity(plan.nodes.len());
         let mut snapshots: Vec<Option<Vec<Batch>>> = vec![None; plan.nodes.len()];
         let mut writes = StateWrites::default();
         let mut buffer_sizes: Vec<(usize, u64)> = Vec::new();
+        let mut letters: Vec<DeadLetter> = Vec::new();
         for (index, node) in plan.nodes.iter().enumerate() {
             let started = Instant::now();
             let inputs_active = node.inputs.iter().all(|&i| outputs[i].is_some());
@@ -648,32 +695,51 @@ impl Executor {
                         outputs.push(None);
                         continue;
                     }
-                    let inputs = node
-                        .inputs
-                        .iter()
-                        .map(|&i| Input {
-                            parts: outputs[i].as_deref().unwrap_or(&[][..]),
-                            active: outputs[i].is_some(),
-                            key_codec: plan.nodes[i].key_codec,
-                            value_codec: plan.nodes[i].value_codec,
-                            snapshot: snapshots[i].as_deref(),
-                        })
-                        .collect();
-                    let mut cx = RunCx {
-                        scope,
-                        stream: &node.name,
-                        inputs,
-                        memory: &mut self.memory[index],
-                        writes: &mut writes,
-                        snapshot_wanted: self.snapshot_wanted[index],
-                        snapshot: None,
-                        late_records: 0,
+                    let mut attempt = 0;
+                    let result = loop {
+                        let inputs = node
+                            .inputs
+                            .iter()
+                            .map(|&i| Input {
+                                parts: outputs[i].as_deref().unwrap_or(&[][..]),
+                                active: outputs[i].is_some(),
+                                key_codec: plan.nodes[i].key_codec,
+                                value_codec: plan.nodes[i].value_codec,
+                                snapshot: snapshots[i].as_deref(),
+                            })
+                            .collect();
+                        let mut cx = RunCx {
+                            scope,
+                            stream: &node.name,
+                            inputs,
+                            memory: &mut self.memory[index],
+                            writes: &mut writes,
+                            snapshot_wanted: self.snapshot_wanted[index],
+                            snapshot: None,
+                            late_records: 0,
+                            dead_letters: Vec::new(),
+                        };
+                        let result = op.run(&mut cx);
+                        // `retry(n)` (planned only for operators that keep no state).
+                        if let (Err(OpError::Udf(e)), OnError::Retry(n)) =
+                            (&result, plan.on_error(node))
+                            && attempt < n
+                        {
+                            attempt += 1;
+                            tracing::warn!(tenant = %plan.tenant, job = %plan.name, batch = scope.id, stream = %node.name, "on_error = \"retry({n})\": retry {attempt} of {n} after: {e}");
+                            continue;
+                        }
+                        report.late_records += cx.late_records;
+                        break (
+                            result,
+                            cx.snapshot.take(),
+                            std::mem::take(&mut cx.dead_letters),
+                        );
                     };
-                    let result = op.run(&mut cx);
-                    report.late_records += cx.late_records;
-                    let snapshot = cx.snapshot.take();
-                    drop(cx);
+                    let (result, snapshot, mut found) = result;
                     snapshots[index] = snapshot;
+                    self.label_letters(&mut found);
+                    letters.append(&mut found);
                     if let Some(bytes) = self.memory[index].buffered_bytes() {
                         buffer_sizes.push((index, bytes));
                     }
@@ -717,7 +783,41 @@ impl Executor {
             });
             outputs.push(Some(parts));
         }
-        Ok((outputs, writes, buffer_sizes))
+        Ok(Ran {
+            outputs,
+            writes,
+            buffer_sizes,
+            letters,
+        })
+    }
+
+    /// Fill in the version and hash of each dead letter's UDF, as bound for the batch.
+    fn label_letters(&self, letters: &mut [DeadLetter]) {
+        for letter in letters.iter_mut() {
+            if let Some((_, version, hash)) = self.versions.iter().find(|(s, ..)| *s == letter.udf)
+            {
+                letter.version = *version;
+                letter.hash.clone_from(hash);
+            }
+        }
+    }
+
+    /// Count the batch's dead letters, per stream, in its report and the metrics.
+    fn count_letters(&self, letters: &[DeadLetter], report: &mut BatchReport) {
+        report.dead_letters += letters.len() as u64;
+        for letter in letters {
+            self.registry.add(
+                &SeriesKey::new(
+                    "sluice_dead_letters_total",
+                    &[
+                        ("tenant", &*self.plan.tenant),
+                        ("job", &*self.plan.name),
+                        ("stream", &letter.stream),
+                    ],
+                ),
+                1,
+            );
+        }
     }
 
     /// The job's state size after this batch, per stream; an error past the limit.
@@ -829,6 +929,18 @@ impl Executor {
     }
 }
 
+/// What running every stream of a batch gave, before its sinks and commit.
+struct Ran {
+    /// Every stream's output (`None`: no batch at this time).
+    outputs: Vec<Option<Vec<Batch>>>,
+    /// The state changes to commit.
+    writes: StateWrites,
+    /// The sizes of in-memory window buffers, by node.
+    buffer_sizes: Vec<(usize, u64)>,
+    /// Records isolated as dead letters.
+    letters: Vec<DeadLetter>,
+}
+
 /// What a batch's [`BatchScope`] borrows: the pool, the metrics, the plan and the functions
 /// bound for it.
 struct ScopeParts {
@@ -864,6 +976,15 @@ impl ScopeParts {
             registry: &self.registry,
         }
     }
+}
+
+/// Per slot of `bindings`: `component#function`, registry version, component hash (what a
+/// dead letter records of its UDF).
+fn versions_of(bindings: &Bindings) -> Vec<(String, Option<u64>, String)> {
+    bindings
+        .iter()
+        .map(|(_, b)| (b.function.spec(), b.version, b.hash().to_string()))
+        .collect()
 }
 
 /// The batch's id and time, as its report has them.

@@ -25,7 +25,7 @@ use super::stats::{BatchReport, JobSummary};
 use super::trial::Rollback;
 use crate::checkpoint::{BatchRecord, CheckpointLog, RecordedInput, RecordedUdf};
 use crate::metrics::{Registry, SeriesKey};
-use crate::plan::{ErrorPolicy, Plan};
+use crate::plan::Plan;
 use crate::sources::http::IngestEndpoint;
 use crate::sources::{BuildContext, Source, SourceContext, SourceInput, now_ms};
 use crate::state::StateError;
@@ -383,7 +383,6 @@ impl Job {
         };
         let (to_executor, batches) = mpsc::channel::<SealedBatch>();
         let (report_tx, reports) = tokio::sync::mpsc::unbounded_channel::<BatchReport>();
-        let policy = plan.on_udf_error;
         let executor_shared = shared.clone();
         let executor = std::thread::Builder::new()
             .name(format!("sluice-{job}-executor"))
@@ -406,8 +405,7 @@ impl Job {
                             .push((report.id, rollback.clone()));
                     }
                     // After a batch that ends the job, later batches must not run (nor commit).
-                    let ends_job =
-                        report.error.is_some() && (report.fatal || policy == ErrorPolicy::Fail);
+                    let ends_job = report.error.is_some() && (report.fatal || !report.skipped);
                     if report_tx.send(report).is_err() || ends_job {
                         break;
                     }
@@ -705,7 +703,7 @@ impl Scheduler {
                     last_end = Instant::now();
                     self.finished(&report, &mut summary);
                     if let Some(error) = &report.error
-                        && (report.fatal || self.plan.on_udf_error == ErrorPolicy::Fail)
+                        && (report.fatal || !report.skipped)
                     {
                         for s in &mut self.sources { s.stop(); }
                         let hint = if self.log.is_some() && !report.fatal {
@@ -956,7 +954,7 @@ impl Scheduler {
                 self.registry
                     .add(&SeriesKey::new("sluice_batches_failed_total", &labels), 1);
                 tracing::error!(%tenant, %job, batch = report.id, time = report.time, records = report.records_in, "batch failed: {error}");
-                if self.plan.on_udf_error == ErrorPolicy::SkipBatch {
+                if report.skipped {
                     tracing::warn!(%job, batch = report.id, "on_udf_error = \"skip_batch\": the batch's {} records produce no output; going on", report.records_in);
                 }
             }

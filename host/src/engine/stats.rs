@@ -51,6 +51,11 @@ pub struct BatchReport {
     /// A new version that failed this batch on trial and was rolled back (the batch then ran
     /// with the old one).
     pub rollback: Option<super::trial::Rollback>,
+    /// Whether the failed batch was skipped (`skip_batch`, the failing stream's or the job's)
+    /// and the job goes on.
+    pub skipped: bool,
+    /// Records isolated as dead letters (`on_error = "dead_letter"`).
+    pub dead_letters: u64,
 }
 
 /// A component version a batch ran with.

@@ -159,7 +159,10 @@ fn failed_call(error: &BatchError) -> Option<&CallError> {
             error: SinkError::Udf(call),
             ..
         } => Some(call),
-        BatchError::Operator { .. } | BatchError::Sink { .. } | BatchError::State(_) => None,
+        BatchError::Operator { .. }
+        | BatchError::Sink { .. }
+        | BatchError::State(_)
+        | BatchError::DeadLetters(_) => None,
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod count;
 pub mod event_time;
 pub mod group_by_key;
+pub mod isolate;
 pub mod join;
 pub mod join_static;
 pub mod keyed;
@@ -43,7 +44,7 @@ use crate::metrics::Registry;
 use crate::state::{StateError, StateStore, StateTable, StateWrites};
 use crate::udf::{CallContext, CallError, FunctionKind, Role, UdfFunction};
 pub use reducer::Reducer;
-pub use spec::{Builtin, OutputMode, StaticFormat, StreamSpec};
+pub use spec::{Builtin, OnError, OutputMode, StaticFormat, StreamSpec};
 
 /// Every operator a manifest or the Rust API can name. The one place an operator is registered.
 pub static KINDS: &[&dyn OperatorKind] = &[
@@ -201,6 +202,8 @@ pub struct RunCx<'a, 'b> {
     pub snapshot: Option<Vec<Batch>>,
     /// Out: records dropped as late (the batch report counts them).
     pub late_records: u64,
+    /// Out: records isolated under `on_error = "dead_letter"`, for the dead-letter store.
+    pub dead_letters: Vec<crate::state::dead_letters::DeadLetter>,
 }
 
 impl<'a> RunCx<'a, '_> {
@@ -583,6 +586,12 @@ pub trait OperatorKind: Sync {
 
     /// Check the rest of the stream and build its operator; `None` after reporting problems.
     fn plan(&self, cx: &mut PlanCx<'_>) -> Option<Planned>;
+
+    /// Whether a failing UDF call can be narrowed to the records that caused it, the others'
+    /// output unchanged (`on_error = "dead_letter"`): true only for per-record operators.
+    fn isolates(&self) -> bool {
+        false
+    }
 }
 
 /// The operator a function the SDK marked as `kind` is made for, when it is made for one.

@@ -60,6 +60,74 @@ pub enum OutputMode {
     Complete,
 }
 
+/// What a failed UDF call of one stream does (`on_error` of a `[[streams]]` table); a stream
+/// that does not say follows the job's `on_udf_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// The batch fails, and the job with it.
+    Fail,
+    /// The batch's outputs are skipped (logged and counted) and the job goes on.
+    SkipBatch,
+    /// The failing call is run again up to this many times (each retry logged), then the
+    /// batch fails.
+    Retry(u32),
+    /// The records whose call fails are isolated and kept in the job's dead-letter store; the
+    /// rest of the batch proceeds (per-record operators only: map, flat_map, filter).
+    DeadLetter,
+}
+
+/// What `on_error` accepts, for messages.
+pub const ON_ERROR_VALUES: &str =
+    "\"fail\", \"skip_batch\", \"retry(N)\" (N from 1 to 100) or \"dead_letter\"";
+
+/// The most retries `retry(N)` may ask for.
+pub const MAX_RETRIES: u32 = 100;
+
+impl OnError {
+    /// Parse `fail`, `skip_batch`, `retry(N)` or `dead_letter`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("on_error = {text:?} is not a policy; write {ON_ERROR_VALUES}");
+        match text {
+            "fail" => Ok(OnError::Fail),
+            "skip_batch" => Ok(OnError::SkipBatch),
+            "dead_letter" => Ok(OnError::DeadLetter),
+            _ => {
+                let n = text
+                    .strip_prefix("retry(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(bad)?;
+                match n.trim().parse::<u32>() {
+                    Ok(n) if (1..=MAX_RETRIES).contains(&n) => Ok(OnError::Retry(n)),
+                    _ => Err(bad()),
+                }
+            }
+        }
+    }
+
+    /// As a manifest writes it.
+    pub fn as_text(self) -> String {
+        match self {
+            OnError::Fail => "fail".into(),
+            OnError::SkipBatch => "skip_batch".into(),
+            OnError::Retry(n) => format!("retry({n})"),
+            OnError::DeadLetter => "dead_letter".into(),
+        }
+    }
+}
+
+impl Serialize for OnError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_text())
+    }
+}
+
+impl<'de> Deserialize<'de> for OnError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        OnError::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// One derived stream: an operator over upstream streams.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamSpec {
@@ -110,6 +178,9 @@ pub struct StreamSpec {
     /// largest event time seen (or, before any, of the batch time) are dropped and counted,
     /// and never move the watermark. Default one day.
     pub max_event_time_ahead: Option<Duration>,
+    /// What a failed UDF call of this stream does; `None`: the job's `on_udf_error`.
+    #[serde(default)]
+    pub on_error: Option<OnError>,
     /// The manifest line it was declared on.
     pub line: Option<usize>,
 }
@@ -139,6 +210,7 @@ impl StreamSpec {
             watermark: None,
             output_mode: None,
             max_event_time_ahead: None,
+            on_error: None,
             line: None,
         }
     }

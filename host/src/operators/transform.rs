@@ -3,9 +3,13 @@
 
 use rayon::prelude::*;
 
-use super::{BatchScope, OpError, Operator, OperatorKind, PlanCx, Planned, RunCx, UdfRef, UdfUse};
+use super::isolate::{IsolateError, isolate, kind_name};
+use super::{
+    BatchScope, OnError, OpError, Operator, OperatorKind, PlanCx, Planned, RunCx, UdfRef, UdfUse,
+};
 use crate::batch::Batch;
 use crate::batch::codec::Codec;
+use crate::state::dead_letters::{self, DeadLetter};
 use crate::udf::{CallError, Role, UdfFunction};
 
 /// How a transform function is applied.
@@ -89,10 +93,17 @@ impl OperatorKind for TransformKind {
             Transform {
                 f,
                 shape: self.shape,
+                dead_letter: cx.spec.on_error == Some(OnError::DeadLetter) && self.isolates(),
             },
             key,
             value,
         ))
+    }
+
+    fn isolates(&self) -> bool {
+        // map_partitions may combine records (its output need not follow its input record by
+        // record), and transform sees the whole batch: neither can be split soundly.
+        self.checks_kind && self.shape != Shape::WholeBatch
     }
 }
 
@@ -101,6 +112,8 @@ impl OperatorKind for TransformKind {
 pub struct Transform {
     f: UdfRef,
     shape: Shape,
+    /// `on_error = "dead_letter"`: failing records are isolated and the rest go on.
+    dead_letter: bool,
 }
 
 impl Operator for Transform {
@@ -108,6 +121,14 @@ impl Operator for Transform {
         let f = cx.scope.udf(self.f);
         let input = cx.input(0);
         let out = match self.shape {
+            Shape::PerPartition | Shape::Filter if self.dead_letter => {
+                let (out, letters) = isolating(cx.scope, f, input, cx.stream)?;
+                if self.shape == Shape::Filter {
+                    check_filtered(input, &out, f, cx.stream)?;
+                }
+                cx.dead_letters.extend(letters);
+                out
+            }
             Shape::PerPartition => per_partition(cx.scope, f, input)?,
             Shape::Filter => {
                 let out = per_partition(cx.scope, f, input)?;
@@ -138,6 +159,84 @@ pub fn per_partition(
             .collect()
     });
     Ok(out?)
+}
+
+/// [`per_partition`], isolating the records a call fails on: every other record's output, in
+/// input order, and a dead letter per failing record (version and hash left for the executor,
+/// which knows the bindings).
+pub fn isolating(
+    scope: &BatchScope<'_>,
+    f: &UdfFunction,
+    parts: &[Batch],
+    stream: &str,
+) -> Result<(Vec<Batch>, Vec<DeadLetter>), OpError> {
+    let per_part: Result<Vec<(Batch, Vec<DeadLetter>)>, OpError> = scope.pool.install(|| {
+        parts
+            .par_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let context = scope.context(i);
+                let found = isolate(p.len(), dead_letters::MAX_PER_PARTITION, |r| {
+                    if r.start == 0 && r.end == p.len() {
+                        f.transform(&context, p)
+                    } else {
+                        f.transform(&context, &p.slice(r))
+                    }
+                });
+                let found = match found {
+                    Ok(found) => found,
+                    Err(IsolateError::NotIsolatable(e)) => return Err(OpError::Udf(e)),
+                    Err(IsolateError::TooMany { max, first }) => {
+                        return Err(OpError::Input(format!(
+                            "stream '{stream}': more than {max} records of partition {i} fail in {} (the first: {first}); on_error = \"dead_letter\" isolates a few poison records, not a UDF that fails on everything: fix the UDF or its input",
+                            f.spec()
+                        )));
+                    }
+                };
+                if !found.failed.is_empty() {
+                    tracing::warn!(
+                        tenant = %scope.tenant, job = %scope.job, batch = scope.id, stream,
+                        partition = i, calls = found.calls,
+                        "{} records of partition {i} dead-lettered ({} calls to find them)",
+                        found.failed.len(), found.calls
+                    );
+                }
+                let out = if found.outputs.len() == 1 {
+                    found.outputs.into_iter().next().unwrap_or_else(|| Batch::empty(false))
+                } else {
+                    Batch::try_concat(found.outputs.iter())?
+                };
+                let letters = found
+                    .failed
+                    .into_iter()
+                    .map(|failed| DeadLetter {
+                        format: dead_letters::FORMAT,
+                        stream: stream.to_string(),
+                        batch_id: scope.id,
+                        batch_time: scope.time,
+                        partition: i as u32,
+                        position: failed.position as u64,
+                        key: p
+                            .keys
+                            .as_ref()
+                            .and_then(|k| k.get(failed.position))
+                            .map(<[u8]>::to_vec),
+                        value: p.values.get(failed.position).unwrap_or_default().to_vec(),
+                        event_time: p.event_times.get(failed.position).copied().unwrap_or(scope.time),
+                        error: failed.error.kind.to_string(),
+                        kind: kind_name(&failed.error.kind).to_string(),
+                        udf: f.spec(),
+                        version: None,
+                        hash: String::new(),
+                        replayed: None,
+                    })
+                    .collect();
+                Ok((out, letters))
+            })
+            .collect()
+    });
+    let (out, letters): (Vec<Batch>, Vec<Vec<DeadLetter>>) = per_part?.into_iter().unzip();
+    Ok((out, letters.into_iter().flatten().collect()))
 }
 
 /// A filter keeps or drops records: per partition, its output may not hold more records than its

@@ -30,9 +30,9 @@ use toml::Spanned;
 
 use super::limits::{FileError, MAX_MANIFEST_BYTES, read_regular_file};
 use super::spec::{
-    Builtin, CheckpointSpec, Codec, DEFAULT_MAX_REQUEST_BYTES, ErrorPolicy, JobSpec, OutputFormat,
-    OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat, StreamSpec,
-    default_partitions,
+    Builtin, CheckpointSpec, Codec, DEFAULT_MAX_REQUEST_BYTES, ErrorPolicy, JobSpec, OnError,
+    OutputFormat, OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec, Start, StaticFormat,
+    StreamSpec, default_partitions,
 };
 use crate::config::ByteSize;
 use crate::wal::WalSync;
@@ -234,6 +234,7 @@ struct StreamToml {
     output_mode: Option<OutputMode>,
     #[serde(default, with = "humantime_serde")]
     max_event_time_ahead: Option<Duration>,
+    on_error: Option<OnError>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -543,6 +544,7 @@ fn parse_with(
             watermark: s.watermark,
             output_mode: s.output_mode,
             max_event_time_ahead: s.max_event_time_ahead,
+            on_error: s.on_error,
             line: Some(line_of(span.start)),
         });
     }

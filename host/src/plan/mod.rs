@@ -16,8 +16,8 @@ use std::time::Duration;
 
 pub use spec::{
     Builtin, CheckpointSpec, Codec, DEFAULT_CHECKPOINT_BATCHES, DEFAULT_KEEP_CHECKPOINTS,
-    ErrorPolicy, JobSpec, OutputFormat, OutputMode, SinkKind, SinkSpec, SourceKind, SourceSpec,
-    Start, StaticFormat, StreamSpec,
+    ErrorPolicy, JobSpec, OnError, OutputFormat, OutputMode, SinkKind, SinkSpec, SourceKind,
+    SourceSpec, Start, StaticFormat, StreamSpec,
 };
 
 use crate::operators::repartition::MAX_PARTITIONS;
@@ -119,6 +119,8 @@ pub struct Node {
     /// It has a batch at batch times that are multiples of this (ms): the batch interval, or a
     /// window's slide.
     pub slide: i64,
+    /// Its own `on_error`; `None`: the job's `on_udf_error` ([`Plan::on_error`]).
+    pub on_error: Option<OnError>,
 }
 
 /// A planned output.
@@ -189,6 +191,9 @@ pub struct Plan {
     pub udfs: Arc<SlotSet>,
     /// How the job checkpoints, when it does.
     pub checkpoint: Option<PlannedCheckpoint>,
+    /// Where records isolated under `on_error = "dead_letter"` are kept (beside the state
+    /// folder); set whenever a stream says so.
+    pub dead_letter_dir: Option<PathBuf>,
 }
 
 /// A checked checkpoint setting.
@@ -214,6 +219,14 @@ impl Plan {
             .iter()
             .enumerate()
             .filter(move |(_, n)| n.operator().is_some_and(|op| op.keeps_state(checkpointed)))
+    }
+
+    /// What a failed UDF call of `node` does: its own `on_error`, else the job's.
+    pub fn on_error(&self, node: &Node) -> OnError {
+        node.on_error.unwrap_or(match self.on_udf_error {
+            ErrorPolicy::Fail => OnError::Fail,
+            ErrorPolicy::SkipBatch => OnError::SkipBatch,
+        })
     }
 
     /// `component#function` of a UDF of the plan.
@@ -450,6 +463,7 @@ impl Planner<'_> {
                     key_codec: Codec::Text,
                     value_codec: Codec::Text,
                     slide: self.batch_interval,
+                    on_error: None,
                 })
             } else {
                 let stream = &spec.streams[i - n_sources];
@@ -540,6 +554,17 @@ impl Planner<'_> {
                 Some("set state_dir in [job] (a manifest defaults it to state/ beside the manifest) or call StreamingContext::state_dir".into()),
             );
         }
+        let dead_letters = nodes
+            .iter()
+            .any(|n| n.on_error == Some(OnError::DeadLetter));
+        if dead_letters && state_dir.is_none() {
+            self.error(
+                spec.line,
+                "job",
+                "a stream with on_error = \"dead_letter\" needs a state directory: its dead-letter store is kept beside it".into(),
+                Some("set state_dir in [job] (a manifest defaults it to state/ beside the manifest) or call StreamingContext::state_dir".into()),
+            );
+        }
         if spec.max_state_bytes == 0 {
             self.error(
                 spec.line,
@@ -566,6 +591,10 @@ impl Planner<'_> {
             nodes,
             sinks,
             warnings,
+            dead_letter_dir: state_dir
+                .as_deref()
+                .filter(|_| dead_letters)
+                .map(crate::state::dead_letters::dir_for),
             state_dir: (!stateful.is_empty()).then_some(state_dir).flatten(),
             max_state_bytes: spec.max_state_bytes,
             drain_batches,
@@ -810,6 +839,39 @@ impl Planner<'_> {
             UdfUse::None => (None, false),
             UdfUse::Needs { role, builtin } => (Some(role), builtin),
         };
+        match s.on_error {
+            Some(policy @ (OnError::DeadLetter | OnError::Retry(_))) if s.udf.is_none() => {
+                self.error(
+                    line,
+                    &subject,
+                    format!(
+                        "on_error = \"{}\" applies to a stream whose `udf` fails; {opname} calls none",
+                        policy.as_text()
+                    ),
+                    Some("leave on_error out, or use \"fail\" or \"skip_batch\"".into()),
+                );
+            }
+            Some(OnError::DeadLetter) if !kind.isolates() => {
+                let accept: Vec<&str> = operators::KINDS
+                    .iter()
+                    .filter(|k| k.isolates())
+                    .map(|k| k.name())
+                    .collect();
+                self.error(
+                    line,
+                    &subject,
+                    format!(
+                        "on_error = \"dead_letter\" does not apply to {opname}: its UDF call cannot be split record by record; only {} isolate failing records",
+                        accept.join(", ")
+                    ),
+                    Some(format!(
+                        "use on_error = \"retry(N)\", \"skip_batch\" or \"fail\" on this stream, or move the code that fails into a {} before it",
+                        accept.join(" / ")
+                    )),
+                );
+            }
+            _ => {}
+        }
         let function = match (role, &s.udf, s.builtin) {
             (Some(_), Some(_), Some(_)) if builtin_allowed => {
                 self.error(
@@ -935,6 +997,14 @@ impl Planner<'_> {
             };
             kind.plan(&mut cx)
         }?;
+        if matches!(s.on_error, Some(OnError::Retry(_))) && planned.op.layout().is_some() {
+            self.error(
+                line,
+                &subject,
+                format!("on_error = \"retry(N)\" does not apply to {opname}: it keeps state, which a retried batch would change twice"),
+                Some("use on_error = \"fail\" (a checkpointed job runs the batch again on restart) or \"skip_batch\"".into()),
+            );
+        }
         let slide = planned
             .slide
             .unwrap_or_else(|| input_nodes.first().map_or(self.batch_interval, |n| n.slide));
@@ -946,6 +1016,7 @@ impl Planner<'_> {
             key_codec: s.key_codec.unwrap_or(planned.key_codec),
             value_codec: s.value_codec.unwrap_or(planned.value_codec),
             slide,
+            on_error: s.on_error,
         })
     }
 

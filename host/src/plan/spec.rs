@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::batch::codec::Codec;
-pub use crate::operators::spec::{Builtin, OutputMode, StaticFormat, StreamSpec};
+pub use crate::operators::spec::{Builtin, OnError, OutputMode, StaticFormat, StreamSpec};
 pub use crate::sources::SourceKind;
 
 /// A whole job: settings, sources, the streams derived from them, and sinks.

@@ -109,6 +109,9 @@ pub struct BatchInfo {
     pub total_delay_ms: u64,
     /// Why the batch failed, if it did.
     pub error: Option<String>,
+    /// Records isolated as dead letters (`on_error = "dead_letter"`).
+    #[serde(default)]
+    pub dead_letters: u64,
 }
 
 impl From<&BatchReport> for BatchInfo {
@@ -123,6 +126,7 @@ impl From<&BatchReport> for BatchInfo {
             processing_ms: ms(r.processing_time),
             total_delay_ms: ms(r.total_delay),
             error: r.error.clone(),
+            dead_letters: r.dead_letters,
         }
     }
 }

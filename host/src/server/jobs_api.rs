@@ -9,6 +9,7 @@
 //! | `POST /api/v1/jobs/{job}/ingest/{source}` | records for the job's http source |
 //! | `GET /api/v1/jobs/{job}/logs?after=N` | the job's recent log lines after sequence number `N` (host and guest lines naming its tenant and job) |
 //! | `POST /api/v1/jobs/{job}/replay?batch=T` | run a recorded batch of the (stopped) job again as a dry run: every stream's output (see [`super::replay`]) |
+//! | `GET /api/v1/jobs/{job}/dead-letters`, `POST …/dead-letters/replay` | its dead letters ([`super::dlq`]) |
 //!
 //! Every route needs the tenant's bearer token ([`Tenant`]); another tenant's job is `404`.
 //! Ingest is the job's own endpoint (`Job::ingest_router`), so its answers are those of an
@@ -67,6 +68,11 @@ pub fn routes(manager: JobManager) -> Router<Arc<ServerState>> {
         .route("/api/v1/jobs/{job}", get(status))
         .route("/api/v1/jobs/{job}/stop", post(stop))
         .route("/api/v1/jobs/{job}/logs", get(logs))
+        .route("/api/v1/jobs/{job}/dead-letters", get(super::dlq::list))
+        .route(
+            "/api/v1/jobs/{job}/dead-letters/replay",
+            post(super::dlq::replay_route),
+        )
         .route("/api/v1/jobs/{job}/ingest/{source}", post(ingest))
         .merge(super::replay::routes())
         .layer(Extension(manager))

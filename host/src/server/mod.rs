@@ -9,6 +9,7 @@
 //! 404, never data). Errors are JSON: `{"error": "…", "hint": "…"}`.
 
 pub mod auth;
+pub mod dlq;
 pub mod jobs;
 pub mod jobs_api;
 pub mod limits;

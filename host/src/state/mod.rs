@@ -22,6 +22,8 @@
 //! of each in [`CHECKSUMS`], so damage to the live files never reaches them, and a restore
 //! ([`restore_checkpoint`]) verifies every file before it copies it back.
 
+pub mod dead_letters;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 //! noisy). W1 is stateless; W3 (event-time windows) and W4 (running totals) keep state in
 //! RocksDB, and run twice: with the host's builtin reducers and with Wasm UDFs.
 
+mod dead_letters;
 mod noisy;
 mod recovery;
 mod stateful;
@@ -24,8 +25,9 @@ pub struct BenchArgs {
     /// event-time windows, count and sum per event type), `w4` (running count and sum per user),
     /// `recovery` (restart time of a job with `--keys` keys of state), `noisy` (a tenant's
     /// batch times on a shared host while another tenant misbehaves), `swap` (what a hot swap
-    /// of a UDF adds to its batch).
-    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "noisy", "swap"])]
+    /// of a UDF adds to its batch), `dead-letters` (the cost of isolating 3 poison records in
+    /// a batch of 100,000).
+    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "noisy", "swap", "dead-letters"])]
     pub workload: String,
     /// Keys of state for `recovery`.
     #[arg(long, default_value_t = 1_000_000)]
@@ -81,6 +83,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         "recovery" => recovery::run(args, runtime),
         "noisy" => noisy::run(args),
         "swap" => swap::run(args, runtime),
+        "dead-letters" => dead_letters::run(args, runtime),
         _ => w1::run(args, runtime),
     }
 }

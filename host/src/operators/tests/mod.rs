@@ -320,6 +320,7 @@ pub fn run_op(
         snapshot_wanted,
         snapshot: None,
         late_records: 0,
+        dead_letters: Vec::new(),
     };
     let output = op.run(&mut cx)?;
     Ok(Ran {
