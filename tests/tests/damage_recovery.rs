@@ -587,7 +587,7 @@ fn a_poison_record_fails_every_restart_until_skip_batch_goes_past_it() {
         "every other record counted once; the skipped batch's none"
     );
     let body = read_body(&metadata_files(&dir)[0]);
-    assert_eq!(body["version"], 3);
+    assert_eq!(body["version"], sluice_host::checkpoint::metadata::VERSION);
     assert_eq!(body["skipped"][0]["id"].to_string(), id, "recorded: {body}");
     // A later run goes on from there.
     input_file(&dir, 6);
@@ -619,7 +619,11 @@ fn a_checkpoint_written_before_format_v2_still_loads() {
         "{log}"
     );
     let body = read_body(&metadata_files(&dir)[0]);
-    assert_eq!(body["version"], 3, "written in the new format from now on");
+    assert_eq!(
+        body["version"],
+        sluice_host::checkpoint::metadata::VERSION,
+        "written in the new format from now on"
+    );
 }
 
 /// A stateless job has no committed batch to guard it: its metadata, written before any

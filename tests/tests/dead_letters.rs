@@ -5,154 +5,19 @@
 //! `fail` per stream; manifests refused with their line.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
 
-use sluice_tests::{JobDir, describe, free_port, host_bin, spawn_logged, test_guest, wait_for};
+use sluice_tests::serve::{ALICE, BOB, Server, json};
+use sluice_tests::{JobDir, describe, host_bin, test_guest, wait_for};
 
-const ALICE: &str = "alice-token-0123456789";
-const BOB: &str = "bob-token-9876543210";
-
-/// A `host serve` on a free port with tenants `alice` and `bob`.
-struct Server {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let hash = sluice_host::server::tenants::hash_token;
-        std::fs::write(
-            dir.path().join("host.toml"),
-            format!(
-                "[[tenants]]\nname = \"alice\"\ntoken_sha256 = \"{}\"\n\n[[tenants]]\nname = \"bob\"\ntoken_sha256 = \"{}\"\n",
-                hash(ALICE),
-                hash(BOB)
-            ),
-        )
-        .expect("write host.toml");
-        Self {
-            dir,
-            port: free_port(),
-            child: None,
-            log: Arc::default(),
-        }
+/// The dead letters of alice's job `poisoned`.
+fn letters(server: &Server) -> Vec<serde_json::Value> {
+    let answer = server.expect("GET", "/api/v1/jobs/poisoned/dead-letters", ALICE, b"", 200);
+    match json(&answer) {
+        serde_json::Value::Array(letters) => letters,
+        other => panic!("not a list: {other}"),
     }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn start(&mut self) {
-        let mut cmd = Command::new(host_bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--data-dir")
-            .arg(self.data())
-            .arg("--config")
-            .arg(self.dir.path().join("host.toml"))
-            .env("SLUICE_COMPONENT_CACHE", self.dir.path().join("cache"))
-            .env("SLUICE_LOG", "info");
-        let (child, log) = spawn_logged(&mut cmd);
-        self.child = Some(child);
-        self.log = log;
-        wait_for("host serve to answer", || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("host serve exited ({status}):\n{}", self.log());
-            }
-            self.call("GET", "/api/v1/jobs", ALICE, b"").is_ok()
-        });
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("kill -9 host serve");
-            child.wait().expect("reap host serve");
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: &[u8],
-    ) -> std::io::Result<(u16, String)> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer)?;
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:?}")))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map_or(String::new(), |(_, b)| b.to_string());
-        Ok((status, body))
-    }
-
-    /// A request that must be answered `status`; its body.
-    fn expect(&self, method: &str, path: &str, token: &str, body: &[u8], status: u16) -> String {
-        let (got, answer) = self
-            .call(method, path, token, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
-        assert_eq!(got, status, "{method} {path}: {answer}");
-        answer
-    }
-
-    fn letters(&self) -> Vec<serde_json::Value> {
-        let answer = self.expect("GET", "/api/v1/jobs/poisoned/dead-letters", ALICE, b"", 200);
-        match json(&answer) {
-            serde_json::Value::Array(letters) => letters,
-            other => panic!("not a list: {other}"),
-        }
-    }
-
-    fn host(&self, token: &str, args: &[&str]) -> std::process::Output {
-        Command::new(host_bin())
-            .args(args)
-            .env("SLUICE_SERVER", format!("http://127.0.0.1:{}", self.port))
-            .env("SLUICE_TOKEN", token)
-            .output()
-            .expect("run host")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// Every line of the whole batch folders `<dir>/<prefix>-*`, counted.
@@ -231,7 +96,7 @@ prefix = "out/ok"
 #[test]
 fn a_served_job_dead_letters_3_poison_records_of_100_000_keeps_them_across_kill_9_and_replays_them()
 {
-    let mut server = Server::new();
+    let mut server = Server::new(16);
     server.start();
     let poison = std::fs::read(test_guest("poison")).expect("poison.wasm");
     server.expect("POST", "/api/v1/udfs/poison", ALICE, &poison, 201);
@@ -318,7 +183,7 @@ fn a_served_job_dead_letters_3_poison_records_of_100_000_keeps_them_across_kill_
                 .contains("bad record")
         );
     };
-    check(&server.letters());
+    check(&letters(&server));
     let metrics = server.log();
     assert!(metrics.contains("dead-lettered"), "the isolation is logged");
 
@@ -340,10 +205,10 @@ fn a_served_job_dead_letters_3_poison_records_of_100_000_keeps_them_across_kill_
     server.start();
     wait_for("the job to run again", || {
         server
-            .call("GET", "/api/v1/jobs/poisoned", ALICE, b"")
+            .call("GET", "/api/v1/jobs/poisoned", Some(ALICE), b"")
             .is_ok_and(|(s, b)| s == 200 && b.contains("\"running\""))
     });
-    check(&server.letters());
+    check(&letters(&server));
     assert!(output(&out, "ok").values().all(|&n| n == 1));
 
     // `host dlq`: the table.
@@ -379,7 +244,7 @@ fn a_served_job_dead_letters_3_poison_records_of_100_000_keeps_them_across_kill_
         replayed["letters"][0]["output"][0], "fixed:rec-12345 TRAP",
         "{replayed}"
     );
-    let letters = server.letters();
+    let letters = letters(&server);
     assert!(
         letters
             .iter()

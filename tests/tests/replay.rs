@@ -4,134 +4,29 @@
 //! current UDF version, that it writes nothing (no sink output, no checkpoint, no state), that
 //! another tenant gets 404, and that a batch no longer recorded is named with those that are.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::process::Command;
 
-use sluice_tests::{JobDir, free_port, host_bin, spawn_logged, udf, wait_for};
+use sluice_tests::serve::{ALICE, BOB, Server, json};
+use sluice_tests::{JobDir, host_bin, udf, wait_for};
 
-const ALICE: &str = "alice-token-0123456789";
-const BOB: &str = "bob-token-9876543210";
-
-/// A `host serve` on a free port with tenants `alice` and `bob`, killed when dropped.
-struct Server {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-    log: Arc<Mutex<String>>,
+/// A started `host serve` with tenants `alice` and `bob`.
+fn started() -> Server {
+    let mut server = Server::new(16);
+    server.start();
+    server
 }
 
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let hash = sluice_host::server::tenants::hash_token;
-        std::fs::write(
-            dir.path().join("host.toml"),
-            format!(
-                "[[tenants]]\nname = \"alice\"\ntoken_sha256 = \"{}\"\n\n[[tenants]]\nname = \"bob\"\ntoken_sha256 = \"{}\"\n",
-                hash(ALICE),
-                hash(BOB)
-            ),
-        )
-        .expect("write host.toml");
-        let port = free_port();
-        let mut cmd = Command::new(host_bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--config")
-            .arg(dir.path().join("host.toml"))
-            .env("SLUICE_COMPONENT_CACHE", dir.path().join("cache"))
-            .env("SLUICE_LOG", "info");
-        let (child, log) = spawn_logged(&mut cmd);
-        let mut server = Self {
-            dir,
-            port,
-            child: Some(child),
-            log,
-        };
-        wait_for("host serve to answer", || {
-            if let Some(status) = server
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("host serve exited ({status}):\n{}", server.log());
-            }
-            server.call("GET", "/api/v1/jobs", ALICE, b"").is_ok()
-        });
-        server
-    }
-
-    fn log(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn job_dir(&self, job: &str) -> PathBuf {
-        self.dir.path().join("data/tenants/alice/jobs").join(job)
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: &[u8],
-    ) -> std::io::Result<(u16, String)> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.port,
-            body.len()
-        );
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer)?;
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:?}")))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map_or(String::new(), |(_, b)| b.to_string());
-        Ok((status, body))
-    }
-
-    /// A request that must be answered `status`; its body as JSON.
-    fn expect(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: &[u8],
-        status: u16,
-    ) -> serde_json::Value {
-        let (got, answer) = self
-            .call(method, path, token, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
-        assert_eq!(got, status, "{method} {path}: {answer}\n{}", self.log());
-        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// A request that must be answered `status`; its body as JSON.
+fn expect(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+    status: u16,
+) -> serde_json::Value {
+    json(&server.expect(method, path, token, body, status))
 }
 
 /// The output lines of stream `name` in a replay answer, sorted.
@@ -195,11 +90,19 @@ prefix = "out/up"
 
 #[test]
 fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_tenants_own() {
-    let server = Server::start();
+    let server = started();
     let text = std::fs::read(udf("text")).expect("read text.wasm");
-    server.expect("POST", "/api/v1/udfs/text", ALICE, &text, 201);
-    server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 201);
-    server.expect(
+    expect(&server, "POST", "/api/v1/udfs/text", ALICE, &text, 201);
+    expect(
+        &server,
+        "POST",
+        "/api/v1/jobs",
+        ALICE,
+        MANIFEST.as_bytes(),
+        201,
+    );
+    expect(
+        &server,
         "POST",
         "/api/v1/jobs/upper/ingest/lines",
         ALICE,
@@ -209,7 +112,7 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
     // The batch that took the two lines.
     let mut batch = 0;
     wait_for("the batch with the two lines", || {
-        let status = server.expect("GET", "/api/v1/jobs/upper", ALICE, b"", 200);
+        let status = expect(&server, "GET", "/api/v1/jobs/upper", ALICE, b"", 200);
         batch = status["batches"]
             .as_array()
             .into_iter()
@@ -222,7 +125,7 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
     let replay = format!("/api/v1/jobs/upper/replay?batch={batch}");
 
     // Not while it runs: its state and logs are its own.
-    let running = server.expect("POST", &replay, ALICE, b"", 409);
+    let running = expect(&server, "POST", &replay, ALICE, b"", 409);
     assert!(
         running["hint"]
             .as_str()
@@ -231,8 +134,8 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
         "{running}"
     );
     // Stopped without a graceful end: no data checkpoint is taken, the batches stay listed.
-    server.expect("POST", "/api/v1/jobs/upper/stop", ALICE, b"", 200);
-    let before = listing(&server.job_dir("upper"));
+    expect(&server, "POST", "/api/v1/jobs/upper/stop", ALICE, b"", 200);
+    let before = listing(&server.job_dir("alice", "upper"));
     assert!(
         before
             .iter()
@@ -240,7 +143,7 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
         "the job wrote output: {before:?}"
     );
 
-    let answer = server.expect("POST", &replay, ALICE, b"", 200);
+    let answer = expect(&server, "POST", &replay, ALICE, b"", 200);
     assert_eq!(answer["batch"], batch, "{answer}");
     assert_eq!(answer["records_in"], 2, "{answer}");
     assert_eq!(stream_lines(&answer, "up"), ["HELLO", "WORLD"], "{answer}");
@@ -257,8 +160,9 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
     assert_eq!(up["records"], 2, "{up}");
 
     // Another tenant's job is not there for bob, exactly like a job that does not exist.
-    let theirs = server.expect("POST", &replay, BOB, b"", 404);
-    let none = server.expect(
+    let theirs = expect(&server, "POST", &replay, BOB, b"", 404);
+    let none = expect(
+        &server,
         "POST",
         &format!("/api/v1/jobs/nosuch/replay?batch={batch}"),
         BOB,
@@ -274,8 +178,8 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
 
     // A new version deployed since: the replay runs it.
     let v2 = std::fs::read(sluice_tests::test_guest("text_v2")).expect("read text_v2.wasm");
-    server.expect("POST", "/api/v1/udfs/text", ALICE, &v2, 201);
-    let answer = server.expect("POST", &replay, ALICE, b"", 200);
+    expect(&server, "POST", "/api/v1/udfs/text", ALICE, &v2, 201);
+    let answer = expect(&server, "POST", &replay, ALICE, b"", 200);
     assert_eq!(
         stream_lines(&answer, "up"),
         ["v2:HELLO", "v2:WORLD"],
@@ -303,7 +207,8 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
     );
 
     // A batch the checkpoint does not hold: said so, with those it holds.
-    let gone = server.expect(
+    let gone = expect(
+        &server,
         "POST",
         "/api/v1/jobs/upper/replay?batch=999",
         ALICE,
@@ -317,8 +222,16 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
             && error.contains(&batch.to_string()),
         "{gone}"
     );
-    server.expect("POST", "/api/v1/jobs/upper/replay", ALICE, b"", 400);
-    server.expect(
+    expect(
+        &server,
+        "POST",
+        "/api/v1/jobs/upper/replay",
+        ALICE,
+        b"",
+        400,
+    );
+    expect(
+        &server,
         "POST",
         "/api/v1/jobs/upper/replay?batch=1&other=2",
         ALICE,
@@ -327,19 +240,27 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
     );
 
     // Nothing written: no output folder, no metadata file, no state file changed.
-    assert_eq!(listing(&server.job_dir("upper")), before);
+    assert_eq!(listing(&server.job_dir("alice", "upper")), before);
 }
 
 #[test]
 fn a_failed_jobs_batch_is_there_to_replay_and_fails_the_same_way() {
-    let server = Server::start();
+    let server = started();
     let text = std::fs::read(udf("text")).expect("read text.wasm");
-    server.expect("POST", "/api/v1/udfs/text", ALICE, &text, 201);
+    expect(&server, "POST", "/api/v1/udfs/text", ALICE, &text, 201);
     let manifest = MANIFEST
         .replace("name = \"upper\"", "name = \"keys\"")
         .replace("text#uppercase", "text#key_number");
-    server.expect("POST", "/api/v1/jobs", ALICE, manifest.as_bytes(), 201);
-    server.expect(
+    expect(
+        &server,
+        "POST",
+        "/api/v1/jobs",
+        ALICE,
+        manifest.as_bytes(),
+        201,
+    );
+    expect(
+        &server,
         "POST",
         "/api/v1/jobs/keys/ingest/lines",
         ALICE,
@@ -348,7 +269,7 @@ fn a_failed_jobs_batch_is_there_to_replay_and_fails_the_same_way() {
     );
     let mut failed = serde_json::Value::Null;
     wait_for("the job to fail", || {
-        failed = server.expect("GET", "/api/v1/jobs/keys", ALICE, b"", 200);
+        failed = expect(&server, "GET", "/api/v1/jobs/keys", ALICE, b"", 200);
         failed["state"] == "failed"
     });
     let batch = failed["batches"]
@@ -358,7 +279,8 @@ fn a_failed_jobs_batch_is_there_to_replay_and_fails_the_same_way() {
         .find(|b| !b["error"].is_null())
         .and_then(|b| b["id"].as_u64())
         .unwrap_or_else(|| panic!("no failed batch in {failed}"));
-    let answer = server.expect(
+    let answer = expect(
+        &server,
         "POST",
         &format!("/api/v1/jobs/keys/replay?batch={batch}"),
         ALICE,
