@@ -71,7 +71,11 @@ pub fn run(args: &ServeArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
             tenants
         }
     };
-    let core = Core::new(CoreConfig::default())?;
+    // A worker pool per tenant: the OS shares the cores between tenants' busy threads.
+    let core = Core::new(CoreConfig {
+        pool_per_tenant: true,
+        ..CoreConfig::default()
+    })?;
     let state = ServerState::open(&data_dir, tenants, Arc::new(runtime), core.clone())?;
     // The jobs part of the API: the job table, and every job that was running resumed from its
     // checkpoint (once the registry is restored, so their UDFs resolve).

@@ -24,6 +24,11 @@ pub struct CoreConfig {
     pub workers: Option<usize>,
     /// Worker threads of the async runtime (at least 1); default [`DEFAULT_IO_THREADS`].
     pub io_threads: usize,
+    /// Give each tenant a worker pool of its own, of `workers` threads, made when its first
+    /// job starts (`host serve`): the OS then shares the cores fairly between the busy threads
+    /// of all tenants, instead of one tenant's partitions waiting behind another's in one
+    /// queue. Off: every job runs on the one pool.
+    pub pool_per_tenant: bool,
 }
 
 impl Default for CoreConfig {
@@ -31,6 +36,7 @@ impl Default for CoreConfig {
         Self {
             workers: None,
             io_threads: DEFAULT_IO_THREADS,
+            pool_per_tenant: false,
         }
     }
 }
@@ -66,6 +72,8 @@ pub enum CoreError {
 /// keeps its core alive until [`Job::wait`](super::Job::wait) returns.
 pub struct Core {
     pool: Arc<rayon::ThreadPool>,
+    /// With [`CoreConfig::pool_per_tenant`]: each tenant's pool, by tenant.
+    tenant_pools: Option<Mutex<std::collections::HashMap<String, Arc<rayon::ThreadPool>>>>,
     workers: usize,
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
@@ -90,14 +98,7 @@ impl Core {
             .workers
             .unwrap_or_else(crate::plan::spec::default_partitions)
             .max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers)
-            .thread_name(|i| format!("sluice-worker-{i}"))
-            .build()
-            .map_err(|e| CoreError::Pool {
-                workers,
-                error: e.to_string(),
-            })?;
+        let pool = worker_pool(workers, "sluice-worker")?;
         let threads = config.io_threads.max(1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -112,6 +113,7 @@ impl Core {
             .map_err(|error| CoreError::Runtime { threads, error })?;
         Ok(Arc::new(Core {
             pool: Arc::new(pool),
+            tenant_pools: config.pool_per_tenant.then(Mutex::default),
             workers,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
@@ -135,7 +137,26 @@ impl Core {
         &self.pool
     }
 
-    /// Threads in the worker pool.
+    /// The pool `tenant`'s jobs run on: its own with [`CoreConfig::pool_per_tenant`] (made
+    /// now if it is the tenant's first job), else the one pool.
+    pub fn pool_for(&self, tenant: &str) -> Result<Arc<rayon::ThreadPool>, CoreError> {
+        let Some(pools) = &self.tenant_pools else {
+            return Ok(self.pool.clone());
+        };
+        let mut pools = pools.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = pools.get(tenant) {
+            return Ok(pool.clone());
+        }
+        // Thread names are cut to 15 bytes: the tenant's number, not its name.
+        let pool = Arc::new(worker_pool(
+            self.workers,
+            &format!("sluice-t{}", pools.len() + 1),
+        )?);
+        pools.insert(tenant.to_string(), pool.clone());
+        Ok(pool)
+    }
+
+    /// Threads in the worker pool (and in each tenant's).
     pub fn workers(&self) -> usize {
         self.workers
     }
@@ -144,6 +165,19 @@ impl Core {
     pub fn handle(&self) -> &tokio::runtime::Handle {
         &self.handle
     }
+}
+
+/// A rayon pool of `workers` threads named `<name>-<i>`.
+fn worker_pool(workers: usize, name: &str) -> Result<rayon::ThreadPool, CoreError> {
+    let name = name.to_string();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(move |i| format!("{name}-{i}"))
+        .build()
+        .map_err(|e| CoreError::Pool {
+            workers,
+            error: e.to_string(),
+        })
 }
 
 impl Drop for Core {
@@ -169,6 +203,7 @@ mod tests {
         let core = Core::new(CoreConfig {
             workers: Some(2),
             io_threads: 1,
+            pool_per_tenant: false,
         })
         .expect("a core");
         assert_eq!(core.workers(), 2);
@@ -193,5 +228,31 @@ mod tests {
         let a = Core::global().expect("the global core");
         let b = Core::global().expect("the global core");
         assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn tenants_get_pools_of_their_own_only_when_asked() {
+        let shared = Core::new(CoreConfig {
+            workers: Some(1),
+            ..CoreConfig::default()
+        })
+        .expect("a core");
+        let (a, b) = (shared.pool_for("a").unwrap(), shared.pool_for("b").unwrap());
+        assert!(Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&a, shared.pool()));
+
+        let apart = Core::new(CoreConfig {
+            workers: Some(1),
+            pool_per_tenant: true,
+            ..CoreConfig::default()
+        })
+        .expect("a core");
+        let (a, b) = (apart.pool_for("a").unwrap(), apart.pool_for("b").unwrap());
+        assert!(!Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, apart.pool()));
+        assert!(
+            Arc::ptr_eq(&a, &apart.pool_for("a").unwrap()),
+            "one pool per tenant"
+        );
+        let name = b.install(|| std::thread::current().name().map(str::to_string));
+        assert_eq!(name.as_deref(), Some("sluice-t2-0"));
     }
 }

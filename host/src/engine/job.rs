@@ -339,7 +339,12 @@ impl Job {
             ));
         }
         let log = recovered.as_ref().map(|r| r.log.clone());
-        let pool = core.pool().clone();
+        let pool = core
+            .pool_for(&plan.tenant)
+            .map_err(|error| JobError::Core {
+                job: job.clone(),
+                error,
+            })?;
         let mut executor = match Executor::new(
             plan.clone(),
             pool.clone(),

@@ -129,8 +129,8 @@ async fn replay_batch(
                     "the job no longer plans against your UDFs (a function missing from the newest version?)",
                 )
             })?;
-        replay::replay(Arc::new(plan), batch, state.core.pool().clone(), limit)
-            .map_err(|e| replay_error(&e))
+        let pool = state.core.pool_for(&tenant).map_err(ApiError::internal)?;
+        replay::replay(Arc::new(plan), batch, pool, limit).map_err(|e| replay_error(&e))
     };
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(replayed)) => json(StatusCode::OK, &replayed),
