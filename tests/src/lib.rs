@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests and benchmarks: where the built components and the
 //! `host` binary are, building them on first use so `cargo test` works from a fresh clone.
 
+pub mod kafka;
 pub mod serve;
 
 use std::fs::File;
