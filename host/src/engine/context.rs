@@ -220,6 +220,8 @@ impl StreamingContext {
                 name: name.to_string(),
                 kind,
                 line: None,
+                max_rate: None,
+                initial_rate: None,
             })
         });
         DStream {

@@ -27,6 +27,7 @@ use crate::checkpoint::{BatchRecord, CheckpointLog, RecordedInput, RecordedUdf};
 use crate::metrics::{Registry, SeriesKey};
 use crate::plan::Plan;
 use crate::sources::http::IngestEndpoint;
+use crate::sources::rate::RateLimiter;
 use crate::sources::{BuildContext, Source, SourceContext, SourceInput, now_ms};
 use crate::state::StateError;
 use crate::udf::Bindings;
@@ -536,6 +537,8 @@ struct Scheduler {
     sealing: Vec<SealedBatch>,
     /// Http sources served on the caller's router, handed to the [`Job`].
     mounted: Vec<IngestEndpoint>,
+    /// Each source's rate (`max_rate`, backpressure), by source index.
+    rates: Vec<RateLimiter>,
 }
 
 impl Scheduler {
@@ -601,7 +604,19 @@ impl Scheduler {
             _ => (1, i64::MIN),
         };
         let next_id = next_id.max(committed.map_or(1, |c| c.saturating_add(1)));
-        Ok(Self {
+        let rates = plan
+            .sources
+            .iter()
+            .map(|s| {
+                RateLimiter::new(
+                    s.max_rate,
+                    plan.backpressure,
+                    s.initial_rate,
+                    plan.batch_interval,
+                )
+            })
+            .collect();
+        let mut scheduler = Self {
             plan,
             options,
             shared,
@@ -618,7 +633,57 @@ impl Scheduler {
             replay,
             sealing: Vec::new(),
             mounted,
-        })
+            rates,
+        };
+        for i in 0..scheduler.sources.len() {
+            scheduler.rate_changed(i);
+        }
+        Ok(scheduler)
+    }
+
+    /// Feed each source's rate estimator with a finished batch (the records it took from the
+    /// source, its processing time and scheduling delay), as Spark's rate controller does.
+    fn update_rates(&mut self, report: &BatchReport) {
+        if report.error.is_some() {
+            return;
+        }
+        for i in 0..self.rates.len() {
+            let name = &self.plan.sources[i].name;
+            let records = report
+                .operators
+                .iter()
+                .find(|op| op.stream.as_ref() == name.as_str() && op.op == "source")
+                .map_or(0, |op| op.records_in);
+            let changed = self.rates[i].update(
+                report.time,
+                records,
+                report.processing_time,
+                report.scheduling_delay,
+            );
+            if changed.is_some() {
+                self.rate_changed(i);
+            }
+        }
+    }
+
+    /// Give source `i` its budget for the next batches, and show its rate.
+    fn rate_changed(&mut self, i: usize) {
+        let rate = self.rates[i].rate();
+        self.sources[i].set_budget(self.rates[i].budget(self.plan.batch_interval));
+        let Some(rate) = rate else { return };
+        let (tenant, job, source) = (
+            &self.plan.tenant,
+            &self.plan.name,
+            &self.plan.sources[i].name,
+        );
+        self.registry.set(
+            &SeriesKey::new(
+                "sluice_source_rate",
+                &[("tenant", &**tenant), ("job", &**job), ("source", source)],
+            ),
+            rate,
+        );
+        tracing::info!(%tenant, %job, %source, rate = rate.round() as u64, "source rate: {} records/s", rate.round() as u64);
     }
 
     /// Send the batches sealed before a crash that did not finish, with the input they had.
@@ -707,6 +772,7 @@ impl Scheduler {
                     self.in_flight -= 1;
                     last_end = Instant::now();
                     self.finished(&report, &mut summary);
+                    self.update_rates(&report);
                     if let Some(error) = &report.error
                         && (report.fatal || !report.skipped)
                     {

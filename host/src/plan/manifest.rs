@@ -129,6 +129,8 @@ struct JobToml {
     partitions: Option<usize>,
     max_batch_records: Option<usize>,
     #[serde(default)]
+    backpressure: bool,
+    #[serde(default)]
     on_udf_error: ErrorPolicy,
     probation_batches: Option<u32>,
     state_dir: Option<PathBuf>,
@@ -193,6 +195,8 @@ struct SourceToml {
     body_timeout: Option<Duration>,
     max_connections: Option<usize>,
     max_inflight_bytes: Option<ByteSize>,
+    max_rate: Option<u64>,
+    initial_rate: Option<u64>,
 }
 
 /// `input = "a"` or `inputs = ["a", "b"]`.
@@ -353,6 +357,7 @@ fn parse_with(
     spec.line = Some(line_of(job_span.start));
     spec.partitions = job.partitions.unwrap_or_else(default_partitions);
     spec.max_batch_records = job.max_batch_records;
+    spec.backpressure = job.backpressure;
     spec.on_udf_error = job.on_udf_error;
     if let Some(n) = job.probation_batches {
         spec.probation_batches = n;
@@ -512,6 +517,8 @@ fn parse_with(
             name: s.name,
             kind,
             line: Some(line_of(span.start)),
+            max_rate: s.max_rate,
+            initial_rate: s.initial_rate,
         });
     }
 

@@ -160,6 +160,8 @@ pub struct Plan {
     pub partitions: usize,
     /// Early seal threshold.
     pub max_batch_records: Option<usize>,
+    /// Sources' rates follow what the job processes ([`JobSpec::backpressure`]).
+    pub backpressure: bool,
     /// What a failed UDF call does.
     pub on_udf_error: ErrorPolicy,
     /// Batches a newly bound UDF version is on trial for.
@@ -584,6 +586,7 @@ impl Planner<'_> {
             batch_interval: spec.batch_interval,
             partitions: spec.partitions.max(1),
             max_batch_records: spec.max_batch_records,
+            backpressure: spec.backpressure,
             on_udf_error: spec.on_udf_error,
             probation_batches: spec.probation_batches,
             queues: self.queues(&spec),
@@ -722,6 +725,27 @@ impl Planner<'_> {
             );
         }
         for source in &spec.sources {
+            for (field, value) in [
+                ("max_rate", source.max_rate),
+                ("initial_rate", source.initial_rate),
+            ] {
+                if value == Some(0) {
+                    self.error(
+                        source.line,
+                        &format!("source '{}'", source.name),
+                        format!("{field} = 0 would never take a record"),
+                        Some("leave it out for no limit, or give records per second".into()),
+                    );
+                }
+            }
+            if source.initial_rate.is_some() && !spec.backpressure {
+                self.error(
+                    source.line,
+                    &format!("source '{}'", source.name),
+                    "initial_rate is the rate before backpressure's first estimate, and backpressure is off".into(),
+                    Some("set backpressure = true in [job], or use max_rate for a fixed rate".into()),
+                );
+            }
             if let SourceKind::Directory {
                 path,
                 max_files_per_batch,

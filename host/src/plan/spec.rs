@@ -24,6 +24,11 @@ pub struct JobSpec {
     pub max_batch_records: Option<usize>,
     /// What a failed UDF call does to the job.
     pub on_udf_error: ErrorPolicy,
+    /// Spark's `spark.streaming.backpressure.enabled`: each source's rate follows what the job
+    /// processes (a PID estimator fed by each finished batch, see
+    /// [`sources::rate`](crate::sources::rate)), within its `max_rate`. Default false.
+    #[serde(default)]
+    pub backpressure: bool,
     /// Batches a newly bound UDF version is on trial for: if it fails one of them, the job
     /// goes back to the version it replaced and runs the batch again with it. 0: no trial.
     pub probation_batches: u32,
@@ -57,6 +62,7 @@ impl JobSpec {
             partitions: default_partitions(),
             max_batch_records: None,
             on_udf_error: ErrorPolicy::Fail,
+            backpressure: false,
             probation_batches: DEFAULT_PROBATION_BATCHES,
             tenant: "local".into(),
             state_dir: None,
@@ -142,6 +148,14 @@ pub struct SourceSpec {
     pub kind: SourceKind,
     /// The manifest line it was declared on.
     pub line: Option<usize>,
+    /// The most records per second a batch takes from it (`max_rate × interval` per batch);
+    /// the rest waits (see [`sources::rate`](crate::sources::rate)). Default: no limit.
+    #[serde(default)]
+    pub max_rate: Option<u64>,
+    /// With [`JobSpec::backpressure`], the rate before the first estimate. Default: none
+    /// (only `max_rate` bounds the first batches).
+    #[serde(default)]
+    pub initial_rate: Option<u64>,
 }
 
 pub use crate::sources::Start;
@@ -223,6 +237,8 @@ mod tests {
             name: "q".into(),
             kind: SourceKind::Queue,
             line: None,
+            max_rate: Some(100),
+            initial_rate: None,
         });
         spec.sinks.push(SinkSpec {
             input: "q".into(),

@@ -6,6 +6,11 @@
 //! as Spark expects), and a file is only taken once it has been left alone for a while: its last
 //! change is at least 500 ms old and two listings in a row saw the same size and modification
 //! time, or its last change is over 2 s old.
+//!
+//! With a rate budget (`max_rate`, backpressure) a batch takes whole files only, oldest first,
+//! as many as fit in the budget (counted in lines, each file read once to count them), and
+//! always at least one: a file with more lines than the budget goes alone in a batch. The
+//! files beyond the budget wait for the next batch.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -43,6 +48,10 @@ pub struct DirectorySource {
     /// Files read (or skipped by `start = "latest"`): never read again.
     done: HashSet<PathBuf>,
     listing_failed: bool,
+    /// The most records a batch takes (see [`Source::set_budget`]).
+    budget: Option<usize>,
+    /// Lines of ready files counted for the budget, until they are taken.
+    lines: HashMap<PathBuf, usize>,
 }
 
 impl DirectorySource {
@@ -56,6 +65,8 @@ impl DirectorySource {
             ready: Vec::new(),
             done: HashSet::new(),
             listing_failed: false,
+            budget: None,
+            lines: HashMap::new(),
         };
         if start == Start::Latest {
             for (file, _) in source.list() {
@@ -141,10 +152,32 @@ impl Source for DirectorySource {
 
     fn take(&mut self, _max_records: Option<usize>) -> SourceInput {
         self.poll();
-        let n = self.max_files.unwrap_or(usize::MAX).min(self.ready.len());
+        let mut n = self.max_files.unwrap_or(usize::MAX).min(self.ready.len());
+        if let Some(budget) = self.budget {
+            let (mut records, mut fit) = (0usize, 0);
+            for file in &self.ready[..n] {
+                let lines = *self
+                    .lines
+                    .entry(file.clone())
+                    .or_insert_with(|| count_lines(file));
+                if fit > 0 && records.saturating_add(lines) > budget {
+                    break;
+                }
+                records = records.saturating_add(lines);
+                fit += 1;
+            }
+            n = fit;
+        }
         let files: Vec<PathBuf> = self.ready.drain(..n).collect();
+        for file in &files {
+            self.lines.remove(file);
+        }
         self.done.extend(files.iter().cloned());
         SourceInput::Files(files)
+    }
+
+    fn set_budget(&mut self, records: Option<usize>) {
+        self.budget = records;
     }
 
     fn status(&mut self) -> SourceStatus {
@@ -157,6 +190,29 @@ impl Source for DirectorySource {
     }
 
     fn stop(&mut self) {}
+}
+
+/// The lines of `file` (a last line without a newline counts); 0 when it cannot be read (the
+/// batch reading it reports why).
+fn count_lines(file: &Path) -> usize {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(file) else {
+        return 0;
+    };
+    let mut chunk = vec![0u8; 64 << 10];
+    let (mut lines, mut last) = (0usize, b'\n');
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                lines += memchr::memchr_iter(b'\n', &chunk[..n]).count();
+                last = chunk[n - 1];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    lines + usize::from(last != b'\n')
 }
 
 #[cfg(test)]
@@ -213,5 +269,36 @@ mod tests {
         assert!(files(latest.take(None)).is_empty(), "first sighting");
         assert_eq!(files(latest.take(None)), ["fresh.txt"]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_budget_takes_whole_files_that_fit_and_at_least_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, lines) in [("a", 3), ("b", 3), ("c", 5), ("d", 1)] {
+            let path = dir.path().join(name);
+            let text: String = (0..lines).map(|i| format!("{i}\n")).collect();
+            std::fs::write(&path, text.trim_end()).unwrap();
+            age(&path);
+            // Distinct ages so the oldest-first order is a, b, c, d.
+            let when = SystemTime::now() - Duration::from_secs(200 - u64::from(name.as_bytes()[0]));
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        let mut src = DirectorySource::new("d", dir.path(), Start::Earliest, None);
+        src.set_budget(Some(4));
+        assert_eq!(files(src.take(None)), ["a"], "a and b make 6 > 4");
+        assert_eq!(files(src.take(None)), ["b"]);
+        assert_eq!(
+            files(src.take(None)),
+            ["c"],
+            "over the budget alone: taken alone"
+        );
+        src.set_budget(None);
+        assert_eq!(files(src.take(None)), ["d"]);
+        assert_eq!(count_lines(&dir.path().join("a")), 3, "no final newline");
     }
 }

@@ -19,6 +19,10 @@
 //!   that is answered `503` with `Retry-After` and closed;
 //! - the bodies being read hold at most `max_inflight_bytes` [4 × `max_request_bytes`] of memory
 //!   together; a body that does not fit is answered `429` with `Retry-After`;
+//! - with a rate (`max_rate`, backpressure), a request that comes while the buffer holds its
+//!   high-water mark (4 batches' budgets, [`HIGH_WATER_BATCHES`](super::received::HIGH_WATER_BATCHES))
+//!   is answered `429` with `Retry-After` before its body is read: a burst past the rate waits
+//!   at the client;
 //! - when `accept` fails because the process is out of file descriptors, the endpoint sheds the
 //!   waiting connection (a spare descriptor kept for that), backs off (10 ms doubling to 1 s),
 //!   logs it once per 10 s with the count, and goes on serving: it is never fatal to the job.
@@ -158,6 +162,9 @@ pub struct IngestCounters {
     pub body_timeouts: AtomicU64,
     /// Requests answered `429` because `max_inflight_bytes` were being read.
     pub bodies_throttled: AtomicU64,
+    /// Requests answered `429` because the buffer held its high-water mark of records (the
+    /// source's rate budget times [`HIGH_WATER_BATCHES`](super::received::HIGH_WATER_BATCHES)).
+    pub over_rate: AtomicU64,
 }
 
 /// A running http ingest endpoint: on a listener of its own ([`start_with`](Self::start_with))
@@ -216,6 +223,7 @@ struct Endpoint {
     counters: Arc<IngestCounters>,
     throttled_log: Mutex<Throttle>,
     timed_out_log: Mutex<Throttle>,
+    over_rate_log: Mutex<Throttle>,
 }
 
 impl HttpSource {
@@ -287,6 +295,7 @@ impl HttpSource {
             counters: counters.clone(),
             throttled_log: Mutex::new(Throttle::default()),
             timed_out_log: Mutex::new(Throttle::default()),
+            over_rate_log: Mutex::new(Throttle::default()),
         });
         Self {
             name: name.to_string(),
@@ -714,6 +723,25 @@ async fn ingest(
     if endpoint.stopping.load(Ordering::Acquire) {
         return stopping();
     }
+    // Over the rate's high-water mark: the client waits, not the buffer (checked before the
+    // body is read, so a burst costs no memory).
+    let over = lock(&endpoint.buffer)
+        .as_ref()
+        .and_then(Received::over_high_water);
+    if let Some((held, mark)) = over {
+        endpoint.counters.over_rate.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = lock(&endpoint.over_rate_log).hit() {
+            tracing::warn!(job = %endpoint.ctx.job, source = %endpoint.name, "{n} request(s) answered 429: {held} records wait for the next batches, the high-water mark of the source's rate is {mark}");
+        }
+        return closing(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{held} records wait for the next batches, over this source's high-water mark ({mark}, {} batches at its rate); nothing was taken: send it again after Retry-After seconds\n",
+                super::received::HIGH_WATER_BATCHES
+            ),
+            true,
+        );
+    }
     let limits = endpoint.limits;
     let too_large = || {
         closing(
@@ -854,6 +882,10 @@ impl Source for HttpSource {
         self.buffer.take(max_records)
     }
 
+    fn set_budget(&mut self, records: Option<usize>) {
+        self.buffer.set_budget(records);
+    }
+
     fn status(&mut self) -> SourceStatus {
         // An endpoint never runs out: `--until-idle` ends a job with one once every other
         // source is done and nothing is buffered.
@@ -876,6 +908,7 @@ impl Source for HttpSource {
             ("header_timeouts", &c.header_timeouts),
             ("body_timeouts", &c.body_timeouts),
             ("bodies_throttled", &c.bodies_throttled),
+            ("over_rate", &c.over_rate),
         ]
         .into_iter()
         .map(|(reason, n)| (reason, n.load(Ordering::Relaxed)))

@@ -11,6 +11,11 @@
 //! Receivers (socket, http) buffer what they take in [`received::Received`], which writes each
 //! block to the source's write-ahead log first when the job checkpoints.
 //!
+//! Flow control is the same for every source ([`rate`]): the scheduler gives each source a
+//! records budget per batch ([`Source::set_budget`]: `max_rate` × the batch interval, lowered
+//! by backpressure), which its `take` keeps to; receivers push back on their clients while
+//! they hold [`received::HIGH_WATER_BATCHES`] budgets.
+//!
 //! A line that is not UTF-8 is not a record: it is counted (`invalid_lines` in the batch's stats
 //! and `sluice_source_invalid_lines_total`) and logged with where it came from, and the job goes
 //! on. So is a socket line over `max_line_bytes`, dropped as it arrives. No client can hang or
@@ -19,6 +24,7 @@
 pub mod directory;
 pub mod http;
 pub mod queue;
+pub mod rate;
 pub mod received;
 pub mod socket;
 
@@ -70,6 +76,10 @@ pub trait Source: Send {
     fn take(&mut self, max_records: Option<usize>) -> SourceInput;
     /// Where it stands.
     fn status(&mut self) -> SourceStatus;
+    /// The most records each batch takes from now on (the source's rate × the batch
+    /// interval; see [`rate`]); `None`: no limit. A source that cannot split its input takes
+    /// whole units (files, logged blocks), at least one, within it.
+    fn set_budget(&mut self, records: Option<usize>);
     /// Stop receiving (a graceful stop): what was received stays to be taken.
     fn stop(&mut self);
     /// What the source refused, cut off or dropped since it started, by reason (e.g.

@@ -1,4 +1,6 @@
 //! Spark's `queueStream`: a program pushes batches of records; each micro-batch takes one.
+//! With a rate budget a queued batch larger than the budget is split: the micro-batch takes
+//! its first records and the rest stays at the front of the queue.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -59,6 +61,7 @@ impl Drop for QueueSender {
 pub struct QueueSource {
     name: String,
     queue: QueueReceiver,
+    budget: Option<usize>,
 }
 
 impl QueueSource {
@@ -67,6 +70,7 @@ impl QueueSource {
         Self {
             name: name.to_string(),
             queue,
+            budget: None,
         }
     }
 }
@@ -77,14 +81,14 @@ impl Source for QueueSource {
     }
 
     fn take(&mut self, _max_records: Option<usize>) -> SourceInput {
-        let records = self
-            .queue
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .items
-            .pop_front()
-            .unwrap_or_else(|| Batch::empty(false));
+        let mut shared = self.queue.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let records = match (shared.items.front_mut(), self.budget) {
+            (Some(front), Some(budget)) if front.len() > budget => front.take_front(budget),
+            _ => shared
+                .items
+                .pop_front()
+                .unwrap_or_else(|| Batch::empty(false)),
+        };
         SourceInput::Records {
             records,
             invalid_lines: 0,
@@ -99,6 +103,10 @@ impl Source for QueueSource {
             backlog: !shared.items.is_empty(),
             exhausted: shared.closed && shared.items.is_empty(),
         }
+    }
+
+    fn set_budget(&mut self, records: Option<usize>) {
+        self.budget = records;
     }
 
     fn stop(&mut self) {}

@@ -18,6 +18,12 @@ pub const MAX_BUFFERED_BYTES: u64 = 1 << 30;
 /// as it comes instead of piling up to [`MAX_BUFFERED_BYTES`].
 pub const EARLY_SEAL_BYTES: u64 = 256 << 20;
 
+/// With a rate budget (`max_rate`, backpressure), the high-water mark of a receiver's buffer,
+/// in batches' budgets: while it holds this many batches' worth of records a receiver pushes
+/// back (HTTP answers `429` with `Retry-After`, a socket receiver stops reading), so a burst
+/// waits at the client instead of piling up to [`MAX_BUFFERED_BYTES`].
+pub const HIGH_WATER_BATCHES: usize = 4;
+
 /// Why [`Received::push`] took nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -72,6 +78,8 @@ struct Inner {
     accept_loss: bool,
     /// Bytes held at most, when not [`MAX_BUFFERED_BYTES`] (tests lower it).
     limit: Option<u64>,
+    /// The most records the next batch takes (the source's rate × the batch interval).
+    budget: Option<usize>,
 }
 
 impl Received {
@@ -181,6 +189,21 @@ impl Received {
             .map_or(0, |r| r.values.data.len() as u64)
     }
 
+    /// Set the most records a batch takes from now on (see [`rate`](super::rate)); `None`:
+    /// no limit. The high-water mark is [`HIGH_WATER_BATCHES`] budgets.
+    pub fn set_budget(&self, records: Option<usize>) {
+        self.lock().budget = records;
+    }
+
+    /// `(records held, high-water mark)` when the buffer holds at least its high-water mark
+    /// of records: the receiver should push back rather than take more in.
+    pub fn over_high_water(&self) -> Option<(usize, usize)> {
+        let inner = self.lock();
+        let mark = inner.budget?.saturating_mul(HIGH_WATER_BATCHES);
+        let held = inner.records.as_ref().map_or(0, Batch::len);
+        (held >= mark).then_some((held, mark))
+    }
+
     /// Whether a receiver that has just pushed should ask for an early seal.
     pub fn wants_seal(pushed: &Pushed, max_batch_records: Option<usize>) -> bool {
         max_batch_records.is_some_and(|max| pushed.buffered >= max)
@@ -214,11 +237,16 @@ impl Received {
         self.lock().records.as_ref().map_or(0, Batch::len)
     }
 
-    /// The next batch's input: at most `max` records when set (whole logged blocks, at least
-    /// one), with the log range they came from.
+    /// The next batch's input: at most `max` records when set, and at most the budget
+    /// (whole logged blocks, at least one: a block larger than the limit is taken alone), with
+    /// the log range they came from.
     pub fn take(&self, max: Option<usize>) -> SourceInput {
         let mut inner = self.lock();
         let inner = &mut *inner;
+        let max = match (max, inner.budget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let available = inner.records.as_ref().map_or(0, Batch::len);
         let mut count = available;
         let mut wal = None;
@@ -336,6 +364,24 @@ mod tests {
 
     use super::*;
     use crate::wal::WalSync;
+
+    #[test]
+    fn a_budget_caps_each_take_and_sets_the_high_water_mark() {
+        let buffer = Received::default();
+        for i in 0..10 {
+            buffer.push(format!("{i}\n").as_bytes(), false, 1).unwrap();
+        }
+        assert_eq!(buffer.over_high_water(), None, "no budget, no mark");
+        buffer.set_budget(Some(2));
+        assert_eq!(buffer.over_high_water(), Some((10, 8)));
+        let (v, _) = values(&buffer.take(None));
+        assert_eq!(v, ["0", "1"]);
+        let (v, _) = values(&buffer.take(Some(1)));
+        assert_eq!(v, ["2"], "the smaller of max and the budget");
+        assert_eq!(buffer.over_high_water(), None, "7 held, under 8");
+        buffer.set_budget(None);
+        assert_eq!(values(&buffer.take(None)).0.len(), 7);
+    }
 
     fn values(input: &SourceInput) -> (Vec<String>, Option<(u64, u64)>) {
         match input {

@@ -6,6 +6,10 @@
 //! sent that were not yet read (in socket buffers, in flight) are lost when the host dies. Use
 //! the `http` source when the sender must know.
 //!
+//! With a rate (`max_rate`, backpressure) the receiver stops reading while its buffer holds
+//! four batches' budgets ([`HIGH_WATER_BATCHES`](super::received::HIGH_WATER_BATCHES)): the
+//! kernel's buffers fill and TCP's window pushes back on the peer.
+//!
 //! Each byte read is looked at once: the receiver keeps the start of the line it is in (at most
 //! `max_line_bytes`, 1 MiB by default) and never scans it again. A line longer than that is
 //! skipped up to its newline without being kept, counted with the lines that are not UTF-8
@@ -190,14 +194,19 @@ impl Receiver {
             }
             if !block.is_empty() {
                 // A full buffer waits for the next batch to take it: the peer is not read
-                // meanwhile, so TCP's window pushes back on it.
-                while self
-                    .buffer
-                    .buffered_bytes()
-                    .saturating_add(block.len() as u64)
-                    > MAX_BUFFERED_BYTES
-                {
-                    self.ctx.early_seal.notify_one();
+                // meanwhile, so TCP's window pushes back on it. So does a buffer at its rate's
+                // high-water mark, without an early seal (the rate is per batch interval).
+                loop {
+                    if self
+                        .buffer
+                        .buffered_bytes()
+                        .saturating_add(block.len() as u64)
+                        > MAX_BUFFERED_BYTES
+                    {
+                        self.ctx.early_seal.notify_one();
+                    } else if self.buffer.over_high_water().is_none() {
+                        break;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
                 let pushed = if self.buffer.is_logged() {
@@ -318,6 +327,10 @@ impl Source for SocketSource {
 
     fn take(&mut self, max_records: Option<usize>) -> SourceInput {
         self.buffer.take(max_records)
+    }
+
+    fn set_budget(&mut self, records: Option<usize>) {
+        self.buffer.set_budget(records);
     }
 
     fn status(&mut self) -> SourceStatus {
