@@ -211,3 +211,28 @@ pub fn batches(dir: &std::path::Path, prefix: &str) -> Vec<Vec<String>> {
     folders.sort();
     folders.iter().map(|f| crate::part_lines(f)).collect()
 }
+
+/// Job `upper`: its http source `lines` (served on the host's listener; the `address` is
+/// required by the manifest but not bound), each line through `text#uppercase`, written to
+/// `out/up-*` in the job's folder.
+pub const UPPER: &str = r#"
+[job]
+name = "upper"
+batch_interval = "200ms"
+
+[[sources]]
+name = "lines"
+kind = "http"
+address = "127.0.0.1:9"
+
+[[streams]]
+name = "up"
+op = "map"
+input = "lines"
+udf = "text#uppercase"
+
+[[sinks]]
+kind = "text_files"
+input = "up"
+prefix = "out/up"
+"#;

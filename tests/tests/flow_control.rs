@@ -7,7 +7,7 @@
 //! load and batches stop falling behind, then rises again once the records are cheap.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,27 +48,12 @@ fn field(line: &str, name: &str) -> u64 {
 
 /// One `POST /ingest/events` with `body`: the status and the whole answer, headers included.
 fn ingest(port: u16, body: &[u8]) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    let head = format!(
-        "POST /ingest/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    // A refusal may come before the body is read: a failed write still leaves the answer.
-    let _ = stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body));
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    (status, text)
+    let answer = sluice_tests::http_answer(port, "POST", "/ingest/events", "", body)
+        .expect("an HTTP answer");
+    (
+        answer.status,
+        format!("{}\r\n\r\n{}", answer.head, answer.body),
+    )
 }
 
 /// Ask the job to stop (SIGTERM: a graceful stop) and wait for it, at most 60 s.

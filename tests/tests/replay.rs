@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sluice_tests::serve::{ALICE, BOB, Server, json};
+use sluice_tests::serve::{ALICE, BOB, Server, UPPER, json};
 use sluice_tests::{JobDir, host_bin, udf, wait_for};
 
 /// A started `host serve` with tenants `alice` and `bob`.
@@ -64,29 +64,14 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
-const MANIFEST: &str = r#"
-[job]
-name = "upper"
-batch_interval = "200ms"
-# Every batch stays in the checkpoint's metadata until a data checkpoint covers it.
-checkpoint_interval = "1h"
-
-[[sources]]
-name = "lines"
-kind = "http"
-address = "127.0.0.1:9"
-
-[[streams]]
-name = "up"
-op = "map"
-input = "lines"
-udf = "text#uppercase"
-
-[[sinks]]
-kind = "text_files"
-input = "up"
-prefix = "out/up"
-"#;
+/// Job `upper`, its batches kept in the checkpoint's metadata until a data checkpoint covers
+/// them (every hour here).
+fn manifest() -> String {
+    UPPER.replace(
+        "batch_interval = \"200ms\"",
+        "batch_interval = \"200ms\"\ncheckpoint_interval = \"1h\"",
+    )
+}
 
 #[test]
 fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_tenants_own() {
@@ -98,7 +83,7 @@ fn a_served_jobs_batch_replays_with_the_current_udf_writes_nothing_and_is_the_te
         "POST",
         "/api/v1/jobs",
         ALICE,
-        MANIFEST.as_bytes(),
+        manifest().as_bytes(),
         201,
     );
     expect(
@@ -248,7 +233,7 @@ fn a_failed_jobs_batch_is_there_to_replay_and_fails_the_same_way() {
     let server = started();
     let text = std::fs::read(udf("text")).expect("read text.wasm");
     expect(&server, "POST", "/api/v1/udfs/text", ALICE, &text, 201);
-    let manifest = MANIFEST
+    let manifest = manifest()
         .replace("name = \"upper\"", "name = \"keys\"")
         .replace("text#uppercase", "text#key_number");
     expect(

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_tests::serve::{ALICE, BOB, Server, batches, json, request};
+use sluice_tests::serve::{ALICE, BOB, Server, UPPER, batches, json, request};
 use sluice_tests::{udf, wait_for};
 
 /// Every line of every whole batch folder `<dir>/out/up-*` holds, counted.
@@ -37,29 +37,6 @@ fn output(dir: &Path) -> BTreeMap<String, usize> {
     }
     lines
 }
-
-const MANIFEST: &str = r#"
-[job]
-name = "upper"
-batch_interval = "200ms"
-
-[[sources]]
-name = "lines"
-kind = "http"
-# Not bound on a shared host (the host's listener serves it); the manifest still needs one.
-address = "127.0.0.1:9"
-
-[[streams]]
-name = "up"
-op = "map"
-input = "lines"
-udf = "text#uppercase"
-
-[[sinks]]
-kind = "text_files"
-input = "up"
-prefix = "out/up"
-"#;
 
 const INGEST: &str = "/api/v1/jobs/upper/ingest/lines";
 
@@ -92,11 +69,11 @@ fn a_served_job_takes_records_survives_kill_9_and_stays_stopped() {
     // Deploy `text`, then submit a job calling it.
     let text = std::fs::read(udf("text")).expect("read text.wasm");
     server.expect("POST", "/api/v1/udfs/text", ALICE, &text, 201);
-    let submitted = json(&server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 201));
+    let submitted = json(&server.expect("POST", "/api/v1/jobs", ALICE, UPPER.as_bytes(), 201));
     assert_eq!(submitted["name"], "upper", "{submitted}");
     assert_eq!(submitted["state"], "running", "{submitted}");
     // The same name again while it runs: 409.
-    server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 409);
+    server.expect("POST", "/api/v1/jobs", ALICE, UPPER.as_bytes(), 409);
 
     // Records in through the host's own listener, acknowledged after the write-ahead log.
     let first: Vec<String> = (0..20).map(|i| format!("first-{i}")).collect();
@@ -180,7 +157,9 @@ fn a_served_job_takes_records_survives_kill_9_and_stays_stopped() {
     // kill -9 while records stream in.
     let port = server.port;
     let feeder = std::thread::spawn(move || post_all(port, (0..).map(|i| format!("second-{i}"))));
-    std::thread::sleep(Duration::from_millis(700));
+    wait_for("records of the second run in the output", || {
+        output(&dir).keys().any(|l| l.starts_with("SECOND-"))
+    });
     server.kill();
     let second = feeder.join().expect("the feeder");
     assert!(!second.is_empty(), "no record acknowledged before the kill");
@@ -231,7 +210,7 @@ fn a_served_job_stays_in_its_folder_and_its_quota() {
     server.expect("POST", "/api/v1/udfs/text", ALICE, &text, 201);
 
     // Paths out of the job's folder, a socket source, a bad job name: 400, nothing started.
-    let escape = MANIFEST.replace("out/up", "../../../escaped/up");
+    let escape = UPPER.replace("out/up", "../../../escaped/up");
     let answer = json(&server.expect("POST", "/api/v1/jobs", ALICE, escape.as_bytes(), 400));
     assert!(
         answer["error"]
@@ -239,12 +218,12 @@ fn a_served_job_stays_in_its_folder_and_its_quota() {
             .is_some_and(|e| e.contains("outside the job's folder")),
         "{answer}"
     );
-    let absolute = MANIFEST.replace("out/up", "/tmp/escaped/up");
+    let absolute = UPPER.replace("out/up", "/tmp/escaped/up");
     server.expect("POST", "/api/v1/jobs", ALICE, absolute.as_bytes(), 400);
-    let traversal = MANIFEST.replace("name = \"upper\"", "name = \"..\"");
+    let traversal = UPPER.replace("name = \"upper\"", "name = \"..\"");
     server.expect("POST", "/api/v1/jobs", ALICE, traversal.as_bytes(), 400);
-    let socket = MANIFEST.replace(
-        "kind = \"http\"\n# Not bound on a shared host (the host's listener serves it); the manifest still needs one.\naddress = \"127.0.0.1:9\"",
+    let socket = UPPER.replace(
+        "kind = \"http\"\naddress = \"127.0.0.1:9\"",
         "kind = \"socket\"\nhost = \"127.0.0.1\"\nport = 9",
     );
     server.expect("POST", "/api/v1/jobs", ALICE, socket.as_bytes(), 400);
@@ -252,11 +231,11 @@ fn a_served_job_stays_in_its_folder_and_its_quota() {
     assert!(json(&garbage)["hint"].is_string(), "{garbage}");
     assert_eq!(server.expect("GET", "/api/v1/jobs", ALICE, b"", 200), "[]");
     // A UDF of another tenant is not found.
-    server.expect("POST", "/api/v1/jobs", BOB, MANIFEST.as_bytes(), 400);
+    server.expect("POST", "/api/v1/jobs", BOB, UPPER.as_bytes(), 400);
 
     // max_jobs = 1: the second job is refused naming the quota.
-    server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 201);
-    let second = MANIFEST.replace("name = \"upper\"", "name = \"upper2\"");
+    server.expect("POST", "/api/v1/jobs", ALICE, UPPER.as_bytes(), 201);
+    let second = UPPER.replace("name = \"upper\"", "name = \"upper2\"");
     let answer = json(&server.expect("POST", "/api/v1/jobs", ALICE, second.as_bytes(), 403));
     assert!(
         answer["error"]
@@ -286,7 +265,7 @@ fn a_served_job_stays_in_its_folder_and_its_quota() {
         "{stdout}"
     );
     // Over the quota again, `host submit` says so and what to do.
-    let third = MANIFEST.replace("name = \"upper\"", "name = \"upper3\"");
+    let third = UPPER.replace("name = \"upper\"", "name = \"upper3\"");
     let path = server.folder().join("third.toml");
     std::fs::write(&path, &third).expect("write third.toml");
     let out = server.host(ALICE, &["submit", path.to_str().expect("a UTF-8 path")]);
@@ -307,7 +286,7 @@ fn deploying_a_new_version_hot_reloads_a_running_job() {
     server.start();
     let text = std::fs::read(udf("text")).expect("read text.wasm");
     server.expect("POST", "/api/v1/udfs/text", ALICE, &text, 201);
-    server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 201);
+    server.expect("POST", "/api/v1/jobs", ALICE, UPPER.as_bytes(), 201);
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poster = {

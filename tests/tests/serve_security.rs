@@ -10,12 +10,11 @@
 //! the `max_component_bytes` 413 (serve_registry.rs), the `max_jobs` quota 403 (serve_jobs.rs).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use sluice_tests::serve::UPPER;
 use sluice_tests::{free_port, host_bin, root, spawn_logged, udf, wait_for};
 
 const ALICE: &str = "alice-token-0123456789";
@@ -288,30 +287,10 @@ impl Server {
         token: Option<&str>,
         body: &[u8],
     ) -> std::io::Result<(u16, Option<u64>, String)> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer)?;
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:?}")))?;
-        let retry_after = head.lines().find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("retry-after")
-                .then(|| value.trim().parse().ok())?
-        });
-        Ok((status, retry_after, body.to_string()))
+        let answer = sluice_tests::http_answer(self.port, method, path, &auth, body)?;
+        let retry_after = answer.header("retry-after").and_then(|v| v.parse().ok());
+        Ok((answer.status, retry_after, answer.body))
     }
 
     fn expect(&self, method: &str, path: &str, token: &str, body: &[u8], status: u16) -> String {
@@ -346,28 +325,6 @@ fn config(alice_quotas: &str) -> String {
     )
 }
 
-const MANIFEST: &str = r#"
-[job]
-name = "upper"
-batch_interval = "200ms"
-
-[[sources]]
-name = "lines"
-kind = "http"
-address = "127.0.0.1:9"
-
-[[streams]]
-name = "up"
-op = "map"
-input = "lines"
-udf = "text#uppercase"
-
-[[sinks]]
-kind = "text_files"
-input = "up"
-prefix = "out/up"
-"#;
-
 #[test]
 fn every_route_has_a_row_and_refuses_strangers() {
     // The table covers the routers, and nothing else.
@@ -391,7 +348,7 @@ fn every_route_has_a_row_and_refuses_strangers() {
             .as_str()
             .expect("a sha256")
             .to_string();
-    server.expect("POST", "/api/v1/jobs", ALICE, MANIFEST.as_bytes(), 201);
+    server.expect("POST", "/api/v1/jobs", ALICE, UPPER.as_bytes(), 201);
     server.expect(
         "POST",
         "/api/v1/jobs/upper/ingest/lines",
@@ -478,10 +435,10 @@ fn names_that_would_reach_paths_are_refused() {
         ".hidden",
         long.as_str(),
     ] {
-        let job = MANIFEST.replace("name = \"upper\"", &format!("name = \"{bad}\""));
+        let job = UPPER.replace("name = \"upper\"", &format!("name = \"{bad}\""));
         let answer = json(&server.expect("POST", "/api/v1/jobs", ALICE, job.as_bytes(), 400));
         assert!(answer["error"].is_string(), "job {bad:?}: {answer}");
-        let source = MANIFEST
+        let source = UPPER
             .replace("name = \"lines\"", &format!("name = \"{bad}\""))
             .replace("input = \"lines\"", &format!("input = \"{bad}\""));
         let answer = json(&server.expect("POST", "/api/v1/jobs", ALICE, source.as_bytes(), 400));
@@ -584,7 +541,7 @@ fn rate_limits_answer_429_naming_the_quota() {
 
     // carol: max_ingest_rate 1KiB/s. 4 KiB go in (the bucket was full), then the next post
     // waits the debt out: 429 with Retry-After of seconds.
-    server.expect("POST", "/api/v1/jobs", CAROL, MANIFEST.as_bytes(), 201);
+    server.expect("POST", "/api/v1/jobs", CAROL, UPPER.as_bytes(), 201);
     let lines: String = (0..400).map(|i| format!("line-{i:04}\n")).collect();
     server.expect(
         "POST",

@@ -26,24 +26,10 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A component whose one function nests `depth` loops, each adding the parameter to one of
-/// `locals` locals, read from the next.
+/// A component whose one function nests `depth` loops over `locals` locals.
 fn nested_loops(locals: usize, depth: usize) -> Vec<u8> {
-    let mut body = String::new();
-    for k in 0..depth {
-        let (to, from) = (1 + k % locals, 1 + (k + 1) % locals);
-        body.push_str(&format!(
-            "loop local.get {from} local.get 0 i32.add local.set {to} "
-        ));
-    }
-    for _ in 0..depth {
-        body.push_str("local.get 0 br_if 0 end ");
-    }
-    let text = format!(
-        "(component (core module (func (param i32) (result i32) (local {}) {body} local.get 1)))",
-        "i32 ".repeat(locals)
-    );
-    wat::parse_str(text).expect("the generated component parses")
+    sluice_host::workloads::slow_compile::nested_loops(locals, depth)
+        .expect("the generated component parses")
 }
 
 /// Needs over a gigabyte to compile, and passes 300 MiB within about a second.

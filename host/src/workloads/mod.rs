@@ -5,6 +5,8 @@
 //! The project carries this generator (and small samples made with it) so that nothing needs
 //! `../shared` at run time.
 
+pub mod slow_compile;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -341,22 +341,8 @@ fn upload_slow(a: &Client, slow: &[u8], stop: &AtomicBool, counts: &NoiseCounts)
 /// A component that takes about half a minute to compile (tests/tests/udf_compile.rs measures
 /// it): 500 locals × 2000 nested loops.
 fn slow_component() -> anyhow::Result<Vec<u8>> {
-    let (locals, depth) = (500, 2000);
-    let mut body = String::new();
-    for k in 0..depth {
-        let (to, from) = (1 + k % locals, 1 + (k + 1) % locals);
-        body.push_str(&format!(
-            "loop local.get {from} local.get 0 i32.add local.set {to} "
-        ));
-    }
-    for _ in 0..depth {
-        body.push_str("local.get 0 br_if 0 end ");
-    }
-    let text = format!(
-        "(component (core module (func (param i32) (result i32) (local {}) {body} local.get 1)))",
-        "i32 ".repeat(locals)
-    );
-    wat::parse_str(text).context("generating the slow component")
+    sluice_host::workloads::slow_compile::nested_loops(500, 2000)
+        .context("generating the slow component")
 }
 
 /// Lines in the whole batches (`_SUCCESS`) under `out`.
