@@ -1,6 +1,6 @@
 //! Checkpoints written by earlier formats still load: a v2 metadata checkpoint (stateful
-//! operators described by strings) and a v3 one (sealed batches without their UDF versions)
-//! resume under today's format (v4) with their state.
+//! operators described by strings), a v3 one (sealed batches without their UDF versions) and a
+//! v4 one (no Kafka offsets) resume under today's format (v5) with their state.
 
 use std::process::Command;
 
@@ -65,7 +65,7 @@ fn a_checkpoint_of_format_v2_resumes_with_its_state() {
     let dir = resume("checkpoint-v2", 2);
     // From now on the metadata is written in the current format, layouts typed.
     let (body, text) = newest_metadata(&dir);
-    assert_eq!(body["version"], 4, "{text}");
+    assert_eq!(body["version"], 5, "{text}");
     assert_eq!(
         body["stateful"][1]["layout"],
         serde_json::json!({"kind": "window", "length": 3000, "slide": 1000, "incremental": true, "builtin": "sum_i64"}),
@@ -77,5 +77,12 @@ fn a_checkpoint_of_format_v2_resumes_with_its_state() {
 fn a_checkpoint_of_format_v3_resumes_with_its_state() {
     let dir = resume("checkpoint-v3", 4);
     let (body, text) = newest_metadata(&dir);
-    assert_eq!(body["version"], 4, "{text}");
+    assert_eq!(body["version"], 5, "{text}");
+}
+
+#[test]
+fn a_checkpoint_of_format_v4_resumes_with_its_state() {
+    let dir = resume("checkpoint-v4", 4);
+    let (body, text) = newest_metadata(&dir);
+    assert_eq!(body["version"], 5, "{text}");
 }

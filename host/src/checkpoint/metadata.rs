@@ -8,13 +8,16 @@ use serde::{Deserialize, Serialize};
 use crate::batch::codec::Codec;
 use crate::operators::{Builtin, StateLayout};
 use crate::plan::{Plan, SourceKind};
+use crate::sources::kafka::{OffsetRange, PartitionOffset};
 
-/// The format of metadata files this version writes: 4, where each sealed batch records the
-/// UDF versions it runs with ([`BatchRecord::udfs`]). Version 3 typed a stateful operator's
-/// codecs and layout ([`Layout::Typed`]). Versions 1 (before `skipped`), 2 and 3 are read too:
+/// The format of metadata files this version writes: 5, where a Kafka source's batches record
+/// offset ranges ([`RecordedInput::Offsets`]) and its position the next offset per partition
+/// ([`SourcePosition::offsets`]). Version 4 recorded each sealed batch's UDF versions
+/// ([`BatchRecord::udfs`]). Version 3 typed a stateful operator's
+/// codecs and layout ([`Layout::Typed`]). Versions 1 (before `skipped`), 2, 3 and 4 are read too:
 /// what they lack reads as empty (a batch without recorded UDFs runs with the plan's), and
 /// the layouts of 1 and 2, descriptions, compare with [`describe`] of the plan's.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// The oldest format this version reads.
 pub const OLDEST_VERSION: u32 = 1;
@@ -153,6 +156,21 @@ impl Metadata {
                     inside(path, f).or_else(|why| bad(&format!("{field}.files"), why))?;
                 }
             }
+            if !position.offsets.is_empty() && !matches!(kind, SourceKind::Kafka(_)) {
+                return bad(
+                    &format!("{field}.offsets"),
+                    format!("Kafka offsets recorded for a {} source", kind_name(kind)),
+                );
+            }
+            if let Some(p) = position.offsets.iter().find(|p| p.next < 0) {
+                return bad(
+                    &format!("{field}.offsets"),
+                    format!(
+                        "offset {} of {}/{} is negative",
+                        p.next, p.topic, p.partition
+                    ),
+                );
+            }
             if let Some(sealed) = position.wal_sealed
                 && !matches!(kind, SourceKind::Http { .. } | SourceKind::Socket { .. })
             {
@@ -167,6 +185,7 @@ impl Metadata {
         }
         let mut previous: Option<(u64, i64)> = None;
         let mut log_end: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut offsets_end: OffsetsEnd = BTreeMap::new();
         for (i, b) in self.batches.iter().enumerate() {
             let field = format!("batches[{i}]");
             below_next(&format!("{field}.id"), b.id)?;
@@ -194,7 +213,22 @@ impl Metadata {
                 );
             }
             previous = Some((b.id, b.time));
-            self.check_inputs(plan, &field, &b.inputs, &mut log_end)?;
+            self.check_inputs(plan, &field, &b.inputs, &mut log_end, &mut offsets_end)?;
+        }
+        for ((name, topic, partition), end) in &offsets_end {
+            let next = self.sources.get(name).and_then(|p| {
+                p.offsets
+                    .iter()
+                    .find(|o| &o.topic == topic && o.partition == *partition)
+            });
+            if next.is_none_or(|o| o.next < *end) {
+                return bad(
+                    &format!("sources.{name}.offsets"),
+                    format!(
+                        "{topic}/{partition} is recorded before the end of a recorded batch's range ({end})"
+                    ),
+                );
+            }
         }
         for (name, end) in &log_end {
             if let Some(sealed) = self.sources.get(*name).and_then(|p| p.wal_sealed)
@@ -218,6 +252,7 @@ impl Metadata {
         field: &str,
         inputs: &[RecordedInput],
         log_end: &mut BTreeMap<&'a str, u64>,
+        offsets_end: &mut OffsetsEnd,
     ) -> Result<(), (String, String)> {
         let bad = |field: String, why: String| Err((field, why));
         for (j, (source, input)) in plan.sources.iter().zip(inputs).enumerate() {
@@ -246,6 +281,31 @@ impl Metadata {
                     }
                     *end = *to;
                 }
+                (RecordedInput::Offsets { ranges }, SourceKind::Kafka(_)) => {
+                    for r in ranges {
+                        if r.from < 0 || r.from > r.to {
+                            return bad(
+                                field,
+                                format!(
+                                    "offset range {}..{} of {}/{} is reversed or negative",
+                                    r.from, r.to, r.topic, r.partition
+                                ),
+                            );
+                        }
+                        let key = (source.name.clone(), r.topic.clone(), r.partition);
+                        let end = offsets_end.entry(key).or_insert(r.from);
+                        if r.from < *end {
+                            return bad(
+                                field,
+                                format!(
+                                    "offset range {}..{} of {}/{} starts before the previous batch's ends ({end})",
+                                    r.from, r.to, r.topic, r.partition
+                                ),
+                            );
+                        }
+                        *end = r.to;
+                    }
+                }
                 (RecordedInput::Unlogged { records: 0 }, _) => {}
                 (RecordedInput::Unlogged { .. }, SourceKind::Queue) => {}
                 (other, kind) => {
@@ -257,6 +317,7 @@ impl Metadata {
                                 RecordedInput::Files { .. } => "files",
                                 RecordedInput::Wal { .. } => "a write-ahead log range",
                                 RecordedInput::Unlogged { .. } => "unlogged records",
+                                RecordedInput::Offsets { .. } => "Kafka offset ranges",
                             },
                             kind_name(kind),
                             source.name
@@ -268,6 +329,9 @@ impl Metadata {
         Ok(())
     }
 }
+
+/// Where each Kafka partition's recorded ranges end, by (source, topic, partition).
+type OffsetsEnd = BTreeMap<(String, String, i32), i64>;
 
 fn kind_name(kind: &SourceKind) -> &'static str {
     source_kind(kind)
@@ -303,6 +367,10 @@ pub struct SourcePosition {
     /// A receiver: the write-ahead log offset up to which records are in sealed batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_sealed: Option<u64>,
+    /// A Kafka source: per partition, the offset up to which records are in sealed batches.
+    /// Since version 5.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets: Vec<PartitionOffset>,
 }
 
 /// A sealed batch and its input.
@@ -366,6 +434,11 @@ pub enum RecordedInput {
         from: u64,
         /// End offset.
         to: u64,
+    },
+    /// These Kafka offset ranges, read again from the brokers. Since version 5.
+    Offsets {
+        /// One per partition.
+        ranges: Vec<OffsetRange>,
     },
     /// Records from a source without a log (a queue): cannot be read again.
     Unlogged {
@@ -551,6 +624,7 @@ fn source_kind(kind: &crate::plan::SourceKind) -> &'static str {
         crate::plan::SourceKind::Directory { .. } => "directory",
         crate::plan::SourceKind::Http { .. } => "http",
         crate::plan::SourceKind::Queue => "queue",
+        crate::plan::SourceKind::Kafka(_) => "kafka",
     }
 }
 

@@ -30,6 +30,7 @@ pub use metadata::{
 };
 
 use crate::plan::Plan;
+use crate::sources::kafka::PartitionOffset;
 use crate::wal::{Wal, WalError};
 
 /// How many metadata files are kept.
@@ -572,6 +573,22 @@ impl CheckpointLog {
                 match input {
                     RecordedInput::Files { files } => position.files.extend(files.iter().cloned()),
                     RecordedInput::Wal { to, .. } => position.wal_sealed = Some(*to),
+                    RecordedInput::Offsets { ranges } => {
+                        for r in ranges {
+                            match position
+                                .offsets
+                                .iter_mut()
+                                .find(|o| o.topic == r.topic && o.partition == r.partition)
+                            {
+                                Some(o) => o.next = o.next.max(r.to),
+                                None => position.offsets.push(PartitionOffset {
+                                    topic: r.topic.clone(),
+                                    partition: r.partition,
+                                    next: r.to,
+                                }),
+                            }
+                        }
+                    }
                     RecordedInput::Unlogged { .. } => {}
                 }
             }

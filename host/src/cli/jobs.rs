@@ -187,6 +187,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         let hash = udf.hash.get(..12).unwrap_or(&udf.hash);
         println!("udf:     {} version {version} ({hash})", udf.spec);
     }
+    for l in &info.lag {
+        println!(
+            "lag:     {} {}/{}: {} records (next offset {}, end {})",
+            l.source, l.lag.topic, l.lag.partition, l.lag.lag, l.lag.next, l.lag.end
+        );
+    }
     println!("batches: {} finished", info.batches_done);
     for b in &info.batches {
         println!(

@@ -531,6 +531,11 @@ impl Executor {
                 invalid_lines,
                 ..
             } => (records.split(n), invalid_lines),
+            SourceInput::Fetched {
+                records,
+                undecodable,
+                ..
+            } => (records.split(n), undecodable),
             SourceInput::Files(files) => {
                 let name = &self.plan.sources[source].name;
                 let mut read: Vec<(Vec<Batch>, u64)> = files

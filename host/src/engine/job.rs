@@ -92,6 +92,15 @@ pub enum JobError {
         /// fails the same way on every restart can be skipped with `--skip-batch`.
         hint: String,
     },
+    /// A source cannot go on (a Kafka broker unreachable past its retries, a deleted topic,
+    /// a record that does not decode), or cannot read a batch's input again.
+    #[error("job '{job}': {error}")]
+    Source {
+        /// The job.
+        job: String,
+        /// What the source says (boxed: Kafka errors carry offsets and messages).
+        error: Box<crate::sources::SourceError>,
+    },
     /// The job's state could not be opened.
     #[error("job '{job}': {error}")]
     Start {
@@ -159,6 +168,18 @@ struct Shared {
     canary: Mutex<Option<Arc<Canary>>>,
     /// Every version this job rolled back after it failed on trial, with the batch.
     rollbacks: Mutex<Vec<(u64, Rollback)>>,
+    /// Each Kafka partition's consumer lag, as of the last batch sealed.
+    lag: Mutex<Vec<SourceLag>>,
+}
+
+/// How far a source is behind one of its partitions (Kafka consumer lag).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceLag {
+    /// The source.
+    pub source: String,
+    /// The partition and its lag.
+    #[serde(flatten)]
+    pub lag: crate::sources::kafka::PartitionLag,
 }
 
 /// A job that is running; [`wait`](Job::wait) for it to end.
@@ -271,6 +292,16 @@ impl JobHandle {
         None
     }
 
+    /// Each Kafka partition's consumer lag, as of the last batch sealed (empty for jobs
+    /// without a Kafka source).
+    pub fn lag(&self) -> Vec<SourceLag> {
+        self.shared
+            .lag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The most recent finished batches, oldest first.
     pub fn reports(&self) -> Vec<BatchReport> {
         self.shared
@@ -322,6 +353,7 @@ impl Job {
             udfs: plan.udfs.clone(),
             canary: Mutex::new(None),
             rollbacks: Mutex::new(Vec::new()),
+            lag: Mutex::new(Vec::new()),
         });
         let start_error = |error: StartError| JobError::Start {
             job: plan.name.to_string(),
@@ -474,6 +506,11 @@ impl Job {
         self.handle.clone()
     }
 
+    /// See [`JobHandle::lag`].
+    pub fn lag(&self) -> Vec<SourceLag> {
+        self.handle.lag()
+    }
+
     /// The most recent finished batches, oldest first.
     pub fn reports(&self) -> Vec<BatchReport> {
         self.handle.reports()
@@ -559,6 +596,7 @@ impl Scheduler {
             runtime,
             early_seal: early_seal.clone(),
             max_batch_records: plan.max_batch_records,
+            batch_interval: plan.batch_interval,
             until_idle: options.until_idle,
             job: plan.name.clone(),
         };
@@ -585,13 +623,14 @@ impl Scheduler {
                         ctx: &ctx,
                         received: received(&s.name),
                         files_read: &position(&s.name).files,
+                        offsets: &position(&s.name).offsets,
                         mount_http: options.mount_http,
                         queue: plan.queues.get(&s.name).cloned(),
                     },
                 )
-                .map_err(|e| JobError::Internal {
+                .map_err(|error| JobError::Source {
                     job: plan.name.to_string(),
-                    message: e.to_string(),
+                    error: Box::new(error),
                 })?;
             mounted.extend(built.endpoint);
             sources.push(built.source);
@@ -686,6 +725,39 @@ impl Scheduler {
         tracing::info!(%tenant, %job, %source, rate = rate.round() as u64, "source rate: {} records/s", rate.round() as u64);
     }
 
+    /// Each Kafka partition's consumer lag, as a metric and in the job's status.
+    fn show_lag(&mut self) {
+        let mut all = Vec::new();
+        for source in &self.sources {
+            for lag in source.lag() {
+                self.registry.set(
+                    &SeriesKey::new(
+                        "sluice_kafka_lag",
+                        &[
+                            ("tenant", &*self.plan.tenant),
+                            ("job", &*self.plan.name),
+                            ("source", source.name()),
+                            ("topic", &lag.topic),
+                            ("partition", &lag.partition.to_string()),
+                        ],
+                    ),
+                    lag.lag as f64,
+                );
+                all.push(SourceLag {
+                    source: source.name().to_string(),
+                    lag,
+                });
+            }
+        }
+        if !all.is_empty() {
+            *self
+                .shared
+                .lag
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = all;
+        }
+    }
+
     /// Send the batches sealed before a crash that did not finish, with the input they had.
     fn resend(&mut self) -> Result<(), JobError> {
         let replay = std::mem::take(&mut self.replay);
@@ -704,6 +776,12 @@ impl Scheduler {
                         source.replay(*from, *to).map_err(|e| JobError::Internal {
                             job: self.plan.name.to_string(),
                             message: format!("cannot run batch {} again: {e}", record.id),
+                        })?
+                    }
+                    RecordedInput::Offsets { ranges } => {
+                        source.refetch(ranges).map_err(|error| JobError::Source {
+                            job: self.plan.name.to_string(),
+                            error: Box::new(error),
                         })?
                     }
                     RecordedInput::Unlogged { records } => {
@@ -905,10 +983,17 @@ impl Scheduler {
                 gap += interval;
             }
         }
+        for source in &mut self.sources {
+            source.check().map_err(|error| JobError::Source {
+                job: self.plan.name.to_string(),
+                error: Box::new(error),
+            })?;
+        }
         self.last_time = time;
         let max = self.plan.max_batch_records;
         let inputs = self.sources.iter_mut().map(|s| s.take(max)).collect();
         self.send(time, inputs);
+        self.show_lag();
         // Recorded before any of them runs: a batch whose state is committed is always in
         // the checkpoint, so a restart never reuses its id for other input.
         let sealed = std::mem::take(&mut self.sealing);
@@ -1070,6 +1155,9 @@ fn record(batch: &SealedBatch) -> BatchRecord {
                 } => RecordedInput::Wal {
                     from: *from,
                     to: *to,
+                },
+                SourceInput::Fetched { ranges, .. } => RecordedInput::Offsets {
+                    ranges: ranges.clone(),
                 },
                 SourceInput::Records { records, .. } => RecordedInput::Unlogged {
                     records: records.len() as u64,

@@ -16,6 +16,6 @@ pub mod trial;
 pub use canary::{Canary, CanaryDiff, CanaryReport};
 pub use context::{By, ContextError, DStream, EventTimeSpec, StateSpec, StreamingContext};
 pub use core::{Core, CoreConfig, CoreError};
-pub use job::{Job, JobError, JobHandle, JobOptions, Versions};
+pub use job::{Job, JobError, JobHandle, JobOptions, SourceLag, Versions};
 pub use stats::{BatchReport, JobSummary, OperatorStats, UsedUdf, percentile};
 pub use trial::Rollback;

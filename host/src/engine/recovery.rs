@@ -462,6 +462,15 @@ pub fn skip(
                 format!("{}: write-ahead log offsets {from}..{to}", s.name)
             }
             RecordedInput::Unlogged { records } => format!("{}: {records} records", s.name),
+            RecordedInput::Offsets { ranges } => format!(
+                "{}: Kafka offsets {}",
+                s.name,
+                ranges
+                    .iter()
+                    .map(|r| format!("{}/{} {}..{}", r.topic, r.partition, r.from, r.to))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         })
         .collect();
     tracing::warn!(job = %plan.name, batch = id, "--skip-batch {id}: batch {id} (time {} ms) is skipped, recorded in the checkpoint: its input ({}) produces no output and no state change; {} batches skipped in all", record.time, inputs.join("; "), recovered.meta.skipped.len());

@@ -311,6 +311,15 @@ pub fn replay(
                         .map_err(wal_error)?;
                 received.replay(*from, *to).map_err(wal_error)?
             }
+            RecordedInput::Offsets { ranges } => {
+                let SourceKind::Kafka(config) = &source.kind else {
+                    return Err(input_error(
+                        "Kafka offsets recorded for a source that is not Kafka".into(),
+                    ));
+                };
+                crate::sources::kafka::fetch_ranges(&source.name, config, ranges)
+                    .map_err(|e| input_error(e.to_string()))?
+            }
             RecordedInput::Unlogged { records } => {
                 return Err(input_error(format!(
                     "its {records} records came from a source without a write-ahead log (a queue) and cannot be read again"

@@ -82,6 +82,9 @@ pub const WAL_FSYNC: DurationRange = DurationRange::new(MS, HOUR);
 /// An http source's `header_timeout` and `body_timeout`: 1 ms … 1 hour.
 pub const INGEST_TIMEOUT: DurationRange = DurationRange::new(MS, HOUR);
 
+/// A Kafka source's `broker_timeout`: 100 ms … 1 hour.
+pub const BROKER_TIMEOUT: DurationRange = DurationRange::new(Duration::from_millis(100), HOUR);
+
 /// A duration as a manifest writes it (`1day`, `500ms`).
 pub(super) fn show_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -156,6 +159,13 @@ impl Planner<'_> {
                         INGEST_TIMEOUT,
                     );
                 }
+                super::SourceKind::Kafka(config) => check(
+                    source.line,
+                    &subject,
+                    "broker_timeout",
+                    Some(config.broker_timeout),
+                    BROKER_TIMEOUT,
+                ),
                 super::SourceKind::Directory { .. } | super::SourceKind::Queue => {}
             }
         }

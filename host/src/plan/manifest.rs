@@ -22,6 +22,7 @@
 //! input = "words"
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use super::spec::{
     StreamSpec, default_partitions,
 };
 use crate::config::ByteSize;
+use crate::sources::kafka;
 use crate::wal::WalSync;
 
 /// A manifest that could not be read as TOML of the expected shape.
@@ -172,6 +174,7 @@ enum SourceKindToml {
     Socket,
     Directory,
     Http,
+    Kafka,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +200,42 @@ struct SourceToml {
     max_inflight_bytes: Option<ByteSize>,
     max_rate: Option<u64>,
     initial_rate: Option<u64>,
+    bootstrap: Option<String>,
+    topics: Option<Vec<String>>,
+    pattern: Option<String>,
+    starting_offsets: Option<kafka::StartingOffsets>,
+    starting_timestamp: Option<i64>,
+    max_rate_per_partition: Option<u64>,
+    format: Option<kafka::KafkaFormat>,
+    on_decode_error: Option<kafka::DecodePolicy>,
+    group_id: Option<String>,
+    isolation: Option<kafka::Isolation>,
+    #[serde(default, with = "humantime_serde")]
+    broker_timeout: Option<Duration>,
+    properties: Option<BTreeMap<String, String>>,
+}
+
+impl SourceToml {
+    /// The fields only a kafka source has, and whether each is set.
+    fn kafka_fields(&self) -> [(&'static str, bool); 12] {
+        [
+            ("bootstrap", self.bootstrap.is_some()),
+            ("topics", self.topics.is_some()),
+            ("pattern", self.pattern.is_some()),
+            ("starting_offsets", self.starting_offsets.is_some()),
+            ("starting_timestamp", self.starting_timestamp.is_some()),
+            (
+                "max_rate_per_partition",
+                self.max_rate_per_partition.is_some(),
+            ),
+            ("format", self.format.is_some()),
+            ("on_decode_error", self.on_decode_error.is_some()),
+            ("group_id", self.group_id.is_some()),
+            ("isolation", self.isolation.is_some()),
+            ("broker_timeout", self.broker_timeout.is_some()),
+            ("properties", self.properties.is_some()),
+        ]
+    }
 }
 
 /// `input = "a"` or `inputs = ["a", "b"]`.
@@ -401,9 +440,12 @@ fn parse_with(
     for source in manifest.sources {
         let span = source.span();
         let s = source.into_inner();
+        let kafka_fields = s.kafka_fields();
         let misplaced = |fields: &[(&str, bool)], kind: &str| {
+            let kafka: &[(&str, bool)] = if kind == "kafka" { &[] } else { &kafka_fields };
             fields
                 .iter()
+                .chain(kafka)
                 .find(|(_, present)| *present)
                 .map(|(field, _)| {
                     invalid(
@@ -511,6 +553,51 @@ fn parse_with(
                     max_connections: s.max_connections,
                     max_inflight_bytes: s.max_inflight_bytes.map(|b| b.0),
                 }
+            }
+            SourceKindToml::Kafka => {
+                if let Some(e) = misplaced(
+                    &[
+                        ("host", s.host.is_some()),
+                        ("port", s.port.is_some()),
+                        ("reconnect_delay", s.reconnect_delay.is_some()),
+                        ("path", s.path.is_some()),
+                        ("start", s.start.is_some()),
+                        ("max_files_per_batch", s.max_files_per_batch.is_some()),
+                        ("address", s.address.is_some()),
+                        ("max_request_bytes", s.max_request_bytes.is_some()),
+                        ("max_line_bytes", s.max_line_bytes.is_some()),
+                        ("header_timeout", s.header_timeout.is_some()),
+                        ("body_timeout", s.body_timeout.is_some()),
+                        ("max_connections", s.max_connections.is_some()),
+                        ("max_inflight_bytes", s.max_inflight_bytes.is_some()),
+                    ],
+                    "kafka",
+                ) {
+                    return Err(e);
+                }
+                let Some(bootstrap) = s.bootstrap.clone() else {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "source '{}': a kafka source needs `bootstrap`, its brokers, e.g. bootstrap = \"127.0.0.1:9092\"",
+                            s.name
+                        ),
+                    ));
+                };
+                SourceKind::Kafka(kafka::KafkaConfig {
+                    bootstrap,
+                    topics: s.topics.clone().unwrap_or_default(),
+                    pattern: s.pattern.clone(),
+                    starting_offsets: s.starting_offsets.clone().unwrap_or_default(),
+                    starting_timestamp: s.starting_timestamp,
+                    max_rate_per_partition: s.max_rate_per_partition,
+                    format: s.format.unwrap_or_default(),
+                    on_decode_error: s.on_decode_error.unwrap_or_default(),
+                    group_id: s.group_id.clone(),
+                    isolation: s.isolation.unwrap_or_default(),
+                    broker_timeout: s.broker_timeout.unwrap_or(Duration::from_secs(30)),
+                    properties: s.properties.clone().unwrap_or_default(),
+                })
             }
         };
         spec.sources.push(SourceSpec {

@@ -612,6 +612,16 @@ impl Planner<'_> {
     fn queues(&mut self, spec: &JobSpec) -> BTreeMap<String, QueueReceiver> {
         let mut queues = BTreeMap::new();
         for source in &spec.sources {
+            if let SourceKind::Kafka(config) = &source.kind
+                && let Err(problem) = config.check()
+            {
+                self.error(
+                    source.line,
+                    &format!("source '{}'", source.name),
+                    problem,
+                    None,
+                );
+            }
             if source.kind != SourceKind::Queue {
                 continue;
             }

@@ -178,6 +178,9 @@ pub struct JobInfo {
     /// The most recent finished batches, oldest first (at most [`STATUS_BATCHES`]; none in
     /// lists).
     pub batches: Vec<BatchInfo>,
+    /// Each Kafka partition's consumer lag, as of the last batch sealed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lag: Vec<crate::engine::SourceLag>,
 }
 
 /// What the job table keeps per (tenant, job): format [`RECORD_FORMAT`].
@@ -897,6 +900,11 @@ impl JobManager {
 
 impl Entry {
     fn info(&self, batches: usize) -> JobInfo {
+        let lag = self
+            .live
+            .as_ref()
+            .map(|live| live.handle.lag())
+            .unwrap_or_default();
         let (udfs, reports) = match &self.live {
             Some(live) => (
                 live.udfs
@@ -927,6 +935,7 @@ impl Entry {
                 .iter()
                 .map(BatchInfo::from)
                 .collect(),
+            lag,
         }
     }
 }
@@ -1252,7 +1261,8 @@ fn check_confined(spec: &JobSpec, dir: &Path) -> Result<(), SubmitError> {
                     what: format!("socket source \"{}\"", source.name),
                 });
             }
-            SourceKind::Http { .. } | SourceKind::Queue => {}
+            // Kafka brokers are the tenant's to name, as in any Kafka client.
+            SourceKind::Http { .. } | SourceKind::Queue | SourceKind::Kafka(_) => {}
         }
     }
     for stream in &spec.streams {

@@ -225,7 +225,9 @@ mod tests {
                 .iter()
                 .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
                 .collect(),
-            SourceInput::Records { .. } => panic!("records from a directory"),
+            SourceInput::Records { .. } | SourceInput::Fetched { .. } => {
+                panic!("records from a directory")
+            }
         }
     }
 

@@ -6,7 +6,9 @@
 //! - [`directory`]: Spark's `textFileStream`, each new file read once, never half-written;
 //! - [`http`]: a reliable receiver, `POST /ingest/<source>`, answered once the records are in
 //!   the write-ahead log;
-//! - [`queue`]: batches pushed by a program (Spark's `queueStream`), for the Rust API and tests.
+//! - [`queue`]: batches pushed by a program (Spark's `queueStream`), for the Rust API and tests;
+//! - [`kafka`]: Spark's direct Kafka stream, no receiver: each batch is a set of offset ranges,
+//!   recorded in the checkpoint and read again after a crash.
 //!
 //! Receivers (socket, http) buffer what they take in [`received::Received`], which writes each
 //! block to the source's write-ahead log first when the job checkpoints.
@@ -23,6 +25,7 @@
 
 pub mod directory;
 pub mod http;
+pub mod kafka;
 pub mod queue;
 pub mod rate;
 pub mod received;
@@ -53,6 +56,16 @@ pub enum SourceInput {
     },
     /// Files to read as part of the batch (the batch reads them, in parallel).
     Files(Vec<PathBuf>),
+    /// Records fetched from a log that keeps them (Kafka), with the offset ranges they came
+    /// from: the ranges are what the checkpoint records, and what a re-run reads again.
+    Fetched {
+        /// The records.
+        records: Batch,
+        /// Records skipped because they did not decode (`on_decode_error = "skip"`).
+        undecodable: u64,
+        /// One range per partition read (an empty one the first time a partition is seen).
+        ranges: Vec<kafka::OffsetRange>,
+    },
 }
 
 /// Where a source stands, for the scheduler.
@@ -86,6 +99,24 @@ pub trait Source: Send {
     /// `("connections_refused", 3)`), for metrics. Most sources refuse nothing.
     fn refusals(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+    /// Whether the source can go on; an error ends the job (a broker unreachable past its
+    /// retries, a deleted topic). Asked before every batch is sealed.
+    fn check(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    /// How far behind each partition's end the source is (Kafka consumer lag); most sources
+    /// have no partitions.
+    fn lag(&self) -> Vec<kafka::PartitionLag> {
+        Vec::new()
+    }
+    /// The records of these offset ranges again, for a batch being re-run after a crash. Only
+    /// sources reading a log that keeps records (Kafka) have any.
+    fn refetch(&mut self, ranges: &[kafka::OffsetRange]) -> Result<SourceInput, SourceError> {
+        Err(SourceError::NotRefetchable {
+            source_name: self.name().to_string(),
+            ranges: ranges.len(),
+        })
     }
     /// The records of write-ahead log range `from..to` again, for a batch being re-run after a
     /// crash. Only receivers with a log have any.
@@ -148,9 +179,11 @@ pub enum SourceKind {
     /// queued batch per micro-batch). The receiving end is a runtime handle, given beside the
     /// job's description (the planner's `Handles`), not in it.
     Queue,
+    /// Spark's direct Kafka stream (see [`kafka`]).
+    Kafka(kafka::KafkaConfig),
 }
 
-/// Why a source could not be started.
+/// Why a source could not be started, or cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// An http source could not listen on its address.
@@ -163,6 +196,19 @@ pub enum SourceError {
     NoQueue {
         /// The source.
         source_name: String,
+    },
+    /// A Kafka source cannot start or go on.
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaSourceError),
+    /// Offset ranges were recorded for a source that cannot read them again.
+    #[error(
+        "source '{source_name}' cannot read offset ranges again ({ranges} recorded): the checkpoint was written for another kind of source"
+    )]
+    NotRefetchable {
+        /// The source.
+        source_name: String,
+        /// How many ranges.
+        ranges: usize,
     },
 }
 
@@ -178,6 +224,8 @@ pub struct BuildContext<'a> {
     pub mount_http: bool,
     /// The receiving end of a queue source, when this is one.
     pub queue: Option<QueueReceiver>,
+    /// Where a Kafka source stood in each partition before a restart.
+    pub offsets: &'a [kafka::PartitionOffset],
 }
 
 impl SourceKind {
@@ -247,6 +295,9 @@ impl SourceKind {
                     });
                 }
             },
+            SourceKind::Kafka(config) => {
+                Built::new(kafka::KafkaSource::start(name, config, b.offsets, ctx)?)
+            }
         })
     }
 
@@ -254,7 +305,7 @@ impl SourceKind {
     pub fn is_logged(&self) -> bool {
         match self {
             SourceKind::Socket { .. } | SourceKind::Http { .. } => true,
-            SourceKind::Directory { .. } | SourceKind::Queue => false,
+            SourceKind::Directory { .. } | SourceKind::Queue | SourceKind::Kafka(_) => false,
         }
     }
 }
@@ -287,6 +338,8 @@ pub struct SourceContext {
     pub early_seal: Arc<tokio::sync::Notify>,
     /// The job's early-seal threshold.
     pub max_batch_records: Option<usize>,
+    /// The job's batch interval (rates per second become records per batch).
+    pub batch_interval: Duration,
     /// End sources when their input ends instead of waiting for more (`--until-idle`).
     pub until_idle: bool,
     /// For logs.

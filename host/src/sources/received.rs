@@ -393,7 +393,7 @@ mod tests {
                     .collect(),
                 *wal,
             ),
-            SourceInput::Files(_) => panic!("files"),
+            SourceInput::Files(_) | SourceInput::Fetched { .. } => panic!("not records"),
         }
     }
 
