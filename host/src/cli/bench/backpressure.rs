@@ -21,7 +21,8 @@
 //!    sent. After `--seconds` the client stops and the job runs until it has processed every
 //!    acknowledged record, then stops gracefully.
 //! 3. **Per batch**, from the job's batch reports (polled every 20 ms): time since the load
-//!    started (the batch time), the source's rate after the batch (its `RateLimiter`, fed with
+//!    started (the batch time, and when the batch finished), the source's rate as set when the
+//!    batch finished (its `RateLimiter`, fed with
 //!    the same reports as the scheduler's, and checked at the end against the gauge
 //!    `sluice_source_rate` the scheduler sets), the offered rate, records, processing time,
 //!    scheduling delay, total delay, the records acknowledged to the client and not yet
@@ -73,10 +74,12 @@ const CALIBRATION: Duration = Duration::from_secs(2);
 /// One finished batch, as written to the CSV.
 #[derive(Debug, Clone)]
 struct Row {
-    /// Batch time, seconds since the load started.
+    /// Batch time (when it was sealed), seconds since the load started.
     t: f64,
+    /// When it finished (batch time + total delay), seconds since the load started.
+    done: f64,
     batch: u64,
-    /// The source's rate after this batch, records/s.
+    /// The source's rate from when this batch finished, records/s.
     rate: f64,
     records: u64,
     processing_ms: f64,
@@ -88,7 +91,7 @@ struct Row {
     rss_mib: f64,
 }
 
-const CSV_HEADER: &str = "t_s,batch,rate,offered,records,processing_ms,scheduling_delay_ms,total_delay_ms,buffered,rss_mib";
+const CSV_HEADER: &str = "t_s,done_s,batch,rate,offered,records,processing_ms,scheduling_delay_ms,total_delay_ms,buffered,rss_mib";
 
 /// What the client did.
 #[derive(Debug, Default)]
@@ -201,7 +204,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
     let mut drain_deadline = None;
     loop {
         std::thread::sleep(Duration::from_millis(20));
-        for report in summary_reports(&handle, last_id) {
+        for report in reports_after(&handle, last_id) {
             last_id = report.id;
             if let Some(error) = &report.error {
                 handle.abort();
@@ -238,7 +241,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     job.stop();
     let summary = job.wait().context("the job")?;
-    for report in summary_reports(&handle, last_id) {
+    for report in reports_after(&handle, last_id) {
         let processed = tally.processed();
         rows.push(row(&report, &mut limiter, start_ms, processed, processed));
     }
@@ -638,8 +641,10 @@ fn row(
         );
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let t = (report.time - start_ms) as f64 / 1000.0;
     Row {
-        t: (report.time - start_ms) as f64 / 1000.0,
+        t,
+        done: t + report.total_delay.as_secs_f64(),
         batch: report.id,
         rate: limiter.rate().unwrap_or(f64::NAN),
         records,
@@ -652,7 +657,7 @@ fn row(
 }
 
 /// The reports after batch `last` that the job keeps.
-fn summary_reports(handle: &sluice_host::engine::JobHandle, last: u64) -> Vec<BatchReport> {
+fn reports_after(handle: &sluice_host::engine::JobHandle, last: u64) -> Vec<BatchReport> {
     handle
         .reports()
         .into_iter()
@@ -679,8 +684,9 @@ fn write_csv(path: &Path, rows: &[Row], offered: u64) -> anyhow::Result<()> {
     for r in rows {
         let _ = writeln!(
             text,
-            "{:.3},{},{:.1},{offered},{},{:.1},{:.1},{:.1},{},{:.1}",
+            "{:.3},{:.3},{},{:.1},{offered},{},{:.1},{:.1},{:.1},{},{:.1}",
             r.t,
+            r.done,
             r.batch,
             r.rate,
             r.records,
@@ -719,7 +725,7 @@ fn draw(
         let areas = panels.split_evenly((4, 1));
         let t_max = rows
             .iter()
-            .map(|r| r.t)
+            .map(|r| r.done)
             .fold(seconds as f64, f64::max)
             .ceil();
         let t_min = rows.iter().map(|r| r.t).fold(0.0, f64::min).floor();
@@ -766,16 +772,18 @@ fn draw(
                 rows.iter().map(|r| (r.t, r.records as f64 / interval_s)),
                 green.stroke_width(1),
             ))?
-            .label("taken per batch ÷ interval")
+            .label("taken per batch ÷ interval, at batch time")
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(1)));
+        // A step each time a batch finished and the estimator set the rate.
+        let mut steps = vec![(t_min, offered as f64)];
+        for r in rows.iter().filter(|r| r.rate.is_finite()) {
+            let before = steps.last().map_or(offered as f64, |p| p.1);
+            steps.push((r.done, before));
+            steps.push((r.done, r.rate));
+        }
         chart
-            .draw_series(LineSeries::new(
-                rows.iter()
-                    .filter(|r| r.rate.is_finite())
-                    .map(|r| (r.t, r.rate)),
-                BLUE.stroke_width(2),
-            ))?
-            .label("rate (PID estimator)")
+            .draw_series(LineSeries::new(steps, BLUE.stroke_width(2)))?
+            .label("rate (PID estimator), set as each batch finished")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
         legend(&mut chart)?;
 
@@ -822,7 +830,7 @@ fn draw(
         )?;
         chart
             .draw_series(LineSeries::new(
-                rows.iter().map(|r| (r.t, r.buffered as f64)),
+                rows.iter().map(|r| (r.done, r.buffered as f64)),
                 BLUE.stroke_width(2),
             ))?
             .label("at the receiver or in a sealed batch")
@@ -840,7 +848,7 @@ fn draw(
         )?;
         chart
             .draw_series(LineSeries::new(
-                rows.iter().map(|r| (r.t, r.rss_mib)),
+                rows.iter().map(|r| (r.done, r.rss_mib)),
                 green.stroke_width(2),
             ))?
             .label("RSS")
@@ -942,12 +950,17 @@ fn summarize(
         taken as f64 / window.max(1e-9),
         taken as f64 / busy.max(1e-9)
     );
+    let peak = rows
+        .iter()
+        .max_by(|a, b| a.scheduling_delay_ms.total_cmp(&b.scheduling_delay_ms));
     println!(
-        "  scheduling delay, last third: p50 {}  p99 {}  max {} (interval {})",
+        "  scheduling delay, last third: p50 {}  p99 {}  max {} (interval {}); peak {:.1}ms at {:.1} s",
         ms(50.0),
         ms(99.0),
         ms(100.0),
-        crate::cli::millis(interval)
+        crate::cli::millis(interval),
+        peak.map_or(0.0, |r| r.scheduling_delay_ms),
+        peak.map_or(0.0, |r| r.t)
     );
     let held_max = rows.iter().map(|r| r.buffered).max().unwrap_or(0);
     let held_last = last.iter().map(|r| r.buffered).max().unwrap_or(0);
