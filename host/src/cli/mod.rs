@@ -165,7 +165,8 @@ Examples:
   host bench w1                          # 2 M events, 20 files (generated once into ~/.cache/sluice/bench)
   host bench w3                          # sliding event-time windows, 30 s / 10 s, watermark 10 s
   host bench w4                          # running count and sum per user (10 k users)
-  host bench w1 --events 200000 --files 4 --partitions 4")]
+  host bench w1 --events 200000 --files 4 --partitions 4
+  host bench backpressure --out docs     # 60 s of HTTP input at 3× what the job sustains: CSV + SVG plot")]
     Bench(bench::BenchArgs),
 
     /// Run a shared, multi-tenant host: a daemon with a JSON API under /api/v1/ that keeps a

@@ -3,6 +3,7 @@
 //! noisy). W1 is stateless; W3 (event-time windows) and W4 (running totals) keep state in
 //! RocksDB, and run twice: with the host's builtin reducers and with Wasm UDFs.
 
+mod backpressure;
 mod dead_letters;
 mod noisy;
 mod recovery;
@@ -26,8 +27,9 @@ pub struct BenchArgs {
     /// `recovery` (restart time of a job with `--keys` keys of state), `noisy` (a tenant's
     /// batch times on a shared host while another tenant misbehaves), `swap` (what a hot swap
     /// of a UDF adds to its batch), `dead-letters` (the cost of isolating 3 poison records in
-    /// a batch of 100,000).
-    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "noisy", "swap", "dead-letters"])]
+    /// a batch of 100,000), `backpressure` (a job with `backpressure = true` under 3× the
+    /// input it sustains: its rate, delays and memory per batch, as CSV and an SVG plot).
+    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "noisy", "swap", "dead-letters", "backpressure"])]
     pub workload: String,
     /// Keys of state for `recovery`.
     #[arg(long, default_value_t = 1_000_000)]
@@ -44,17 +46,18 @@ pub struct BenchArgs {
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub udfs: super::UdfsArg,
-    /// Partitions per batch (default: one per core).
+    /// Partitions per batch (default: one per core; `backpressure`: 1).
     #[arg(long)]
     pub partitions: Option<usize>,
-    /// `noisy`: seconds of each period (baseline, then under noise).
-    #[arg(long, default_value_t = 30)]
-    pub seconds: u64,
+    /// `noisy`: seconds of each period (baseline, then under noise) [default: 30];
+    /// `backpressure`: seconds of overload [default: 60].
+    #[arg(long)]
+    pub seconds: Option<u64>,
     /// `noisy`: what tenant a does, any of `spin` (an infinite loop), `bomb` (a memory bomb),
     /// `compile` (slow uploads), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "spin,bomb,compile")]
     pub noise: Vec<String>,
-    /// `noisy`: where the test guests are (`hostile.wasm`).
+    /// `noisy`, `backpressure`: where the test guests are (`hostile.wasm`, `slow.wasm`).
     #[arg(long, value_name = "DIR", default_value = "dist/test-guests")]
     pub guests: PathBuf,
     /// `swap`: batches run.
@@ -73,6 +76,17 @@ pub struct BenchArgs {
         default_value = "dist/test-guests/text_v2.wasm"
     )]
     pub v2: PathBuf,
+    /// `backpressure`: where `backpressure.csv` and `backpressure.svg` are written.
+    /// [default: ~/.cache/sluice/bench/backpressure]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// `backpressure`: the job's batch interval.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// `backpressure`: the input offered, as a multiple of the rate the job sustains
+    /// (measured first).
+    #[arg(long, default_value_t = 3.0)]
+    pub overload: f64,
 }
 
 /// Run the workload `args` names.
@@ -84,6 +98,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         "noisy" => noisy::run(args),
         "swap" => swap::run(args, runtime),
         "dead-letters" => dead_letters::run(args, runtime),
+        "backpressure" => backpressure::run(args, runtime),
         _ => w1::run(args, runtime),
     }
 }

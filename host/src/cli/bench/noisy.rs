@@ -32,7 +32,7 @@ const POSTS_PER_SEC: u64 = 10;
 
 /// Run the benchmark.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let period = Duration::from_secs(args.seconds.max(1));
+    let period = Duration::from_secs(args.seconds.unwrap_or(30).max(1));
     let text = std::fs::read(args.udfs.dir.join("text.wasm"))
         .with_context(|| format!("reading text.wasm from {}", args.udfs.dir.display()))?;
     let hostile = std::fs::read(args.guests.join("hostile.wasm")).with_context(|| {
