@@ -397,6 +397,26 @@ fn a_record_that_does_not_decode_fails_or_is_skipped_as_the_source_says() {
     assert_eq!(dir.output_lines("out/raw"), ["ok1", "ok2"]);
     assert!(text.contains("skipped a record"), "{text}");
 
+    // Kept as a dead letter, with where it came from; the others go on.
+    let dir = JobDir::new();
+    plain_job(
+        &dir,
+        &source(&broker.bootstrap(), "on_decode_error = \"dead_letter\""),
+    );
+    let out = dir.run_until_idle();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(dir.output_lines("out/raw"), ["ok1", "ok2"]);
+    let listed = std::process::Command::new(sluice_tests::host_bin())
+        .args(["dlq", "plain", "--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("host dlq");
+    let text = describe(&listed);
+    assert!(listed.status.success(), "{text}");
+    assert!(text.contains("clicks/0 offset 1"), "{text}");
+    assert!(text.contains("not UTF-8"), "{text}");
+    assert!(text.contains("decode"), "{text}");
+
     // The envelope keeps key, headers and where the record came from.
     let dir = JobDir::new();
     plain_job(

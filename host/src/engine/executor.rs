@@ -121,6 +121,9 @@ pub struct Executor {
     dry_run: Option<Vec<Option<Vec<Batch>>>>,
     /// Where dead letters go, when a stream makes them.
     dead_letters: Option<Arc<DeadLetterStore>>,
+    /// The batch's records its sources could not decode, as dead letters (Kafka's
+    /// `on_decode_error = "dead_letter"`), written with the batch's other letters.
+    source_letters: Vec<DeadLetter>,
     /// This batch's UDFs: `component#function`, registry version, component hash.
     versions: Vec<(String, Option<u64>, String)>,
 }
@@ -182,6 +185,7 @@ impl Executor {
         };
         Ok(Self {
             dead_letters,
+            source_letters: Vec::new(),
             versions: Vec::new(),
             pool,
             registry,
@@ -320,7 +324,14 @@ impl Executor {
             ..BatchReport::default()
         };
         let mut sources: Vec<Option<Vec<Batch>>> = Vec::with_capacity(batch.inputs.len());
-        for (i, input) in batch.inputs.into_iter().enumerate() {
+        self.source_letters.clear();
+        for (i, mut input) in batch.inputs.into_iter().enumerate() {
+            if let SourceInput::Fetched { rejected, .. } = &mut input {
+                for r in std::mem::take(rejected) {
+                    let letter = self.source_letter(i, batch.id, batch.time, r);
+                    self.source_letters.push(letter);
+                }
+            }
             let (parts, invalid) = self.read_input(i, input, batch.time);
             let records: usize = parts.iter().map(Batch::len).sum();
             report.records_in += records as u64;
@@ -521,6 +532,35 @@ impl Executor {
         }
     }
 
+    /// A record source `source` could not decode, as a dead letter: its partition and offset
+    /// for place, its key and value as they came.
+    fn source_letter(
+        &self,
+        source: usize,
+        id: u64,
+        time: i64,
+        r: crate::sources::kafka::Rejected,
+    ) -> DeadLetter {
+        DeadLetter {
+            format: crate::state::dead_letters::FORMAT,
+            stream: self.plan.sources[source].name.clone(),
+            batch_id: id,
+            batch_time: time,
+            partition: u32::try_from(r.partition).unwrap_or(0),
+            position: u64::try_from(r.offset).unwrap_or(0),
+            key: r.key,
+            value: r.value,
+            event_time: r.time,
+            error: format!("{}/{} offset {}: {}", r.topic, r.partition, r.offset, r.why),
+            kind: "decode".into(),
+            // Not a UDF: a replay reports such a letter as not replayable.
+            udf: format!("(kafka source {})", self.plan.sources[source].name),
+            version: None,
+            hash: String::new(),
+            replayed: None,
+        }
+    }
+
     /// A source's input as partitions; files are read here, each cut at line boundaries into
     /// the job's partitions and split into lines in parallel.
     fn read_input(&self, source: usize, input: SourceInput, time: i64) -> (Vec<Batch>, u64) {
@@ -628,6 +668,8 @@ impl Executor {
             buffer_sizes,
             letters,
         } = self.run_nodes(&scope, sources, report)?;
+        let mut letters = letters;
+        letters.extend(self.source_letters.iter().cloned());
         self.count_letters(&letters, report);
         if let Some(kept) = &mut self.dry_run {
             kept.clone_from(&outputs);

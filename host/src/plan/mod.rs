@@ -558,12 +558,16 @@ impl Planner<'_> {
         }
         let dead_letters = nodes
             .iter()
-            .any(|n| n.on_error == Some(OnError::DeadLetter));
+            .any(|n| n.on_error == Some(OnError::DeadLetter))
+            || spec.sources.iter().any(|s| {
+                matches!(&s.kind, SourceKind::Kafka(c)
+                    if c.on_decode_error == crate::sources::kafka::DecodePolicy::DeadLetter)
+            });
         if dead_letters && state_dir.is_none() {
             self.error(
                 spec.line,
                 "job",
-                "a stream with on_error = \"dead_letter\" needs a state directory: its dead-letter store is kept beside it".into(),
+                "a stream with on_error = \"dead_letter\" (or a kafka source with on_decode_error = \"dead_letter\") needs a state directory: its dead-letter store is kept beside it".into(),
                 Some("set state_dir in [job] (a manifest defaults it to state/ beside the manifest) or call StreamingContext::state_dir".into()),
             );
         }

@@ -15,8 +15,8 @@
 //! - Each record's Kafka timestamp is its event time; `format` says what the record becomes:
 //!   its value as text, its value checked to be JSON, or an envelope (JSON with key, value,
 //!   headers, topic, partition, offset and timestamp). A record that does not decode so is
-//!   handled by `on_decode_error`: the job fails naming topic, partition and offset, or the
-//!   record is skipped, counted and logged.
+//!   handled by `on_decode_error`: the job fails naming topic, partition and offset, the
+//!   record is skipped, counted and logged, or it goes to the job's dead-letter store.
 //! - Reads with `isolation.level = read_committed` by default: records of aborted or still open
 //!   transactions are never seen.
 //! - A broker that cannot be reached for `broker_timeout`, a topic that is missing or deleted, or
@@ -160,6 +160,9 @@ pub enum DecodePolicy {
     /// The record is skipped, counted in the batch's `invalid_lines` and logged with its
     /// topic, partition and offset.
     Skip,
+    /// The record goes to the job's dead-letter store (key, raw value, topic, partition,
+    /// offset and why), beside the letters of its UDFs; the job goes on.
+    DeadLetter,
 }
 
 /// Which records a consumer sees.
@@ -437,6 +440,59 @@ struct Fetched {
     offset: i64,
     time: i64,
     value: Result<Vec<u8>, String>,
+    /// Key and value as they came, kept when the record did not decode.
+    raw: Option<(Option<Vec<u8>>, Vec<u8>)>,
+}
+
+impl Fetched {
+    fn of(m: &impl Message, format: KafkaFormat) -> Self {
+        let value = decode(m, format);
+        let raw = value.is_err().then(|| {
+            (
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+            )
+        });
+        Fetched {
+            offset: m.offset(),
+            time: m.timestamp().to_millis().unwrap_or_else(now_ms),
+            value,
+            raw,
+        }
+    }
+
+    /// The record as a dead letter of its source.
+    fn rejected(self, topic: &str, partition: i32, why: String) -> Rejected {
+        let (key, value) = self.raw.unwrap_or_default();
+        Rejected {
+            topic: topic.to_string(),
+            partition,
+            offset: self.offset,
+            key,
+            value,
+            time: self.time,
+            why,
+        }
+    }
+}
+
+/// A record that did not decode, for the dead-letter store (`on_decode_error = "dead_letter"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key, as it came.
+    pub key: Option<Vec<u8>>,
+    /// Its value, as it came.
+    pub value: Vec<u8>,
+    /// Its Kafka timestamp.
+    pub time: i64,
+    /// Why it did not decode.
+    pub why: String,
 }
 
 type Tp = (String, i32);
@@ -748,11 +804,7 @@ impl KafkaSource {
             match polled {
                 Ok(m) => {
                     let tp = (m.topic().to_string(), m.partition());
-                    let fetched = Fetched {
-                        offset: m.offset(),
-                        time: m.timestamp().to_millis().unwrap_or_else(now_ms),
-                        value: decode(&m, self.config.format),
-                    };
+                    let fetched = Fetched::of(&m, self.config.format);
                     if let Some(part) = self.parts.get_mut(&tp)
                         && fetched.offset >= part.carry.back().map_or(part.next, |f| f.offset + 1)
                     {
@@ -1015,6 +1067,7 @@ impl Source for KafkaSource {
         let mut records = Batch::empty(false);
         let mut ranges = Vec::new();
         let mut undecodable = 0u64;
+        let mut rejected = Vec::new();
         let mut commit = TopicPartitionList::new();
         let format = self.config.format;
         for (((topic, partition), part), share) in self.parts.iter_mut().zip(shares) {
@@ -1040,10 +1093,17 @@ impl Source for KafkaSource {
                             undecodable += 1;
                             tracing::warn!(job = %self.job, source = %self.name, topic = %topic, partition, offset = f.offset, "skipped a record that is not {}: {why}", format_name(format));
                         }
+                        DecodePolicy::DeadLetter => {}
                     },
                 }
                 part.next = f.offset + 1;
-                part.carry.pop_front();
+                if let Some(f) = part.carry.pop_front()
+                    && let Err(why) = &f.value
+                    && self.config.on_decode_error == DecodePolicy::DeadLetter
+                {
+                    let why = format!("not {}: {why}", format_name(format));
+                    rejected.push(f.rejected(topic, *partition, why));
+                }
                 taken += 1;
             }
             if part.next > from || !part.recorded {
@@ -1068,6 +1128,7 @@ impl Source for KafkaSource {
             records,
             undecodable,
             ranges,
+            rejected,
         }
     }
 
@@ -1153,11 +1214,13 @@ pub fn fetch_ranges(
 ) -> Result<SourceInput, KafkaSourceError> {
     let mut records = Batch::empty(false);
     let mut undecodable = 0;
+    let mut rejected = Vec::new();
     if ranges.iter().all(|r| r.to <= r.from) {
         return Ok(SourceInput::Fetched {
             records,
             undecodable,
             ranges: ranges.to_vec(),
+            rejected,
         });
     }
     let consumer: BaseConsumer = config
@@ -1245,11 +1308,7 @@ pub fn fetch_ranges(
                     && m.offset() < *to
                     && m.offset() >= *reached
                 {
-                    list.push(Fetched {
-                        offset: m.offset(),
-                        time: m.timestamp().to_millis().unwrap_or_else(now_ms),
-                        value: decode(&m, config.format),
-                    });
+                    list.push(Fetched::of(&m, config.format));
                     *reached = m.offset() + 1;
                 } else if let (Some((reached, _)), Some(to)) = (got.get_mut(&tp), end.get(&tp))
                     && m.offset() >= *to
@@ -1278,8 +1337,13 @@ pub fn fetch_ranges(
             continue;
         };
         for f in list.drain(..) {
-            match f.value {
-                Ok(v) => records.push(None, &v, f.time),
+            match &f.value {
+                Ok(v) => records.push(None, v, f.time),
+                // As the batch first took it: a dead letter again (same key in the store).
+                Err(why) if config.on_decode_error == DecodePolicy::DeadLetter => {
+                    let why = format!("not {}: {why}", format_name(config.format));
+                    rejected.push(f.rejected(&r.topic, r.partition, why));
+                }
                 Err(why) => {
                     undecodable += 1;
                     tracing::warn!(source = %name, topic = %r.topic, partition = r.partition, offset = f.offset, "skipped a record that is not {}: {why}", format_name(config.format));
@@ -1291,6 +1355,7 @@ pub fn fetch_ranges(
         records,
         undecodable,
         ranges: ranges.to_vec(),
+        rejected,
     })
 }
 

@@ -65,6 +65,9 @@ pub enum SourceInput {
         undecodable: u64,
         /// One range per partition read (an empty one the first time a partition is seen).
         ranges: Vec<kafka::OffsetRange>,
+        /// Records that did not decode, for the dead-letter store
+        /// (`on_decode_error = "dead_letter"`).
+        rejected: Vec<kafka::Rejected>,
     },
 }
 
