@@ -137,6 +137,8 @@ pub struct Read {
     pub value: String,
     /// Headers, as text.
     pub headers: Vec<(String, String)>,
+    /// Its timestamp, ms since the epoch (0 when it has none).
+    pub timestamp: i64,
 }
 
 impl Broker {
@@ -253,6 +255,7 @@ impl Broker {
                     offset: m.offset(),
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                    timestamp: m.timestamp().to_millis().unwrap_or(0),
                     headers: m
                         .headers()
                         .map(|hs| {
