@@ -446,3 +446,71 @@ fn a_manifest_with_topics_and_pattern_is_refused_with_its_line() {
     assert!(text.contains("either `topics` or `pattern`"), "{text}");
     assert!(text.contains("job.toml:5:"), "{text}");
 }
+
+/// Consumer lag per partition: the job's status (`JobHandle::lag`, shown by `host status` and
+/// the API) and the gauge `sluice_kafka_lag`, while `max_rate_per_partition` holds the job back.
+#[test]
+fn consumer_lag_is_in_the_status_and_a_metric() {
+    use sluice_host::engine::{Job, JobOptions};
+    use sluice_host::metrics::SeriesKey;
+    use sluice_host::plan::{self, manifest};
+    use sluice_host::udf::{RuntimeConfig, UdfDirectory};
+    use std::sync::Arc;
+
+    let broker = Broker::start();
+    broker.create_topic("clicks", 2);
+    let values: Vec<String> = (0..2000).map(|i| format!("v{i}")).collect();
+    broker.produce(
+        "clicks",
+        values.iter().enumerate().map(|(i, v)| Record {
+            partition: (i % 2) as i32,
+            key: None,
+            value: v.as_bytes(),
+            timestamp: None,
+        }),
+    );
+    let dir = JobDir::new();
+    dir.manifest(&format!(
+        r#"[job]
+name = "lagging"
+batch_interval = "100ms"
+
+{}
+[[sinks]]
+kind = "text_files"
+input = "clicks"
+prefix = "out/raw"
+"#,
+        source(&broker.bootstrap(), "max_rate_per_partition = 100")
+    ));
+    let path = dir.path().join("job.toml");
+    let runtime = Arc::new(sluice_tests::runtime_with(RuntimeConfig::default()));
+    let spec = manifest::load(&path).expect("the manifest loads");
+    let udfs = UdfDirectory::new(dir.path().join("udfs"), &runtime);
+    let planned = plan::plan(spec, &udfs, Some(&path)).expect("the job plans");
+    let job = Job::start(planned, JobOptions::default(), runtime.registry().clone())
+        .expect("the job starts");
+    // 10 records per partition per batch: the lag stays high for many seconds.
+    wait_for("lag of both partitions", || {
+        let lag = job.lag();
+        lag.len() == 2 && lag.iter().all(|l| l.lag.end == 1000 && l.lag.lag > 0)
+    });
+    let lag = job.lag();
+    for l in &lag {
+        assert_eq!(l.source, "clicks");
+        assert_eq!(l.lag.lag, l.lag.end - l.lag.next, "{l:?}");
+        let gauge = runtime.registry().gauge(&SeriesKey::new(
+            "sluice_kafka_lag",
+            &[
+                ("tenant", "local"),
+                ("job", "lagging"),
+                ("source", "clicks"),
+                ("topic", "clicks"),
+                ("partition", &l.lag.partition.to_string()),
+            ],
+        ));
+        assert!(gauge.is_some_and(|g| g > 0.0), "{gauge:?}");
+    }
+    job.stop();
+    job.wait().expect("the job stops");
+}
