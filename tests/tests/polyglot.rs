@@ -119,7 +119,12 @@ fn outputs(job: &JobDir, prefix: &str) -> Vec<Vec<(String, Vec<u8>)>> {
             let mut parts: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
-                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"))
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("part-")
+                })
                 .map(|p| {
                     let bytes = std::fs::read(&p).unwrap();
                     (p.file_name().unwrap().to_string_lossy().into_owned(), bytes)
@@ -332,10 +337,17 @@ prefix = "out/totals"
 "#;
     // The WORKLOADS.md generator: 40,000 events in 4 files.
     let data = tempfile::tempdir().unwrap();
-    let out = host(&["gen-clickstream", "--events", "40000", "--files", "4", "--out"])
-        .arg(data.path())
-        .output()
-        .unwrap();
+    let out = host(&[
+        "gen-clickstream",
+        "--events",
+        "40000",
+        "--files",
+        "4",
+        "--out",
+    ])
+    .arg(data.path())
+    .output()
+    .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(data.path())
         .unwrap()
@@ -385,7 +397,11 @@ input = "out"
 prefix = "out/lines"
 "#
     ));
-    inputs(&job, "in", &[("lines.txt".to_string(), lines.as_bytes().to_vec())]);
+    inputs(
+        &job,
+        "in",
+        &[("lines.txt".to_string(), lines.as_bytes().to_vec())],
+    );
     job
 }
 
@@ -429,7 +445,7 @@ fn a_python_exception_reaches_the_batch_error_with_its_message_and_record() {
 }
 
 #[test]
-fn host_check_accepts_a_python_component_that_imports_only_the_host() {
+fn host_check_accepts_a_python_component_that_imports_only_the_host_and_names_its_language() {
     let dir = components();
     let out = host(&["check"])
         .arg(dir.join("text_py.wasm"))
@@ -439,12 +455,20 @@ fn host_check_accepts_a_python_component_that_imports_only_the_host() {
     let text = String::from_utf8_lossy(&out.stdout);
     for expected in [
         "world      transform",
+        "language   Python (sdk sluice-python ",
+        "componentize-py 0.25.1",
         "text_py#split_words",
         "flat-map",
         "text_py#non_empty",
     ] {
         assert!(text.contains(expected), "{expected} in {text}");
     }
+    let out = host(&["check"])
+        .arg(dir.join("text.wasm"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("language   Rust"), "{text}");
 }
 
 #[test]
@@ -476,7 +500,8 @@ fn building_python_udfs_without_the_toolchain_says_how_to_install_it() {
     assert!(!out.status.success(), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("the Python UDF toolchain is missing") && err.contains("scripts/setup-polyglot"),
+        err.contains("the Python UDF toolchain is missing")
+            && err.contains("scripts/setup-polyglot"),
         "{err}"
     );
 }

@@ -269,6 +269,13 @@ fn componentize(input: &Path, output: &Path) -> Result<()> {
         .validate(true)
         .encode()
         .with_context(|| format!("wrapping {} into a component", input.display()))?;
+    // The guest profile strips rustc's own producers section; say the language at the top,
+    // where `host check` reads it.
+    let mut producers = wasm_metadata::Producers::empty();
+    producers.add("language", "Rust", "");
+    let component = producers
+        .add_to_wasm(&component)
+        .with_context(|| format!("adding a producers section to {}", output.display()))?;
     // Write beside, then rename: a reader never sees half a component.
     let tmp = output.with_extension("wasm.tmp");
     std::fs::write(&tmp, &component).with_context(|| format!("writing {}", tmp.display()))?;

@@ -182,8 +182,7 @@ impl Fingerprint {
                 let rel = path.strip_prefix(root).unwrap_or(&path);
                 self.add(rel.to_string_lossy().as_bytes());
                 self.add(
-                    &std::fs::read(&path)
-                        .with_context(|| format!("reading {}", path.display()))?,
+                    &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
                 );
             }
         }
@@ -200,6 +199,21 @@ fn stamp_path(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.inputs"))
 }
 
+/// Say in the component's own `producers` section that it is Python, built by `tool` with this
+/// SDK, so that `host check` names the source language rather than the interpreter's C.
+fn record_producers(path: &Path, tool: &str) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut producers = wasm_metadata::Producers::empty();
+    producers.add("language", "Python", "");
+    let (name, version) = tool.split_once(' ').unwrap_or((tool, ""));
+    producers.add("processed-by", name, version);
+    producers.add("sdk", "sluice-python", env!("CARGO_PKG_VERSION"));
+    let bytes = producers
+        .add_to_wasm(&bytes)
+        .with_context(|| format!("adding a producers section to {}", path.display()))?;
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Build each Python UDF with componentize-py, skipping those whose inputs did not change.
 pub fn build_python(root: &Path, udfs: &[PythonUdf]) -> Result<()> {
     let (tool, version) = componentize_py()?;
@@ -207,6 +221,8 @@ pub fn build_python(root: &Path, udfs: &[PythonUdf]) -> Result<()> {
     let wit = root.join("wit");
     for udf in udfs {
         let mut fingerprint = Fingerprint::new();
+        // What this xtask does to a build (bump when it changes, e.g. the producers section).
+        fingerprint.add(b"xtask-python-1");
         fingerprint.add(version.as_bytes());
         fingerprint.add(udf.world.as_bytes());
         fingerprint.add(udf.module.as_bytes());
@@ -256,15 +272,12 @@ pub fn build_python(root: &Path, udfs: &[PythonUdf]) -> Result<()> {
                 udf.module
             );
         }
+        record_producers(&tmp, &version)?;
         std::fs::rename(&tmp, &udf.out)?;
         std::fs::write(&stamp_file, &stamp)
             .with_context(|| format!("writing {}", stamp_file.display()))?;
         let size = std::fs::metadata(&udf.out)?.len();
-        eprintln!(
-            "xtask: {} ({} KiB)",
-            udf.out.display(),
-            size.div_ceil(1024)
-        );
+        eprintln!("xtask: {} ({} KiB)", udf.out.display(), size.div_ceil(1024));
     }
     Ok(())
 }

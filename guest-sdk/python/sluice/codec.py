@@ -28,7 +28,7 @@ import json
 import typing
 from decimal import Decimal
 from itertools import accumulate, compress
-from operator import itemgetter, le
+from operator import attrgetter, itemgetter, le
 from typing import Any, Callable, List, Optional
 
 from ._wit import Batch, Column
@@ -377,12 +377,20 @@ def select(col: Column, keep: list) -> Column:
     return Column(b"".join(parts), list(accumulate(map(len, parts))))
 
 
+_event_time = attrgetter("event_time")
+_record = attrgetter("record")
+
+
 def batch(records: list, times: list) -> Batch:
     """An output batch of `records` (values, `(key, value)` tuples, `Timed`, `Record`), each
     with the event time at the same place in `times` unless it carries its own."""
     if not records:
         return Batch(None, Column(b"", []), [])
     kinds = set(map(type, records))
+    if kinds == {Timed}:
+        times = list(map(_event_time, records))
+        records = list(map(_record, records))
+        kinds = set(map(type, records))
     if Timed in kinds or Record in kinds:
         unwrapped = []
         own_times = []

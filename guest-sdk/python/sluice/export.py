@@ -14,6 +14,7 @@ defined).
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Callable, List, Optional, Tuple
 
 from . import log, runners
@@ -180,6 +181,10 @@ def _call(run: Callable, *args: Any) -> Any:
 
 def _world(chosen: List[Registered]) -> type:
     infos = [e.info() for e in chosen]
+    # Everything made while the module was imported (at build time, then snapshotted) lives as
+    # long as the component: keep it out of the collector's way, so each call's garbage
+    # collections walk only what that call made.
+    gc.freeze()
 
     class WitWorld:
         """The world's exports: the ABI version and the function list."""

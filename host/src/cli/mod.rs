@@ -8,6 +8,7 @@ mod deploy;
 mod dlq;
 mod r#gen;
 mod jobs;
+mod producers;
 mod records;
 mod replay;
 mod rollout;

@@ -21,16 +21,16 @@ _U32_MAX = (1 << 32) - 1
 _I64_MAX = (1 << 63) - 1
 
 
-def _integer(text: str) -> int:
-    """A decimal integer as Rust's `parse` reads it: an optional sign, then ASCII digits."""
-    digits = text[1:] if text[:1] in ("+", "-") else text
-    if not (digits.isascii() and digits.isdigit()):
-        raise ValueError(text)
-    return int(text)
+def _digits(text: str) -> bool:
+    """Whether `text` is a decimal integer as Rust's `parse` reads one: an optional sign, then
+    ASCII digits (Python's `int` alone would also take `1_000`, ` 7` and other scripts' digits)."""
+    return text.isascii() and text.lstrip("+-").isdigit() and len(text) - len(text.lstrip("+-")) <= 1
 
 
 def parse_cents(text: str) -> int:
     """Parse `D.CC` or `D` (whole units) into integer cents, exactly."""
+    if text == "0":
+        return 0
     whole, _, frac = text.partition(".")
     if (
         not whole
@@ -48,26 +48,21 @@ def parse_cents(text: str) -> int:
 def parse_fields(line: str) -> tuple[int, int, str, int]:
     """`(event_time, user_id, event_type, amount_cents)` of one CSV line, or ValueError saying
     what is wrong with it."""
-    fields = line.rstrip("\r\n").split(",")
-    if len(fields) != 4:
+    try:
+        time, user, kind, amount = line.rstrip("\r\n").split(",")
+    except ValueError:
         raise ValueError(
             "expected 4 comma-separated fields `event_time_ms,user_id,event_type,amount`, "
             f"got {line!r}"
-        )
-    time, user, kind, amount = fields
-    try:
-        event_time = _integer(time)
-    except ValueError:
-        raise ValueError(f"event_time_ms {time!r} is not an integer") from None
-    try:
-        user_id = _integer(user)
-        if not 0 <= user_id <= _U32_MAX:
-            raise ValueError(user)
-    except ValueError:
-        raise ValueError(f"user_id {user!r} is not an unsigned integer") from None
+        ) from None
+    if not _digits(time):
+        raise ValueError(f"event_time_ms {time!r} is not an integer")
+    user_id = int(user) if _digits(user) and user[0] != "-" else -1
+    if not 0 <= user_id <= _U32_MAX:
+        raise ValueError(f"user_id {user!r} is not an unsigned integer")
     if kind not in _TYPES:
         raise ValueError(f"event_type {kind!r} is not view, click or purchase")
-    return event_time, user_id, kind, parse_cents(amount)
+    return int(time), user_id, kind, parse_cents(amount)
 
 
 def _event(line: str) -> Timed:
