@@ -505,3 +505,65 @@ fn building_python_udfs_without_the_toolchain_says_how_to_install_it() {
         "{err}"
     );
 }
+
+#[test]
+fn host_new_writes_a_python_udf_that_builds_and_runs_as_it_is() {
+    components(); // the toolchain is set up, xtask and the host built
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("totals");
+    let out = host(&[
+        "new", "totals", "--lang", "python", "--role", "updater", "--dir",
+    ])
+    .arg(&project)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cargo xtask udfs --python totals"),
+        "{}",
+        describe(&out)
+    );
+    let built = dir.path().join("out");
+    let status = cargo()
+        .args(["xtask", "udfs", "--python"])
+        .arg(&project)
+        .arg("--out")
+        .arg(&built)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the scaffolded Python UDF does not build");
+    let mut call = host(&["call", "--format", "kv"])
+        .arg(format!(
+            "{}#running_total",
+            built.join("totals.wasm").display()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    call.stdin
+        .take()
+        .unwrap()
+        .write_all(b"a\t1\nb\t5\na\t2\n")
+        .unwrap();
+    let out = call.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("state\ta\t3") && text.contains("state\tb\t5"),
+        "{}",
+        describe(&out)
+    );
+    // JavaScript is refused with what to use instead; an existing folder is never overwritten.
+    let out = host(&["new", "other", "--lang", "js"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lang python"));
+    let out = host(&["new", "totals", "--lang", "python", "--dir"])
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}

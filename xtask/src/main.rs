@@ -24,7 +24,8 @@ Usage:
   cargo xtask udfs [--tests] [--python] [--out DIR] [NAME…]
                 build UDFs into components
       NAME      a folder under udfs/ (default: all of them); with --tests also tests/guests/;
-                with --python also udfs/python/ (and tests/guests-python/)
+                with --python also udfs/python/ (and tests/guests-python/), or the path of
+                a Python UDF folder anywhere (a NAME with a slash, e.g. ./my_udf)
       --tests   also build the hostile guests of tests/guests/ into dist/test-guests/
       --python  also build the Python UDFs with componentize-py (scripts/setup-polyglot
                 installs it; about 15 s and 18 MB a component, rebuilt only when changed)
@@ -186,13 +187,39 @@ fn ensure_wasm_target() -> Result<()> {
 
 fn build_udfs(args: &UdfArgs) -> Result<()> {
     let root = workspace_root()?;
-    let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+    // A name with a slash is a Python UDF's folder anywhere (e.g. one `host new` wrote).
+    let (paths, names): (Vec<&str>, Vec<&str>) = args
+        .names
+        .iter()
+        .map(String::as_str)
+        .partition(|n| n.contains('/'));
+    if !paths.is_empty() && !args.python {
+        bail!(
+            "{} is a folder: building a UDF from a folder path takes --python",
+            paths[0]
+        );
+    }
+    // Only folders named: build just those.
+    let only_paths = names.is_empty() && !paths.is_empty();
     let names = names.as_slice();
-    let mut guests = guests_in(
+    let mut guests = Vec::new();
+    let mut python = Vec::new();
+    for path in &paths {
+        let dir = std::fs::canonicalize(path)
+            .with_context(|| format!("{path} is not a folder with a Python UDF"))?;
+        python.push(polyglot::python_udf_at(
+            &dir,
+            &args.out_dir(root.join("dist/udfs")),
+        )?);
+    }
+    if only_paths {
+        return polyglot::build_python(&root, &python);
+    }
+    guests.extend(guests_in(
         &root.join("udfs"),
         &args.out_dir(root.join("dist/udfs")),
         names,
-    )?;
+    )?);
     if args.tests {
         guests.extend(guests_in(
             &root.join("tests/guests"),
@@ -200,13 +227,12 @@ fn build_udfs(args: &UdfArgs) -> Result<()> {
             names,
         )?);
     }
-    let mut python = Vec::new();
     if args.python {
-        python = polyglot::python_udfs(
+        python.extend(polyglot::python_udfs(
             &root.join("udfs/python"),
             &args.out_dir(root.join("dist/udfs")),
             names,
-        )?;
+        )?);
         if args.tests {
             python.extend(polyglot::python_udfs(
                 &root.join("tests/guests-python"),

@@ -68,40 +68,55 @@ pub fn python_udfs(dir: &Path, out_dir: &Path, names: &[&str]) -> Result<Vec<Pyt
         if !names.is_empty() && !names.contains(&name.as_str()) {
             continue;
         }
-        let text = std::fs::read_to_string(&manifest)
-            .with_context(|| format!("reading {}", manifest.display()))?;
-        let table: toml::Table =
-            toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
-        let sluice = table
-            .get("tool")
-            .and_then(|t| t.get("sluice"))
-            .cloned()
-            .with_context(|| {
-                format!(
-                    "{} has no [tool.sluice] table; add `world = \"transform\"` (or reducer, updater, sink)",
-                    manifest.display()
-                )
-            })?;
-        let sluice: SluiceTable = sluice
-            .try_into()
-            .with_context(|| format!("[tool.sluice] of {}", manifest.display()))?;
-        if !WORLDS.contains(&sluice.world.as_str()) {
-            bail!(
-                "{}: world = {:?} is not one of {}",
-                manifest.display(),
-                sluice.world,
-                WORLDS.join(", ")
-            );
-        }
-        udfs.push(PythonUdf {
-            out: out_dir.join(format!("{name}.wasm")),
-            name,
-            dir: path,
-            module: sluice.module,
-            world: sluice.world,
-        });
+        udfs.push(python_udf_at(&path, out_dir)?);
     }
     Ok(udfs)
+}
+
+/// The Python UDF in the folder `path` (one with `pyproject.toml`), named after the folder.
+pub fn python_udf_at(path: &Path, out_dir: &Path) -> Result<PythonUdf> {
+    let manifest = path.join("pyproject.toml");
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no folder name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(&manifest).with_context(|| {
+        format!(
+            "reading {} (a Python UDF folder has one)",
+            manifest.display()
+        )
+    })?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+    let sluice = table
+        .get("tool")
+        .and_then(|t| t.get("sluice"))
+        .cloned()
+        .with_context(|| {
+            format!(
+                "{} has no [tool.sluice] table; add `world = \"transform\"` (or reducer, updater, sink)",
+                manifest.display()
+            )
+        })?;
+    let sluice: SluiceTable = sluice
+        .try_into()
+        .with_context(|| format!("[tool.sluice] of {}", manifest.display()))?;
+    if !WORLDS.contains(&sluice.world.as_str()) {
+        bail!(
+            "{}: world = {:?} is not one of {}",
+            manifest.display(),
+            sluice.world,
+            WORLDS.join(", ")
+        );
+    }
+    Ok(PythonUdf {
+        out: out_dir.join(format!("{name}.wasm")),
+        name,
+        dir: path.to_path_buf(),
+        module: sluice.module,
+        world: sluice.world,
+    })
 }
 
 /// The project's cache folder (`$SLUICE_CACHE`, else `~/.cache/sluice`), as the scripts use it.

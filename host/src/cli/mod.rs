@@ -8,6 +8,7 @@ mod deploy;
 mod dlq;
 mod r#gen;
 mod jobs;
+mod new;
 mod producers;
 mod records;
 mod replay;
@@ -124,6 +125,15 @@ Examples:
 Exits non-zero, saying why, when the file is not a Sluice component: a core module, a truncated
 file, a component of another world or ABI version, or one importing what the host does not give.")]
     Check(check::CheckArgs),
+
+    /// Write a new UDF project that builds as it is: a Rust crate in `udfs/NAME/` or a Python
+    /// module in `udfs/python/NAME/`, with one function of the role.
+    #[command(after_help = "\
+Examples:
+  host new shout                                   # udfs/shout: a Rust map function
+  host new totals --lang python --role updater     # udfs/python/totals: a Python updater
+  cargo xtask udfs --python totals && host check dist/udfs/totals.wasm")]
+    New(new::NewArgs),
 
     /// Call one function of a component on records read from stdin or a file, and print what it
     /// returns: the UDF author's quick loop.
@@ -288,6 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CompileWorker => std::process::exit(sluice_host::udf::run_compile_worker()),
         Command::Run(args) => run::run(args, runtime()?),
         Command::Check(args) => check::run(args, &runtime()?),
+        Command::New(args) => new::run(args),
         Command::Call(args) => call::run(args, &runtime()?),
         Command::GenClickstream(args) => r#gen::run(args),
         Command::Bench(args) => bench::run(args, runtime()?),
