@@ -1,14 +1,16 @@
-//! UDFs in Python against the same WIT as Rust ones (issue 18): the word count and the
-//! clickstream W1/W4 jobs write the same output files whether their UDFs are the Rust
-//! components or the Python twins of `udfs/python/`, the sandbox holds for Python guests (a
-//! CPU deadline stops a loop, an exception reaches the batch error with its message and
-//! record), and the Python SDK's own unit tests pass under the pinned toolchain.
+//! UDFs in Python and JavaScript against the same WIT as Rust ones (issue 18): the word count
+//! and the clickstream W1/W4 jobs write the same output files whether their UDFs are the Rust
+//! components or the twins of `udfs/python/` and `udfs/js/`, the sandbox holds for Python and
+//! JavaScript guests (a CPU deadline stops a loop, the memory cap a JS bomb, an exception
+//! reaches the batch error with its message and record), and the Python SDK's own unit tests
+//! pass under the pinned toolchain.
 //!
-//! The Python toolchain (componentize-py, pinned) is installed by `scripts/setup-polyglot`,
-//! which these tests run first: when it cannot be installed they fail saying so, never skip.
-//! A Python component is ~18 MB and takes ~15 s to build and 5–10 s to compile, so the tests
-//! use five of them, built once into `dist/polyglot/` (rebuilt by `cargo xtask` only when their
-//! sources change) and compiled once into a shared cache there.
+//! The toolchains (componentize-py and componentize-js, pinned) are installed by
+//! `scripts/setup-polyglot`, which these tests run first: when they cannot be installed the
+//! tests fail saying so, never skip. A Python component is ~18 MB and takes ~15 s to build and
+//! 5–10 s to compile (a JS one ~12 MB, ~10 s and as much), so the tests use five of each, built
+//! once into `dist/polyglot/` (rebuilt by `cargo xtask` only when their sources change) and
+//! compiled once into a shared cache there.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,15 @@ const PYTHON: [&str; 5] = [
     "clickstream_py",
     "state_py",
     "py_hostile",
+];
+
+/// The JavaScript components the tests build: the twins of [`RUST`] and a hostile guest.
+const JS: [&str; 5] = [
+    "text_js",
+    "aggregates_js",
+    "clickstream_js",
+    "state_js",
+    "js_hostile",
 ];
 
 fn cargo() -> Command {
@@ -53,16 +64,18 @@ fn components() -> PathBuf {
                 .expect("run scripts/setup-polyglot");
             assert!(
                 setup.success(),
-                "scripts/setup-polyglot failed (see its message above): the Python UDF \
-                 toolchain, componentize-py, is needed by these tests"
+                "scripts/setup-polyglot failed (see its message above): the Python and \
+                 JavaScript UDF toolchains (componentize-py, componentize-js) are needed by \
+                 these tests"
             );
             let status = cargo()
-                .args(["xtask", "udfs", "--python", "--tests", "--out"])
+                .args(["xtask", "udfs", "--python", "--js", "--tests", "--out"])
                 .arg(&dir)
                 .args(PYTHON)
+                .args(JS)
                 .status()
-                .expect("run cargo xtask udfs --python");
-            assert!(status.success(), "`cargo xtask udfs --python` failed");
+                .expect("run cargo xtask udfs --python --js");
+            assert!(status.success(), "`cargo xtask udfs --python --js` failed");
             for name in RUST {
                 let file = format!("{name}.wasm");
                 std::fs::copy(root().join("dist/udfs").join(&file), dir.join(&file)).unwrap();
@@ -136,17 +149,18 @@ fn outputs(job: &JobDir, prefix: &str) -> Vec<Vec<(String, Vec<u8>)>> {
         .collect()
 }
 
-/// Run `manifest` (with `{text}`-style placeholders) once with the Rust components and once
-/// with their Python twins over the same input, and check that every sink of `prefixes`
-/// wrote the same files.
-fn same_output_in_rust_and_python(
+/// Run `manifest` (with `{text}`-style placeholders) with the Rust components, their Python
+/// twins and their JavaScript twins over the same input, and check that every sink of
+/// `prefixes` wrote the same files in all three.
+fn same_output_in_every_language(
     manifest: &str,
     folder: &str,
     files: &[(String, Vec<u8>)],
     prefixes: &[&str],
 ) {
     let mut runs = Vec::new();
-    for suffix in ["", "_py"] {
+    const LANGUAGES: [(&str, &str); 3] = [("", "Rust"), ("_py", "Python"), ("_js", "JavaScript")];
+    for (suffix, language) in LANGUAGES {
         let job = JobDir::new();
         let mut text = manifest.to_string();
         for name in RUST {
@@ -157,48 +171,49 @@ fn same_output_in_rust_and_python(
         let out = run(&job, &[]);
         assert!(
             out.status.success(),
-            "the job with {} UDFs failed: {}",
-            if suffix.is_empty() { "Rust" } else { "Python" },
+            "the job with {language} UDFs failed: {}",
             describe(&out)
         );
         runs.push(job);
     }
     for prefix in prefixes {
         let rust = outputs(&runs[0], prefix);
-        let python = outputs(&runs[1], prefix);
         let bytes: usize = rust.iter().flatten().map(|(_, b)| b.len()).sum();
         assert!(
             !rust.is_empty() && bytes > 0,
             "the Rust run wrote nothing to {prefix}"
         );
-        assert_eq!(
-            rust.len(),
-            python.len(),
-            "{prefix}: {} batch folders from Rust, {} from Python",
-            rust.len(),
-            python.len()
-        );
-        for (i, (r, p)) in rust.iter().zip(&python).enumerate() {
-            if r != p {
-                let show = |parts: &[(String, Vec<u8>)]| {
-                    parts
-                        .iter()
-                        .map(|(n, b)| format!("{n}:\n{}", String::from_utf8_lossy(b)))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                };
-                panic!(
-                    "{prefix}: batch folder {i} differs\n--- Rust\n{}\n--- Python\n{}",
-                    show(r),
-                    show(p)
-                );
+        for (run, (_, language)) in runs.iter().zip(LANGUAGES).skip(1) {
+            let other = outputs(run, prefix);
+            assert_eq!(
+                rust.len(),
+                other.len(),
+                "{prefix}: {} batch folders from Rust, {} from {language}",
+                rust.len(),
+                other.len()
+            );
+            for (i, (r, o)) in rust.iter().zip(&other).enumerate() {
+                if r != o {
+                    let show = |parts: &[(String, Vec<u8>)]| {
+                        parts
+                            .iter()
+                            .map(|(n, b)| format!("{n}:\n{}", String::from_utf8_lossy(b)))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    };
+                    panic!(
+                        "{prefix}: batch folder {i} differs\n--- Rust\n{}\n--- {language}\n{}",
+                        show(r),
+                        show(o)
+                    );
+                }
             }
         }
     }
 }
 
 #[test]
-fn word_count_writes_the_same_files_with_rust_and_python_udfs() {
+fn word_count_writes_the_same_files_with_rust_python_and_javascript_udfs() {
     let manifest = r#"
 [job]
 name = "wordcount"
@@ -249,11 +264,11 @@ prefix = "out/counts"
             )
         })
         .collect();
-    same_output_in_rust_and_python(manifest, "in", &files, &["out/counts"]);
+    same_output_in_every_language(manifest, "in", &files, &["out/counts"]);
 }
 
 #[test]
-fn clickstream_w1_and_w4_write_the_same_files_with_rust_and_python_udfs() {
+fn clickstream_w1_and_w4_write_the_same_files_with_rust_python_and_javascript_udfs() {
     // W1: purchases, (user, cents), their count and sum per batch and the spend per user; W4:
     // a running [count, sum] per user in a state updater UDF.
     let manifest = r#"
@@ -361,7 +376,7 @@ prefix = "out/totals"
         .collect();
     files.sort();
     assert_eq!(files.len(), 4);
-    same_output_in_rust_and_python(
+    same_output_in_every_language(
         manifest,
         "events",
         &files,
@@ -566,4 +581,79 @@ fn host_new_writes_a_python_udf_that_builds_and_runs_as_it_is() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+/// A one-stream job calling `js_hostile#FUNCTION` over one line.
+fn js_job(function: &str) -> JobDir {
+    let job = JobDir::new();
+    job.manifest(&format!(
+        r#"
+[job]
+name = "hostile-js"
+batch_interval = "100ms"
+partitions = 1
+
+[[sources]]
+name = "lines"
+kind = "directory"
+path = "in"
+start = "earliest"
+
+[[streams]]
+name = "out"
+op = "map"
+input = "lines"
+udf = "js_hostile#{function}"
+
+[[sinks]]
+kind = "text_files"
+input = "out"
+prefix = "out/lines"
+"#
+    ));
+    inputs(
+        &job,
+        "in",
+        &[("lines.txt".to_string(), b"quiet\n".to_vec())],
+    );
+    job
+}
+
+#[test]
+fn a_javascript_memory_bomb_is_stopped_by_its_cap() {
+    let out = run(&js_job("bomb"), &["--udf-memory", "128MiB"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UDF `js_hostile#bomb` failed on batch") && err.contains("128MiB"),
+        "{}",
+        describe(&out)
+    );
+    let out = run(&js_job("spin"), &["--udf-timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ran past its CPU deadline of 1s"),
+        "{}",
+        describe(&out)
+    );
+    // The same component works when its function returns.
+    let job = js_job("upper");
+    let out = run(&job, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let lines: Vec<u8> = outputs(&job, "out/lines")
+        .into_iter()
+        .flatten()
+        .flat_map(|(_, b)| b)
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&lines), "QUIET\n");
+    let out = host(&["check"])
+        .arg(components().join("text_js.wasm"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("language   JavaScript (sdk sluice-js "),
+        "{}",
+        describe(&out)
+    );
 }

@@ -21,7 +21,7 @@ const PROFILE: &str = "udf";
 
 const USAGE: &str = "\
 Usage:
-  cargo xtask udfs [--tests] [--python] [--out DIR] [NAME…]
+  cargo xtask udfs [--tests] [--python] [--js] [--out DIR] [NAME…]
                 build UDFs into components
       NAME      a folder under udfs/ (default: all of them); with --tests also tests/guests/;
                 with --python also udfs/python/ (and tests/guests-python/), or the path of
@@ -29,6 +29,8 @@ Usage:
       --tests   also build the hostile guests of tests/guests/ into dist/test-guests/
       --python  also build the Python UDFs with componentize-py (scripts/setup-polyglot
                 installs it; about 15 s and 18 MB a component, rebuilt only when changed)
+      --js      also build the JavaScript UDFs of udfs/js/ (and tests/guests-js/) with
+                componentize-js (scripts/setup-polyglot; about 10 s and 12 MB a component)
       --out DIR write every component into DIR instead of dist/udfs/ and dist/test-guests/
   cargo xtask componentize IN.wasm OUT.wasm
                 wrap a core module built with sluice-guest into a component
@@ -70,6 +72,7 @@ struct UdfArgs {
     names: Vec<String>,
     tests: bool,
     python: bool,
+    js: bool,
     out: Option<PathBuf>,
 }
 
@@ -79,6 +82,7 @@ impl UdfArgs {
             names: Vec::new(),
             tests: false,
             python: false,
+            js: false,
             out: None,
         };
         let mut args = args.iter();
@@ -86,6 +90,7 @@ impl UdfArgs {
             match arg.as_str() {
                 "--tests" => parsed.tests = true,
                 "--python" => parsed.python = true,
+                "--js" => parsed.js = true,
                 "--out" => {
                     let dir = args.next().context("--out takes a folder")?;
                     parsed.out = Some(PathBuf::from(dir));
@@ -241,7 +246,22 @@ fn build_udfs(args: &UdfArgs) -> Result<()> {
             )?);
         }
     }
-    if guests.is_empty() && python.is_empty() {
+    let mut js = Vec::new();
+    if args.js {
+        js = polyglot::js_udfs(
+            &root.join("udfs/js"),
+            &args.out_dir(root.join("dist/udfs")),
+            names,
+        )?;
+        if args.tests {
+            js.extend(polyglot::js_udfs(
+                &root.join("tests/guests-js"),
+                &args.out_dir(root.join("dist/test-guests")),
+                names,
+            )?);
+        }
+    }
+    if guests.is_empty() && python.is_empty() && js.is_empty() {
         let folders = if args.python {
             "udfs/ and udfs/python/"
         } else {
@@ -254,6 +274,9 @@ fn build_udfs(args: &UdfArgs) -> Result<()> {
     }
     if !python.is_empty() {
         polyglot::build_python(&root, &python)?;
+    }
+    if !js.is_empty() {
+        polyglot::build_js(&root, &js)?;
     }
     Ok(())
 }
