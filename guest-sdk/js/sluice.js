@@ -47,7 +47,7 @@ class Json {
 
 class Timed {
   constructor(eventTime, record) {
-    this.eventTime = BigInt(eventTime);
+    this.eventTime = eventTime;
     this.record = record;
   }
 }
@@ -306,7 +306,7 @@ function batchOf(records, times) {
     let record = records[i];
     let time = times[i];
     while (record instanceof Timed) {
-      time = record.eventTime;
+      time = BigInt(record.eventTime);
       record = record.record;
     }
     if (record && typeof record === "object" && "index" in record && "value" in record && isBytes(record.value)) {
@@ -387,6 +387,10 @@ function register(kind, fn, options = {}) {
   if (!name) throw new TypeError(`sluice.${kind}: an anonymous function needs { name: "..." }`);
   const codec = options.in === undefined ? "text" : options.in;
   checkCodec(codec, `${kind} ${name}`);
+  if (ROLES[kind] === "updater") {
+    checkCodec(options.state || "json", `${kind} ${name} (state)`);
+    checkCodec(options.key || "text", `${kind} ${name} (key)`);
+  }
   const entry = { kind, role: ROLES[kind], name, fn, codec, options };
   if (kind === "reduce" && options.inverse !== undefined && typeof options.inverse !== "function") {
     throw new TypeError(`reduce ${name}: inverse must be a function`);
@@ -622,7 +626,9 @@ export function exportUpdaters(...fns) {
     const keyCodec = e.options.key || "text";
     const keys = decodeColumn(keyCodec, input.keys, "key", "group");
     const values = decodeColumn(e.codec, input.values, "value", "item");
-    const rawStates = items(input.states, "state");
+    // States decoded in bulk; a group without state has an empty placeholder, not parsed.
+    const stateTexts = stateCodec === "bytes" ? items(input.states, "state") : texts(input.states, "state", "group");
+    const parseState = stateCodec === "bytes" ? null : PARSERS[stateCodec];
     const news = [];
     const emitted = [];
     let start = 0;
@@ -630,9 +636,14 @@ export function exportUpdaters(...fns) {
       const end = input.groupEnds[g];
       const group = values.slice(start, end);
       start = end;
-      const old = input.hasState[g]
-        ? decodeColumn(stateCodec, { data: rawStates[g], ends: [rawStates[g].length] }, "state", "group")[0]
-        : undefined;
+      let old;
+      if (input.hasState[g]) {
+        try {
+          old = parseState ? parseState(stateTexts[g]) : stateTexts[g];
+        } catch (err) {
+          throw new UdfFailure(`group ${g}: state expected ${stateCodec}: ${describe(err)}`);
+        }
+      }
       let next;
       try {
         if (e.kind === "update") next = e.fn(group, old);
