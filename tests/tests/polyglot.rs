@@ -571,10 +571,21 @@ fn host_new_writes_a_python_udf_that_builds_and_runs_as_it_is() {
         "{}",
         describe(&out)
     );
-    // JavaScript is refused with what to use instead; an existing folder is never overwritten.
-    let out = host(&["new", "other", "--lang", "js"]).output().unwrap();
+    // A JavaScript one (built by hand in every role when this was written: 4 × ~15 s) holds
+    // the files `cargo xtask udfs --js` reads; an existing folder is never overwritten.
+    let js = dir.path().join("sum");
+    let out = host(&["new", "sum", "--lang", "js", "--role", "reducer", "--dir"])
+        .arg(&js)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let package = std::fs::read_to_string(js.join("package.json")).unwrap();
+    assert!(package.contains(r#""world": "reducer""#), "{package}");
+    let app = std::fs::read_to_string(js.join("app.js")).unwrap();
+    assert!(app.contains("sluice.exportReducers(add)"), "{app}");
+    let out = host(&["new", "bad-name"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--lang python"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a UDF name"));
     let out = host(&["new", "totals", "--lang", "python", "--dir"])
         .arg(&project)
         .output()

@@ -126,12 +126,14 @@ Exits non-zero, saying why, when the file is not a Sluice component: a core modu
 file, a component of another world or ABI version, or one importing what the host does not give.")]
     Check(check::CheckArgs),
 
-    /// Write a new UDF project that builds as it is: a Rust crate in `udfs/NAME/` or a Python
-    /// module in `udfs/python/NAME/`, with one function of the role.
+    /// Write a new UDF project that builds as it is: a Rust crate in `udfs/NAME/`, a Python
+    /// module in `udfs/python/NAME/` or a JavaScript one in `udfs/js/NAME/`, with one function
+    /// of the role.
     #[command(after_help = "\
 Examples:
   host new shout                                   # udfs/shout: a Rust map function
   host new totals --lang python --role updater     # udfs/python/totals: a Python updater
+  host new sum --lang js --role reducer            # udfs/js/sum: a JavaScript reducer
   cargo xtask udfs --python totals && host check dist/udfs/totals.wasm")]
     New(new::NewArgs),
 

@@ -2,9 +2,10 @@
 //! first step of the author's loop (`rpk transform init`, `smdk generate`).
 //!
 //! Rust: a crate in `udfs/NAME/` (a workspace member there, like the bundled UDFs); Python: a
-//! folder in `udfs/python/NAME/` with `pyproject.toml` and `app.py`. Each holds one function of
-//! the role, and the next commands are printed: `cargo xtask udfs [--python] NAME`, `host
-//! check`, `host call`. JavaScript is refused with what to use instead, until its SDK exists.
+//! folder in `udfs/python/NAME/` with `pyproject.toml` and `app.py`; JavaScript: a folder in
+//! `udfs/js/NAME/` with `package.json` and `app.js`. Each holds one function of the role, and
+//! the next commands are printed: `cargo xtask udfs [--python|--js] NAME`, `host check`,
+//! `host call`.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +18,7 @@ pub enum Lang {
     Rust,
     /// A Python module with the `guest-sdk/python` SDK, built with componentize-py.
     Python,
-    /// JavaScript (not built yet).
+    /// A JavaScript module with the `guest-sdk/js` SDK, built with componentize-js.
     Js,
 }
 
@@ -46,8 +47,8 @@ pub struct NewArgs {
     /// The role (WIT world) of its functions.
     #[arg(long, value_enum, default_value = "transform")]
     pub role: NewRole,
-    /// The folder to write; default `udfs/NAME` (Rust) or `udfs/python/NAME` (Python) under
-    /// the current folder, where `cargo xtask udfs` finds it.
+    /// The folder to write; default `udfs/NAME` (Rust), `udfs/python/NAME` (Python) or
+    /// `udfs/js/NAME` (JavaScript) under the current folder, where `cargo xtask udfs` finds it.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
@@ -67,13 +68,10 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
         );
     }
     let dir = match (&args.dir, args.lang) {
-        (_, Lang::Js) => bail!(
-            "JavaScript UDFs are not built yet (issue 18 builds Python first); write the UDF \
-             with `--lang rust` or `--lang python`"
-        ),
         (Some(dir), _) => dir.clone(),
         (None, Lang::Rust) => PathBuf::from("udfs").join(name),
         (None, Lang::Python) => PathBuf::from("udfs/python").join(name),
+        (None, Lang::Js) => PathBuf::from("udfs/js").join(name),
     };
     if dir.exists() {
         bail!(
@@ -84,7 +82,7 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     let files = match args.lang {
         Lang::Rust => rust_files(name, args.role),
         Lang::Python => python_files(name, args.role),
-        Lang::Js => unreachable!("refused above"),
+        Lang::Js => js_files(name, args.role),
     };
     for (rel, contents) in &files {
         write(&dir.join(rel), contents)?;
@@ -95,6 +93,9 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     match args.lang {
         Lang::Python => println!(
             "  scripts/setup-polyglot                    # once: the Python toolchain\n  cargo xtask udfs --python {name}"
+        ),
+        Lang::Js => println!(
+            "  scripts/setup-polyglot                    # once: the JavaScript toolchain\n  cargo xtask udfs --js {name}"
         ),
         _ => println!("  cargo xtask udfs {name}"),
     }
@@ -279,6 +280,62 @@ WitWorld, Sinks = sluice.export_sinks(count_batch)
         "\"\"\"The Sluice UDF `{name}`: build it with `cargo xtask udfs --python {name}` into\n`dist/udfs/{name}.wasm`; jobs call its functions as `{name}#function`.\n\nImport every module here at the top: a component has no files at run time.\n\"\"\"\n\nimport sluice\n\n\n{body}"
     );
     vec![("pyproject.toml", pyproject), ("app.py", app)]
+}
+
+fn js_files(name: &str, role: NewRole) -> Vec<(&'static str, String)> {
+    let package = format!(
+        r#"{{
+  "name": "sluice-udf-{package}",
+  "version": "0.1.0",
+  "private": true,
+  "description": "The Sluice UDF `{name}` in JavaScript: `cargo xtask udfs --js {name}` builds it into dist/udfs/{name}.wasm",
+  "type": "module",
+  "sluice": {{ "world": "{role}", "main": "app.js" }}
+}}
+"#,
+        package = name.replace('_', "-"),
+        role = role_name(role),
+    );
+    let body = match role {
+        NewRole::Transform => {
+            r#"// A line in upper case.
+const shout = sluice.map((line) => line.toUpperCase(), { name: "shout" });
+
+export const { abiVersion, functions, transforms } = sluice.exportTransforms(shout);
+"#
+        }
+        NewRole::Reducer => {
+            r#"// `a + b`, with `a - b` as its inverse so a sliding window updates incrementally.
+const add = sluice.reduce((a, b) => a + b, { name: "add", in: "int", inverse: (a, b) => a - b });
+
+export const { abiVersion, functions, reducers } = sluice.exportReducers(add);
+"#
+        }
+        NewRole::Updater => {
+            r#"// A key's total: the old one (0 if none) plus this batch's values.
+const runningTotal = sluice.update(
+  (values, old) => values.reduce((a, b) => a + b, old ?? 0),
+  { name: "running_total", in: "int", state: "int" },
+);
+
+export const { abiVersion, functions, updaters } = sluice.exportUpdaters(runningTotal);
+"#
+        }
+        NewRole::Sink => {
+            r#"// Log how many records each partition of a batch holds.
+const countBatch = sluice.foreachBatch((info, records) => {
+  sluice.counter("records_seen", records.length);
+  sluice.log("info", `batch ${info.batchId} partition ${info.partition}: ${records.length} records`);
+}, { name: "count_batch", in: "bytes" });
+
+export const { abiVersion, functions, sinks } = sluice.exportSinks(countBatch);
+"#
+        }
+    };
+    let app = format!(
+        "// The Sluice UDF `{name}`: build it with `cargo xtask udfs --js {name}` into\n// dist/udfs/{name}.wasm; jobs call its functions as `{name}#function`. The build puts the\n// SDK beside this file as ./sluice.js.\nimport * as sluice from \"./sluice.js\";\n\n{body}"
+    );
+    vec![("package.json", package), ("app.js", app)]
 }
 
 fn role_name(role: NewRole) -> &'static str {
