@@ -20,6 +20,11 @@ pub fn run(args: &CheckArgs, runtime: &UdfRuntime) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.component.display()))?
         .len();
     let component = runtime.load_file(&args.component).map_err(with_hint)?;
+    // Loaded and checked: read its producers sections (the bytes are bounded by the loader's
+    // size cap, which the file just passed).
+    let producers = std::fs::read(&args.component)
+        .map(|bytes| super::producers::of(&bytes))
+        .unwrap_or_default();
     if args.json {
         let functions: Vec<_> = component
             .functions()
@@ -33,6 +38,9 @@ pub fn run(args: &CheckArgs, runtime: &UdfRuntime) -> anyhow::Result<()> {
             "abi_version": component.abi_version(),
             "sha256": component.hash(),
             "size": size,
+            "language": producers.language,
+            "processed_by": producers.processed_by,
+            "sdk": producers.sdk,
             "functions": functions,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -52,6 +60,21 @@ pub fn run(args: &CheckArgs, runtime: &UdfRuntime) -> anyhow::Result<()> {
         "abi        {} (this host speaks {ABI_VERSION})",
         component.abi_version()
     );
+    if !producers.language.is_empty() {
+        let mut made = Vec::new();
+        if !producers.sdk.is_empty() {
+            made.push(format!("sdk {}", producers.sdk.join(", ")));
+        }
+        if !producers.processed_by.is_empty() {
+            made.push(format!("built by {}", producers.processed_by.join(", ")));
+        }
+        let made = if made.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", made.join("; "))
+        };
+        println!("language   {}{made}", producers.language.join(", "));
+    }
     println!("sha256     {}", component.hash());
     println!("size       {} KiB", size.div_ceil(1024));
     println!("functions  {}", component.functions().len());

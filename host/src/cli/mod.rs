@@ -8,6 +8,8 @@ mod deploy;
 mod dlq;
 mod r#gen;
 mod jobs;
+mod new;
+mod producers;
 mod records;
 mod replay;
 mod rollout;
@@ -123,6 +125,17 @@ Examples:
 Exits non-zero, saying why, when the file is not a Sluice component: a core module, a truncated
 file, a component of another world or ABI version, or one importing what the host does not give.")]
     Check(check::CheckArgs),
+
+    /// Write a new UDF project that builds as it is: a Rust crate in `udfs/NAME/`, a Python
+    /// module in `udfs/python/NAME/` or a JavaScript one in `udfs/js/NAME/`, with one function
+    /// of the role.
+    #[command(after_help = "\
+Examples:
+  host new shout                                   # udfs/shout: a Rust map function
+  host new totals --lang python --role updater     # udfs/python/totals: a Python updater
+  host new sum --lang js --role reducer            # udfs/js/sum: a JavaScript reducer
+  cargo xtask udfs --python totals && host check dist/udfs/totals.wasm")]
+    New(new::NewArgs),
 
     /// Call one function of a component on records read from stdin or a file, and print what it
     /// returns: the UDF author's quick loop.
@@ -288,6 +301,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CompileWorker => std::process::exit(sluice_host::udf::run_compile_worker()),
         Command::Run(args) => run::run(args, runtime()?),
         Command::Check(args) => check::run(args, &runtime()?),
+        Command::New(args) => new::run(args),
         Command::Call(args) => call::run(args, &runtime()?),
         Command::GenClickstream(args) => r#gen::run(args),
         Command::Bench(args) => bench::run(args, runtime()?),
