@@ -496,6 +496,62 @@ headers = {{ source = "sluice" }}
     }
 }
 
+#[test]
+fn a_producer_fenced_by_another_with_its_transactional_id_fails_the_job_saying_so() {
+    let _turn = one_broker();
+    let broker = Broker::start();
+    create_topic(&broker, "numbers", 3);
+    let dir = JobDir::new();
+    write_lines(&dir, 0, 100, 100);
+    dir.manifest(&keyed_job(
+        &broker.bootstrap(),
+        "topic = \"numbers\"\nexactly_once = true",
+        "",
+    ));
+    let mut cmd = dir.command(&[]);
+    cmd.env("SLUICE_LOG", "info,sluice_host::sinks=debug");
+    let (mut child, log) = sluice_tests::spawn_logged(&mut cmd);
+    let text = || log.lock().map(|l| l.clone()).unwrap_or_default();
+    sluice_tests::wait_for("the first batch in Kafka", || {
+        text().contains("kafka sink: batch written")
+    });
+    // Another producer with the job's sink's transactional.id (sluice.<tenant>.<job>.sink<N>).
+    let other: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("transactional.id", "sluice.local.to-kafka.sink1")
+        .create()
+        .expect("a producer");
+    rdkafka::producer::Producer::init_transactions(&other, Duration::from_secs(30))
+        .expect("init_transactions fences the job's producer");
+    write_lines(&dir, 100, 200, 100);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the job") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fenced job did not fail:\n{}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(other);
+    assert!(!status.success(), "{}", text());
+    assert!(
+        text().contains(
+            "the producer with transactional.id `sluice.local.to-kafka.sink1` was fenced"
+        ) && text().contains("is the job running twice"),
+        "{}",
+        text()
+    );
+    assert_exactly_once(
+        &read_all(&broker, "numbers", 3, "read_committed"),
+        100,
+        "before the fencing",
+    );
+}
+
 /// `host run --until-idle` of a job whose sink writes to `bootstrap`: the output, and how long
 /// it took.
 fn run_timed(dir: &JobDir) -> (std::process::Output, Duration) {

@@ -658,15 +658,29 @@ impl ProducerContext for Reports {
             let _guard = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_all();
         }
-        if let Err((error, message)) = result
-            && self.failed.fetch_add(1, Ordering::Relaxed) == 0
-        {
-            *self.first_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(Failure {
-                failed: 1,
-                topic: message.topic().to_string(),
-                code: error.rdkafka_error_code(),
-                message: error.to_string(),
-            });
+        if let Err((error, message)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let code = error.rdkafka_error_code();
+            let purged = |c: Option<RDKafkaErrorCode>| {
+                matches!(
+                    c,
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                )
+            };
+            let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+            // A record purged (by an abort or a fatal error) says less than one the broker
+            // refused: keep the first of those.
+            if first
+                .as_ref()
+                .is_none_or(|f| purged(f.code) && !purged(code))
+            {
+                *first = Some(Failure {
+                    failed: 1,
+                    topic: message.topic().to_string(),
+                    code,
+                    message: error.to_string(),
+                });
+            }
         }
     }
 }
@@ -1187,6 +1201,21 @@ impl KafkaSink {
         let flushed = producer
             .context()
             .wait_reported(outs.len() as u64, deadline + Duration::from_secs(1));
+        // A fatal error (a fenced producer) purges what was queued: it is the reason.
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            return Err(match code {
+                RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch => KafkaSinkError::Fenced {
+                    transactional_id: self.ids.transactional_id.clone(),
+                    message: reason,
+                },
+                _ => KafkaSinkError::Transaction {
+                    step: "producing",
+                    message: format!("fatal error: {reason}"),
+                },
+            });
+        }
         if let Some(failure) = producer.context().failure() {
             let mut message = format!(
                 "{} of {} records to topic `{}` failed: {}",
@@ -1203,6 +1232,14 @@ impl KafkaSink {
                     timeout: humantime::format_duration(self.config.timeout).to_string(),
                     step: format!("delivering {} records", outs.len()),
                     message,
+                },
+                Some(
+                    RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch,
+                ) => KafkaSinkError::Fenced {
+                    transactional_id: self.ids.transactional_id.clone(),
+                    message: failure.message,
                 },
                 _ => KafkaSinkError::Delivery {
                     topic: failure.topic,
