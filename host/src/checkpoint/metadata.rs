@@ -645,6 +645,10 @@ fn sink_kind(plan: &Plan, sink: &crate::plan::PlannedSink) -> String {
             format!("text_files {} {suffix:?}", prefix.display())
         }
         crate::plan::PlannedSink::Udf(f) => format!("udf {}", plan.udf_spec(*f)),
+        crate::plan::PlannedSink::Kafka(k) => format!(
+            "kafka {} {:?} {:?} exactly_once={}",
+            k.bootstrap, k.topic, k.topic_field, k.exactly_once
+        ),
         crate::plan::PlannedSink::Native(_) => "native".into(),
     }
 }

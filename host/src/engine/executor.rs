@@ -17,6 +17,7 @@ use crate::metrics::{Registry, SeriesKey};
 pub use crate::operators::BatchScope;
 use crate::operators::{Input, Memory, OnError, OpError, OpenCx, RunCx};
 use crate::plan::{NodeKind, Plan, PlannedSink};
+use crate::sinks::kafka::KafkaSink;
 use crate::sinks::{self, SinkBatch, SinkError, text_files};
 use crate::sources::{SourceInput, push_lines};
 use crate::state::dead_letters::{DeadLetter, DeadLetterError, DeadLetterStore};
@@ -126,6 +127,9 @@ pub struct Executor {
     source_letters: Vec<DeadLetter>,
     /// This batch's UDFs: `component#function`, registry version, component hash.
     versions: Vec<(String, Option<u64>, String)>,
+    /// The Kafka sinks' producers, by sink index: made at a sink's first batch and kept for
+    /// every batch after it (one `transactional.id` incarnation per run).
+    kafka: std::collections::BTreeMap<usize, KafkaSink>,
 }
 
 impl Executor {
@@ -187,6 +191,7 @@ impl Executor {
             dead_letters,
             source_letters: Vec::new(),
             versions: Vec::new(),
+            kafka: std::collections::BTreeMap::new(),
             pool,
             registry,
             store,
@@ -692,7 +697,7 @@ impl Executor {
                 key_codec: n.key_codec,
                 value_codec: n.value_codec,
             };
-            self.write(&scope, &batch, sink)
+            self.write(index, &scope, &batch, sink)
                 .map_err(|error| BatchError::Sink {
                     index: index + 1,
                     stream: n.name.to_string(),
@@ -936,7 +941,8 @@ impl Executor {
     }
 
     fn write(
-        &self,
+        &mut self,
+        index: usize,
         scope: &BatchScope<'_>,
         batch: &SinkBatch<'_>,
         sink: &PlannedSink,
@@ -970,6 +976,24 @@ impl Executor {
                             f.sink(&scope.context(i), p).map_err(SinkError::from)
                         })
                 })
+            }
+            PlannedSink::Kafka(config) => {
+                let kafka = self.kafka.entry(index).or_insert_with(|| {
+                    KafkaSink::new(
+                        config.clone(),
+                        self.plan.tenant.clone(),
+                        self.plan.name.clone(),
+                        index + 1,
+                        self.registry.clone(),
+                    )
+                });
+                kafka
+                    .write(batch)
+                    .map(|_| ())
+                    .map_err(|error| SinkError::Kafka {
+                        bootstrap: config.bootstrap.clone(),
+                        error,
+                    })
             }
             PlannedSink::Native(f) => (f.0)(batch).map_err(SinkError::Native),
         }

@@ -36,6 +36,7 @@ use super::spec::{
     StreamSpec, default_partitions,
 };
 use crate::config::ByteSize;
+use crate::sinks::kafka::{self as kafka_sink, KafkaSinkConfig, Properties};
 use crate::sources::kafka;
 use crate::wal::WalSync;
 
@@ -286,6 +287,7 @@ enum SinkKindToml {
     Print,
     TextFiles,
     Udf,
+    Kafka,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +300,17 @@ struct SinkToml {
     suffix: Option<String>,
     format: Option<OutputFormat>,
     udf: Option<String>,
+    bootstrap: Option<String>,
+    topic: Option<String>,
+    topic_field: Option<String>,
+    key_field: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    headers_field: Option<String>,
+    exactly_once: Option<bool>,
+    commit_topic: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    properties: Option<Properties>,
 }
 
 /// Read and parse a manifest file. Relative paths in it (directories, static data, output
@@ -678,6 +691,27 @@ fn parse_with(
                 };
                 SinkKind::Udf { udf }
             }
+            SinkKindToml::Kafka => {
+                only(&s, KAFKA_FIELDS, "kafka").map_err(|m| invalid(span.clone(), m))?;
+                let Some(bootstrap) = s.bootstrap.clone() else {
+                    return Err(invalid(
+                        span,
+                        "a kafka sink needs `bootstrap`, the brokers to start from, e.g. bootstrap = \"127.0.0.1:9092\"".into(),
+                    ));
+                };
+                SinkKind::Kafka(Box::new(KafkaSinkConfig {
+                    bootstrap,
+                    topic: s.topic.clone(),
+                    topic_field: s.topic_field.clone(),
+                    key_field: s.key_field.clone(),
+                    headers: s.headers.clone().unwrap_or_default(),
+                    headers_field: s.headers_field.clone(),
+                    exactly_once: s.exactly_once.unwrap_or(false),
+                    commit_topic: s.commit_topic.clone(),
+                    timeout: s.timeout.unwrap_or(kafka_sink::DEFAULT_TIMEOUT),
+                    properties: s.properties.clone().unwrap_or_default().0,
+                }))
+            }
         };
         spec.sinks.push(SinkSpec {
             input: s.input,
@@ -688,6 +722,20 @@ fn parse_with(
     Ok(spec)
 }
 
+/// The fields of a kafka sink.
+const KAFKA_FIELDS: &[&str] = &[
+    "bootstrap",
+    "topic",
+    "topic_field",
+    "key_field",
+    "headers",
+    "headers_field",
+    "exactly_once",
+    "commit_topic",
+    "timeout",
+    "properties",
+];
+
 /// Refuse a sink field that its kind does not use.
 fn only(s: &SinkToml, allowed: &[&str], kind: &str) -> Result<(), String> {
     let present = [
@@ -696,6 +744,16 @@ fn only(s: &SinkToml, allowed: &[&str], kind: &str) -> Result<(), String> {
         ("suffix", s.suffix.is_some()),
         ("format", s.format.is_some()),
         ("udf", s.udf.is_some()),
+        ("bootstrap", s.bootstrap.is_some()),
+        ("topic", s.topic.is_some()),
+        ("topic_field", s.topic_field.is_some()),
+        ("key_field", s.key_field.is_some()),
+        ("headers", s.headers.is_some()),
+        ("headers_field", s.headers_field.is_some()),
+        ("exactly_once", s.exactly_once.is_some()),
+        ("commit_topic", s.commit_topic.is_some()),
+        ("timeout", s.timeout.is_some()),
+        ("properties", s.properties.is_some()),
     ];
     match present
         .iter()

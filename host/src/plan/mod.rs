@@ -25,6 +25,7 @@ use crate::operators::{
     self, Drain, Field, Operator, PlanCx, PlanServices, PlannedInput, Reducer, UdfRef, UdfUse,
 };
 use crate::sinks::NativeSink;
+use crate::sinks::kafka::{KafkaSinkConfig, SinkIds};
 use crate::sources::QueueReceiver;
 use crate::udf::{Resolved, Role, SlotSet, UdfFunction, UdfResolver, parse_spec};
 use limits::{MAX_REPORTED_ERRORS, MAX_WARNINGS};
@@ -142,6 +143,8 @@ pub enum PlannedSink {
     },
     /// A sink UDF.
     Udf(UdfRef),
+    /// `kafka`: checked settings; the executor makes the producer at the first batch.
+    Kafka(Arc<KafkaSinkConfig>),
     /// A Rust closure.
     Native(Arc<NativeSink>),
 }
@@ -515,6 +518,22 @@ impl Planner<'_> {
                 SinkKind::Udf { udf } => self
                     .function(udf, Role::Sink, "a udf sink", sink.line, &subject)
                     .map(PlannedSink::Udf),
+                SinkKind::Kafka(config) => {
+                    // The stream's value codec, when it planned (else its own error stands).
+                    let codec = input
+                        .and_then(|n| node_of.get(&n))
+                        .map_or(Codec::Json, |&n| nodes[n].value_codec);
+                    let ids = SinkIds::new(&spec.tenant, &spec.name, i + 1);
+                    for problem in config.check(codec, &ids) {
+                        self.error(sink.line, &subject, problem.message, problem.hint);
+                    }
+                    if config.exactly_once && spec.checkpoint.is_none() {
+                        warnings.push(format!(
+                            "{subject}: exactly_once without a checkpoint: each batch's output is committed whole, but after a crash the input is not run again, so it is not exactly-once end to end (set checkpoint in [job])"
+                        ));
+                    }
+                    Some(PlannedSink::Kafka(Arc::new((**config).clone())))
+                }
                 SinkKind::Native { name } => match self.handles.sinks.get(name) {
                     Some(f) => Some(PlannedSink::Native(f.clone())),
                     None => {

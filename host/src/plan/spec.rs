@@ -194,6 +194,9 @@ pub enum SinkKind {
         /// `component#function`.
         udf: String,
     },
+    /// Every record to a Kafka topic (`sinks::kafka`): idempotent, or one transaction per
+    /// batch with `exactly_once`.
+    Kafka(Box<KafkaSinkConfig>),
     /// A Rust closure called once per batch (Spark's `foreachRDD`), for embedding programs:
     /// named here, given beside the job's description ([`Handles`](super::Handles)).
     Native {
@@ -203,6 +206,7 @@ pub enum SinkKind {
 }
 
 pub use crate::sinks::OutputFormat;
+pub use crate::sinks::kafka::KafkaSinkConfig;
 
 #[cfg(test)]
 mod tests {

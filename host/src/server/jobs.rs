@@ -323,6 +323,8 @@ pub enum SubmitError {
     NotAllowed {
         /// What (`socket source "s"`).
         what: String,
+        /// What to use instead.
+        instead: &'static str,
     },
     /// The planner found problems (each with its line and hint).
     #[error("{0}")]
@@ -372,10 +374,7 @@ impl SubmitError {
             SubmitError::OutsideJobFolder { .. } => {
                 "use a relative path without `..`: it is taken inside the job's folder".into()
             }
-            SubmitError::NotAllowed { .. } => {
-                "send records through an `http` source instead (POST /api/v1/jobs/<job>/ingest/<source>)"
-                    .into()
-            }
+            SubmitError::NotAllowed { instead, .. } => (*instead).into(),
             SubmitError::AlreadyRunning { .. } => {
                 "stop it first (`host stop JOB`), or give the new job another name".into()
             }
@@ -1238,7 +1237,8 @@ fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Refuse what a job on a shared host may not do: paths outside its folder, socket sources.
+/// Refuse what a job on a shared host may not do: paths outside its folder, socket sources and
+/// Kafka sinks (a shared host opens no connection to an address a tenant chooses).
 fn check_confined(spec: &JobSpec, dir: &Path) -> Result<(), SubmitError> {
     let inside = |what: String, path: &Path| {
         if path.starts_with(dir) && !path.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -1259,6 +1259,7 @@ fn check_confined(spec: &JobSpec, dir: &Path) -> Result<(), SubmitError> {
             SourceKind::Socket { .. } => {
                 return Err(SubmitError::NotAllowed {
                     what: format!("socket source \"{}\"", source.name),
+                    instead: "send records through an `http` source instead (POST /api/v1/jobs/<job>/ingest/<source>)",
                 });
             }
             // Kafka brokers are the tenant's to name, as in any Kafka client.
@@ -1274,11 +1275,20 @@ fn check_confined(spec: &JobSpec, dir: &Path) -> Result<(), SubmitError> {
         }
     }
     for sink in &spec.sinks {
-        if let SinkKind::TextFiles { prefix, .. } = &sink.kind {
-            inside(
-                format!("text_files sink of \"{}\" prefix", sink.input),
-                prefix,
-            )?;
+        match &sink.kind {
+            SinkKind::TextFiles { prefix, .. } => {
+                inside(
+                    format!("text_files sink of \"{}\" prefix", sink.input),
+                    prefix,
+                )?;
+            }
+            SinkKind::Kafka(_) => {
+                return Err(SubmitError::NotAllowed {
+                    what: format!("kafka sink of \"{}\"", sink.input),
+                    instead: "run the job with `host run`, or write its output with a `text_files` or `udf` sink",
+                });
+            }
+            SinkKind::Print { .. } | SinkKind::Udf { .. } | SinkKind::Native { .. } => {}
         }
     }
     Ok(())
@@ -1384,5 +1394,17 @@ mod tests {
             check_confined(&socket, dir),
             Err(SubmitError::NotAllowed { .. })
         ));
+        let kafka = manifest::parse(
+            "[job]\nname = \"j\"\n[[sources]]\nname = \"s\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n[[sinks]]\nkind = \"kafka\"\ninput = \"s\"\nbootstrap = \"example.com:9092\"\ntopic = \"t\"\n",
+            Path::new("job.toml"),
+            dir,
+        )
+        .expect("a manifest");
+        let refused = check_confined(&kafka, dir).expect_err("a kafka sink is refused");
+        assert_eq!(
+            refused.to_string(),
+            "kafka sink of \"s\" is not available on a shared host"
+        );
+        assert!(refused.hint().contains("host run"), "{}", refused.hint());
     }
 }

@@ -4,8 +4,11 @@
 //! - [`text_files`]: Spark's `saveAsTextFiles`, one directory per batch, renamed into place
 //!   whole, so no reader ever sees half a batch;
 //! - a foreach-batch UDF (the `sink` world), called once per partition;
+//! - [`kafka`]: every record to a Kafka topic, idempotent by default, one transaction per
+//!   batch with `exactly_once = true`;
 //! - [`NativeSink`]: a Rust closure, Spark's `foreachRDD`, for programs embedding Sluice.
 
+pub mod kafka;
 pub mod text_files;
 
 pub use text_files::OutputFormat;
@@ -82,6 +85,14 @@ pub enum SinkError {
     /// A native sink returned an error.
     #[error("the foreach-batch function failed: {0}")]
     Native(String),
+    /// The Kafka sink could not produce or commit the batch.
+    #[error("kafka sink (bootstrap {bootstrap}): {error}")]
+    Kafka {
+        /// The sink's `bootstrap` brokers.
+        bootstrap: String,
+        /// What happened, with the broker's message.
+        error: kafka::KafkaSinkError,
+    },
 }
 
 /// Spark's `print(num)`:
