@@ -1,8 +1,9 @@
 //! `host bench kafka` through the real binary against the tests' Kafka-protocol broker, in a
 //! small run (20,000 events in 4 files, one run). Behaviour is asserted, not speed: it
 //! succeeds, prints a directory leg and a Kafka leg for W1 and W4, every leg read all the
-//! events, and each Kafka leg wrote what the directory leg of its workload wrote (nothing
-//! lost, nothing twice). A missing `--bootstrap` and a topic holding other records are refused
+//! events, and each Kafka leg (Kafka source, transactional Kafka sinks read back
+//! `read_committed`) wrote what the directory leg of its workload wrote (nothing lost, nothing
+//! twice). A missing `--bootstrap` and a topic holding other records are refused
 //! with errors that say what to do.
 
 use std::process::Command;

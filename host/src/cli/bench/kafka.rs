@@ -10,13 +10,17 @@
 //! file's events), `--runs` times each:
 //!
 //! - W1: `clickstream#is_purchase_line`, `clickstream#user_amount`, per batch `count` and
-//!   `reduce(aggregates#sum_i64)`, both to `text_files` sinks.
+//!   `reduce(aggregates#sum_i64)`, each to a sink.
 //! - W4: `clickstream#user_amount`, `update_state_by_key` with `builtin = "count_and_sum"`, the
-//!   state after each batch to a `text_files` sink.
+//!   state after each batch to a sink.
 //!
-//! Every leg must read all N events and write the same answer (W1: purchases and cents over
-//! the run; W4: the final state's users, count and cents), or the bench fails.
+//! The directory leg's sinks are `text_files` (`jsonl`); the Kafka leg's are `kafka` sinks with
+//! `exactly_once = true` (one transaction per batch), each to a topic of its own created for
+//! the run and read back `read_committed` afterwards. Every leg must read all N events and
+//! write the same answer (W1: purchases and cents over the run; W4: the final state's users,
+//! count and cents — on Kafka each user's last record), or the bench fails.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +32,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use sluice_host::engine::{Job, JobOptions, JobSummary};
 use sluice_host::plan::{self, manifest};
 use sluice_host::udf::{UdfDirectory, UdfRuntime};
@@ -91,7 +96,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         for workload in ["W1", "W4"] {
             for leg in [Leg::Directory, Leg::Kafka] {
                 let (summary, answer) =
-                    run_leg(args, &runtime, workload, leg, &data, bootstrap, &topic)
+                    run_leg(args, &runtime, workload, leg, run, &data, bootstrap, &topic)
                         .with_context(|| format!("{workload}, {} leg, run {run}", leg.name()))?;
                 if summary.records_in != args.events {
                     bail!(
@@ -325,6 +330,66 @@ fn records_in(bootstrap: &str, topic: &str) -> anyhow::Result<u64> {
     Ok(held)
 }
 
+/// Every committed record of `topic` (all its partitions, from the start, `read_committed`),
+/// each partition's in order: its key as text and its value as JSON (a number's decimal text
+/// is a JSON number).
+fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Written>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("sluice-bench-check-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .context("creating a Kafka consumer")?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..TOPIC_PARTITIONS {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut records = Vec::new();
+    let mut at_end = BTreeSet::new();
+    let started = Instant::now();
+    let mut last_new = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let value = m.payload().unwrap_or_default();
+                let value = serde_json::from_slice(value).with_context(|| {
+                    format!(
+                        "a record of {topic}/{} at {} that is not JSON: {:?}",
+                        m.partition(),
+                        m.offset(),
+                        String::from_utf8_lossy(value)
+                    )
+                })?;
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                records.push((key, value));
+                at_end.remove(&m.partition());
+                last_new = Instant::now();
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => bail!("reading {topic} on {bootstrap}: {e}"),
+            None => {}
+        }
+        // Every partition at its end (the job has ended: nothing more comes) and nothing new
+        // for half a second.
+        if at_end.len() == TOPIC_PARTITIONS as usize
+            && last_new.elapsed() > Duration::from_millis(500)
+        {
+            return Ok(records);
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "reading {topic} on {bootstrap} back did not reach its end in 120 s ({} records read)",
+                records.len()
+            );
+        }
+    }
+}
+
 /// Write the manifest of `workload` reading from `leg` into a fresh folder, run it until its
 /// input is done, and read back what its sinks wrote.
 fn run_leg(
@@ -332,12 +397,22 @@ fn run_leg(
     runtime: &Arc<UdfRuntime>,
     workload: &str,
     leg: Leg,
+    run: u64,
     data: &Path,
     bootstrap: &str,
     topic: &str,
 ) -> anyhow::Result<(JobSummary, Answer)> {
     let folder = tempfile::tempdir().context("a temporary job folder")?;
-    let name = format!("bench-kafka-{}-{}", workload.to_lowercase(), leg.name());
+    let name = format!(
+        "bench-kafka-{}-{}-r{run}",
+        workload.to_lowercase(),
+        leg.name()
+    );
+    // The Kafka leg writes to topics of its own, empty when it starts.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let output = |what: &str| format!("sluice-{name}-{stamp}-{what}");
     let mut toml = format!("[job]\nname = \"{name}\"\nbatch_interval = \"{INTERVAL_MS}ms\"\n");
     if let Some(n) = args.partitions {
         toml += &format!("partitions = {n}\n");
@@ -388,18 +463,6 @@ name = "revenue_cents"
 op = "reduce"
 input = "amounts"
 udf = "aggregates#sum_i64"
-
-[[sinks]]
-kind = "text_files"
-input = "purchase_count"
-prefix = "out/count"
-format = "jsonl"
-
-[[sinks]]
-kind = "text_files"
-input = "revenue_cents"
-prefix = "out/revenue"
-format = "jsonl"
 "#;
     } else {
         toml += r#"
@@ -416,13 +479,27 @@ name = "totals"
 op = "update_state_by_key"
 input = "amounts"
 builtin = "count_and_sum"
-
-[[sinks]]
-kind = "text_files"
-input = "totals"
-prefix = "out/totals"
-format = "jsonl"
 "#;
+    }
+    let outputs: &[(&str, &str)] = if workload == "W1" {
+        &[("purchase_count", "count"), ("revenue_cents", "revenue")]
+    } else {
+        &[("totals", "totals")]
+    };
+    for (input, what) in outputs {
+        toml += &match leg {
+            Leg::Directory => format!(
+                "\n[[sinks]]\nkind = \"text_files\"\ninput = \"{input}\"\nprefix = \"out/{what}\"\nformat = \"jsonl\"\n"
+            ),
+            Leg::Kafka => {
+                create_topic(bootstrap, &output(what))?;
+                format!(
+                    "\n[[sinks]]\nkind = \"kafka\"\ninput = \"{input}\"\nbootstrap = {}\ntopic = {}\nexactly_once = true\n",
+                    toml_string(bootstrap),
+                    toml_string(&output(what))
+                )
+            }
+        };
     }
     let path = folder.path().join("job.toml");
     std::fs::write(&path, &toml).with_context(|| format!("writing {}", path.display()))?;
@@ -446,33 +523,48 @@ format = "jsonl"
             summary.invalid_lines
         );
     }
-    let out = folder.path().join("out");
+    // What each sink wrote, `(key, value)` in order, and for W4 the final state.
+    let written = |what: &str| -> anyhow::Result<Vec<Vec<Written>>> {
+        match leg {
+            Leg::Directory => batches(&folder.path().join("out"), what),
+            Leg::Kafka => Ok(vec![read_topic(bootstrap, &output(what))?]),
+        }
+    };
     let answer = if workload == "W1" {
-        let purchases = batches(&out, "count")?
-            .iter()
-            .flatten()
-            .map(number)
-            .sum::<Result<i64, _>>()?;
-        let cents = batches(&out, "revenue")?
-            .iter()
-            .flatten()
-            .map(number)
-            .sum::<Result<i64, _>>()?;
-        Answer::W1 { purchases, cents }
+        let sum = |what: &str| -> anyhow::Result<i64> {
+            written(what)?
+                .iter()
+                .flatten()
+                .map(|(_, value)| {
+                    value
+                        .as_i64()
+                        .with_context(|| format!("a {what} record that is not a number: {value}"))
+                })
+                .sum()
+        };
+        Answer::W1 {
+            purchases: sum("count")?,
+            cents: sum("revenue")?,
+        }
     } else {
-        // The stream is the whole state after each batch: the answer is the newest batch that has any.
-        let state = batches(&out, "totals")?
-            .into_iter()
-            .rev()
-            .find(|b| !b.is_empty())
-            .unwrap_or_default();
+        let state: BTreeMap<Option<String>, serde_json::Value> = match leg {
+            // The stream is the whole state after each batch: the newest batch that has any.
+            Leg::Directory => written("totals")?
+                .into_iter()
+                .rev()
+                .find(|b| !b.is_empty())
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            // Each key's last record, as a compacted topic keeps it.
+            Leg::Kafka => written("totals")?.into_iter().flatten().collect(),
+        };
         let (mut count, mut cents) = (0, 0);
-        for record in &state {
-            let pair = record
-                .get("value")
-                .and_then(|v| v.as_array())
+        for value in state.values() {
+            let pair = value
+                .as_array()
                 .and_then(|v| Some((v.first()?.as_i64()?, v.get(1)?.as_i64()?)))
-                .with_context(|| format!("a W4 record that is not [count, cents]: {record}"))?;
+                .with_context(|| format!("a W4 record that is not [count, cents]: {value}"))?;
             count += pair.0;
             cents += pair.1;
         }
@@ -499,8 +591,12 @@ fn toml_string(text: &str) -> String {
     out + "\""
 }
 
-/// The JSON lines of each batch folder `out/<prefix>-<batch time>/`, oldest batch first.
-fn batches(out: &Path, prefix: &str) -> anyhow::Result<Vec<Vec<serde_json::Value>>> {
+/// A record a sink wrote: its key, as text, and its value, as JSON.
+type Written = (Option<String>, serde_json::Value);
+
+/// The records of each batch folder `out/<prefix>-<batch time>/` (JSON lines `{"key",
+/// "value"}`), oldest batch first.
+fn batches(out: &Path, prefix: &str) -> anyhow::Result<Vec<Vec<Written>>> {
     let mut folders: Vec<(u64, std::path::PathBuf)> = Vec::new();
     if out.is_dir() {
         for entry in std::fs::read_dir(out)? {
@@ -526,22 +622,21 @@ fn batches(out: &Path, prefix: &str) -> anyhow::Result<Vec<Vec<serde_json::Value
             let text = std::fs::read_to_string(&part)
                 .with_context(|| format!("reading {}", part.display()))?;
             for line in text.lines().filter(|l| !l.is_empty()) {
-                records.push(
-                    serde_json::from_str(line).with_context(|| {
-                        format!("a line of {} that is not JSON", part.display())
-                    })?,
-                );
+                let mut record: serde_json::Value = serde_json::from_str(line)
+                    .with_context(|| format!("a line of {} that is not JSON", part.display()))?;
+                let key = match record.get("key") {
+                    Some(serde_json::Value::String(k)) => Some(k.clone()),
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(other) => Some(other.to_string()),
+                };
+                let value = record
+                    .get_mut("value")
+                    .map(serde_json::Value::take)
+                    .with_context(|| format!("a line of {} without a value", part.display()))?;
+                records.push((key, value));
             }
         }
         out.push(records);
     }
     Ok(out)
-}
-
-/// The number in a record's `value`.
-fn number(record: &serde_json::Value) -> anyhow::Result<i64> {
-    record
-        .get("value")
-        .and_then(serde_json::Value::as_i64)
-        .with_context(|| format!("a record whose value is not a number: {record}"))
 }
