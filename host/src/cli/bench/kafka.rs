@@ -71,6 +71,14 @@ enum Answer {
     W4 { users: u64, count: i64, cents: i64 },
 }
 
+/// The input both legs read: the files, and the topic they were produced to on `bootstrap`.
+#[derive(Clone, Copy)]
+struct Input<'a> {
+    data: &'a Path,
+    bootstrap: &'a str,
+    topic: &'a str,
+}
+
 /// One leg's run.
 struct Row {
     workload: &'static str,
@@ -91,13 +99,17 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
     let produced = fill_topic(bootstrap, &topic, &data, args.events)?;
 
     let runtime = Arc::new(runtime);
+    let input = Input {
+        data: &data,
+        bootstrap,
+        topic: &topic,
+    };
     let mut rows = Vec::new();
     for run in 1..=args.runs.max(1) {
         for workload in ["W1", "W4"] {
             for leg in [Leg::Directory, Leg::Kafka] {
-                let (summary, answer) =
-                    run_leg(args, &runtime, workload, leg, run, &data, bootstrap, &topic)
-                        .with_context(|| format!("{workload}, {} leg, run {run}", leg.name()))?;
+                let (summary, answer) = run_leg(args, &runtime, workload, leg, run, &input)
+                    .with_context(|| format!("{workload}, {} leg, run {run}", leg.name()))?;
                 if summary.records_in != args.events {
                     bail!(
                         "{workload}, {} leg, run {run}: the job read {} events of {}",
@@ -398,10 +410,13 @@ fn run_leg(
     workload: &str,
     leg: Leg,
     run: u64,
-    data: &Path,
-    bootstrap: &str,
-    topic: &str,
+    input: &Input<'_>,
 ) -> anyhow::Result<(JobSummary, Answer)> {
+    let Input {
+        data,
+        bootstrap,
+        topic,
+    } = *input;
     let folder = tempfile::tempdir().context("a temporary job folder")?;
     let name = format!(
         "bench-kafka-{}-{}-r{run}",
