@@ -5,6 +5,7 @@
 
 mod backpressure;
 mod dead_letters;
+mod kafka;
 mod noisy;
 mod recovery;
 mod stateful;
@@ -28,8 +29,10 @@ pub struct BenchArgs {
     /// batch times on a shared host while another tenant misbehaves), `swap` (what a hot swap
     /// of a UDF adds to its batch), `dead-letters` (the cost of isolating 3 poison records in
     /// a batch of 100,000), `backpressure` (a job with `backpressure = true` under 3× the
-    /// input it sustains: its rate, delays and memory per batch, as CSV and an SVG plot).
-    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "noisy", "swap", "dead-letters", "backpressure"])]
+    /// input it sustains: its rate, delays and memory per batch, as CSV and an SVG plot),
+    /// `kafka` (W1 and W4 read from a Kafka topic beside the same jobs reading the files,
+    /// `--runs` times each, alternating; needs `--bootstrap`).
+    #[arg(value_parser = ["w1", "w3", "w4", "recovery", "noisy", "swap", "dead-letters", "backpressure", "kafka"])]
     pub workload: String,
     /// Keys of state for `recovery`.
     #[arg(long, default_value_t = 1_000_000)]
@@ -87,6 +90,12 @@ pub struct BenchArgs {
     /// (measured first).
     #[arg(long, default_value_t = 3.0)]
     pub overload: f64,
+    /// `kafka`: the broker (`HOST:PORT`) the events are produced to and read from.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bootstrap: Option<String>,
+    /// `kafka`: runs of each workload, each a directory leg then a Kafka leg.
+    #[arg(long, default_value_t = 2)]
+    pub runs: u64,
 }
 
 /// Run the workload `args` names.
@@ -99,6 +108,7 @@ pub fn run(args: &BenchArgs, runtime: UdfRuntime) -> anyhow::Result<()> {
         "swap" => swap::run(args, runtime),
         "dead-letters" => dead_letters::run(args, runtime),
         "backpressure" => backpressure::run(args, runtime),
+        "kafka" => kafka::run(args, runtime),
         _ => w1::run(args, runtime),
     }
 }
