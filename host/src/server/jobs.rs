@@ -1413,5 +1413,17 @@ mod tests {
             "kafka sink of \"s\" is not available on a shared host"
         );
         assert!(refused.hint().contains("host run"), "{}", refused.hint());
+        let source = manifest::parse(
+            "[job]\nname = \"j\"\n[[sources]]\nname = \"k\"\nkind = \"kafka\"\nbootstrap = \"example.com:9092\"\ntopics = [\"t\"]\n[[sinks]]\nkind = \"print\"\ninput = \"k\"\n",
+            Path::new("job.toml"),
+            dir,
+        )
+        .expect("a manifest");
+        let refused = check_confined(&source, dir).expect_err("a kafka source is refused");
+        assert_eq!(
+            refused.to_string(),
+            "kafka source \"k\" is not available on a shared host"
+        );
+        assert!(refused.hint().contains("http"), "{}", refused.hint());
     }
 }
