@@ -78,6 +78,9 @@ fn a_caller_mounted_ingest_router_acks_after_the_log_and_keeps_request_limits() 
         runtime.registry().clone(),
     )
     .expect("the job starts");
+    // The scheduler's first tick seals at once (an empty batch): the records posted below must
+    // come after it, so that no batch holds them before the abort.
+    sluice_tests::wait_for("the job's first batch", || !job.reports().is_empty());
     let router = job.ingest_router().expect("the job mounts its http source");
 
     // The caller's own server, runtime and routes; the job's endpoint under its prefix.
