@@ -281,12 +281,12 @@ pub fn part_lines(dir: &Path) -> Vec<String> {
     parts.sort();
     parts
         .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("read a part file")
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
+        .flat_map(|p| match std::fs::read_to_string(p) {
+            Ok(text) => text.lines().map(String::from).collect::<Vec<_>>(),
+            // A batch folder replaced whole while it is read (a re-run batch after a
+            // restart): the caller reads again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("read a part file {}: {e}", p.display()),
         })
         .collect()
 }
