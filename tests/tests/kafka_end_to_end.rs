@@ -10,13 +10,11 @@
 //!   read.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sluice_tests::kafka::{Broker, Read, Record};
-use sluice_tests::{JobDir, describe, wait_for};
+use sluice_tests::{JobDir, Rng, describe, lines_of, wait_for};
 
 /// Clickstream in, two Kafka topics out: every record as it came (`raw`) and the running
 /// `(count, sum)` per user (`totals`), both in one transaction per batch.
@@ -90,23 +88,6 @@ topic = "windows"
 exactly_once = true
 "#
     )
-}
-
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 type Totals = BTreeMap<u64, (u64, u64)>;
@@ -193,19 +174,6 @@ fn committed_raw(broker: &Broker) -> Vec<String> {
         .collect();
     raw.sort();
     raw
-}
-
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 fn assert_exactly_once(broker: &Broker, all: &mut [String], expected: &Totals, seed: u64) {

@@ -8,10 +8,8 @@
 //! dropped as soon as they have read (the broker spins on idle consumers).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -22,7 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::{Message, TopicPartitionList};
 use sluice_tests::kafka::Broker;
-use sluice_tests::{JobDir, describe, free_port};
+use sluice_tests::{JobDir, Rng, describe, free_port, lines_of};
 
 /// Broker tests take turns.
 static ONE_BROKER: Mutex<()> = Mutex::new(());
@@ -259,33 +257,6 @@ const MOMENTS: [(&str, Option<&str>); 4] = [
         Some("kafka sink: batch written"),
     ),
 ];
-
-/// SplitMix64, so a seed replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
-
-/// The child's stderr lines as they come.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
 
 #[test]
 fn kill_nine_at_random_moments_and_the_committed_output_holds_each_record_once() {

@@ -5,13 +5,11 @@
 //! does not decode, a manifest that mixes `topics` and `pattern`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sluice_tests::kafka::{Broker, Record};
-use sluice_tests::{JobDir, describe, free_port, wait_for};
+use sluice_tests::{JobDir, Rng, describe, free_port, lines_of, wait_for};
 
 fn source(bootstrap: &str, extra: &str) -> String {
     format!(
@@ -67,23 +65,6 @@ prefix = "out/raw"
     )
 }
 
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Clickstream lines `from..to` (WORKLOADS.md's layout), spread over 3 partitions, and the
 /// totals they add to `expected`.
 fn clicks(from: u64, to: u64, expected: &mut BTreeMap<u64, (u64, u64)>) -> Vec<(i32, String)> {
@@ -134,20 +115,6 @@ fn final_totals(dir: &JobDir) -> BTreeMap<u64, (u64, u64)> {
         assert!(previous.is_none(), "user {user} written twice");
     }
     totals
-}
-
-/// Lines of the child's stderr as they come.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// Records flowing in, `kill -9` at random moments (while starting, after a batch), restarted

@@ -8,12 +8,10 @@
 //! `SLUICE_CRASH_SEED` replays a run (the seed is printed either way).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_tests::{JobDir, describe};
+use sluice_tests::{JobDir, Rng, describe, lines_of};
 
 const LINES: usize = 400;
 const USERS: u64 = 300;
@@ -54,23 +52,6 @@ input = "totals"
 prefix = "out/totals"
 "#
     )
-}
-
-/// A small deterministic generator (SplitMix64), so a seed replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Input files in WORKLOADS.md's clickstream layout, and the totals they must give.
@@ -114,20 +95,6 @@ fn final_totals(dir: &JobDir) -> BTreeMap<u64, (u64, u64)> {
         assert!(previous.is_none(), "user {user} written twice");
     }
     totals
-}
-
-/// Lines of the child's stderr as they come, on a channel.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 fn command(dir: &JobDir) -> Command {
